@@ -1,0 +1,93 @@
+"""Command line: `lmbench {run,show,data,sample,report,slurm} ...` (also `python -m lmbench`).
+
+Arguments are declared here; each command's work lives in the module that owns it, imported lazily so that
+`lmbench show` and spec errors stay fast. A SpecError prints one line and exits with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from lmbench.errors import SpecError
+
+# command -> (module, function): the function takes the parsed arguments and returns an exit code.
+HANDLERS: dict[str, tuple[str, str]] = {
+    "run": ("lmbench.grid", "cmd_run"),
+    "show": ("lmbench.show", "cmd_show"),
+    "data": ("lmbench.data.cache", "cmd_data"),
+    "sample": ("lmbench.sampling.cli", "cmd_sample"),
+    "report": ("lmbench.report", "cmd_report"),
+    "slurm": ("lmbench.slurm", "cmd_slurm"),
+}
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="experiment spec (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=1e-3")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmbench", description="Train, evaluate, sample and compare small language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train + evaluate + sample every cell of a spec or grid, then report")
+    _spec_args(p)
+    p.add_argument("--cell", help="run one cell only (name or index), as a cluster array task does")
+    p.add_argument("--jobs", type=int, default=1, help="cells to run at once (CPU threads are divided)")
+    p.add_argument("--results", help="results root (default: tracking.results_dir)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+    p = sub.add_parser("show", help="print the resolved spec, grid cells, data/tokenizer summary and model sizes")
+    _spec_args(p)
+    p.add_argument("--no-models", action="store_true", help="skip building models for parameter counts")
+
+    p = sub.add_parser("data", help="prepare the token cache and print corpus and token statistics")
+    _spec_args(p)
+    p.add_argument("--json", dest="json_out", help="also write the statistics to this JSON file")
+
+    p = sub.add_parser("sample", help="generate text from a trained run")
+    p.add_argument("run_dir", help="a run directory (results/<spec>/<cell>)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    p.add_argument("--sampler", nargs="+", default=["greedy"], metavar="KIND [key=value ...]",
+                   help="sampler kind followed by its parameters, e.g. --sampler sample top_p=0.9")
+    p.add_argument("-n", "--num-samples", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("report", help="aggregate a results folder into tables, plots and report.md/html")
+    p.add_argument("results_dir", nargs="?", help="results/<spec name>")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="build the tables from W&B runs instead")
+    p.add_argument("--out", help="output folder (default: the results folder)")
+
+    p = sub.add_parser("slurm", help="write an sbatch array script that runs every cell with accelerate")
+    _spec_args(p)
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=1)
+    p.add_argument("--partition")
+    p.add_argument("--time", default="24:00:00")
+    p.add_argument("--account")
+    p.add_argument("--max-concurrent", type=int, default=4, help="the array's %% limit")
+    p.add_argument("--port", type=int, default=29500)
+    p.add_argument("--out", help="script path (default: results/<spec>/slurm.sbatch)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, function = HANDLERS[args.command]
+    try:
+        handler = getattr(importlib.import_module(module_name), function)
+        return int(handler(args) or 0)
+    except SpecError as exc:
+        print(f"lmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

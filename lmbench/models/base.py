@@ -1,0 +1,66 @@
+"""The LanguageModel interface every family implements: full forward for training, step() for decoding."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from lmbench.registry import Registry
+
+
+class DecodeState(Protocol):
+    """Per-sequence decoding state (RNN hidden state, or per-layer K/V caches plus positions)."""
+
+    def reorder(self, index: Tensor) -> "DecodeState":
+        """Pick/duplicate batch rows: row i of the result is row index[i] of self (beams, batch expansion)."""
+        ...
+
+
+class LanguageModel(nn.Module, abc.ABC):
+    """A causal language model that knows only `vocab_size` and `pad_id`.
+
+    Subclasses define a `Config` dataclass (validated from `model.params`), take `(config, vocab_size, pad_id)`
+    and register under `MODELS`.
+    """
+
+    Config: ClassVar[type]
+
+    @abc.abstractmethod
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) ids -> (B, T, V) logits; position t predicts token t+1. Always the full T.
+
+        `attention_mask` (B, T) is 1 for real tokens and 0 for padding (right padding in training batches,
+        left padding for batched prompts); padded positions must not change the real positions' logits.
+        """
+
+    @abc.abstractmethod
+    def init_state(self, batch_size: int, device: torch.device) -> DecodeState: ...
+
+    @abc.abstractmethod
+    def step(self, input_ids: Tensor, state: DecodeState, attention_mask: Tensor | None = None) -> tuple[Tensor, DecodeState]:
+        """Consume (B, t) new ids (a prompt prefill or one token) -> (B, t, V) logits and the advanced state.
+
+        `attention_mask`, when given, covers everything consumed so far plus the new ids: (B, past + t).
+        """
+
+    @classmethod
+    def check_spec(cls, config: Any, spec: Any) -> None:
+        """Raise SpecError for field ranges and combinations that are wrong with this Config in `spec`
+        (an ExperimentSpec), e.g. GloVe vectors with a char tokenizer. Called before any data is read."""
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @abc.abstractmethod
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward, ~6N plus attention), for throughput and MFU figures."""
+
+    def describe(self) -> dict[str, Any]:
+        """Extra facts for `lmbench show` and the run summary (e.g. GloVe coverage)."""
+        return {}
+
+
+MODELS: Registry[type[LanguageModel]] = Registry("model.family")

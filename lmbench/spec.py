@@ -1,0 +1,356 @@
+"""Experiment specs: typed dataclasses loaded from YAML with OmegaConf, plus torch-free range and choice checks.
+
+A spec names what to train and how to measure it. Family-, kind- and source-specific parameters live in
+`params` dicts that the owning class validates against its own `Config` (see `lmbench.validate`).
+
+    spec = load_spec("experiments/quickstart.yaml", ["train.lr=1e-3", "model.family=gru"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    ConfigTypeError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from lmbench.errors import SpecError, choice_error, did_you_mean, range_error
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where documents come from, how they are split and how they are batched."""
+
+    source: str = "builtin"  # builtin | text | json | jsonl | csv | parquet | hf | prompt_story
+    path: str | None = None  # file, glob, or Hugging Face dataset id (source: hf)
+    name: str | None = None  # Hugging Face dataset config name
+    files: dict[str, str] = field(default_factory=dict)  # explicit split files {train, validation, test}
+    text_field: str = "text"  # json/jsonl/csv/parquet/hf: column holding the text
+    prompt_field: str | None = None  # prompt_story from one table: column holding the prompt
+    prompt_path: str | None = None  # prompt_story from two files: line i is the prompt of story i in `path`
+    unit: str = "line"  # text source: one document per file | line | separator
+    separator: str = "<|endoftext|>"  # text source with unit: separator
+    replace: dict[str, str] = field(default_factory=dict)  # literal replacements, e.g. {"<newline>": "\n"}
+    lowercase: bool = False
+    limit: int | None = None  # keep the first N documents (before splitting)
+    subsample: float = 1.0  # keep this seeded fraction of documents
+    min_chars: int = 1  # drop shorter documents
+    max_chars: int | None = None  # drop longer documents
+    split: str = "documents"  # documents: seeded fraction of documents | tail: last fraction of the text stream
+    val_fraction: float = 0.1  # used when the source has no validation split of its own
+    test_fraction: float = 0.0
+    split_seed: int = 42
+    streaming: bool = False  # hf: stream instead of downloading the whole split
+    batching: str = "packed"  # packed: contiguous windows of block_size | documents: BOS + doc + EOS, padded
+    block_size: int = 128  # training window (packed) or maximum document length (documents), in tokens
+    bucket_by_length: bool = False  # documents: batch documents of similar length together
+    cache_dir: str = "results/cache"  # token cache root, shared by all runs with the same fingerprint
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    kind: str = "char"  # char | word | bpe | hf
+    params: dict[str, Any] = field(default_factory=dict)  # checked against the kind's Config
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str = MISSING  # rnn | lstm | gru | transformer | hf
+    params: dict[str, Any] = field(default_factory=dict)  # checked against the family's Config
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str = "adamw"  # adamw | adam
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # AdamW only; never applied to biases, norms or embeddings
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "constant"  # constant | warmup_constant | cosine | linear | inverse_sqrt
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine/linear decay floor as a fraction of lr
+    batch_size: int = 16  # global batch in sequences: per process x processes x grad_accum_steps
+    grad_accum_steps: int = 1
+    grad_clip: float | None = 1.0
+    max_steps: int | None = None  # budgets: whichever is reached first ends training
+    epochs: float | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 (auto: bf16 where the device runs it fast)
+    compile: bool = False
+    eval_every: int | None = None  # steps between validation passes (and at the end)
+    checkpoint_every: int | None = None  # steps between checkpoints (and at the end)
+    early_stopping_patience: int | None = None  # validation passes without improvement before stopping
+    log_every: int = 10
+    num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    splits: list[str] = field(default_factory=lambda: ["validation", "test"])  # those that exist are evaluated
+    batch_size: int = 16
+    stride: int | None = None  # sliding-window stride for long documents; None = block_size // 2
+    untrained: bool = False  # also evaluate the freshly initialised model (untrained vs trained table)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One decoding strategy; the fields follow transformers' GenerationConfig names."""
+
+    kind: str = "greedy"  # greedy | sample | beam | beam_sample
+    name: str | None = None  # label in tables; defaults to a name built from kind and parameters
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = True
+    num_return_sequences: int = 1
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    prompts: list[str] = field(default_factory=lambda: ["Once upon a time"])
+    num_samples: int = 1  # samples per prompt and sampler
+    max_new_tokens: int = 50
+    seed: int = 0
+    samplers: list[SamplerSpec] = field(default_factory=lambda: [SamplerSpec()])
+    reference_run: str | None = None  # run directory whose model scores every sample (coherence proxy)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    backends: list[str] = field(default_factory=lambda: ["wandb"])  # wandb | tensorboard | none
+    project: str | None = None  # defaults to the spec name
+    group: str | None = None  # defaults to the grid name
+    wandb_mode: str = "auto"  # auto (offline without an API key) | offline | online | disabled
+    results_dir: str = "results"
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str = MISSING
+    seed: int = 0
+    data: DataSpec = field(default_factory=DataSpec)
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    sample: SampleSpec = field(default_factory=SampleSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    grid: Any = None  # axes that turn this spec into many cells (lmbench.grid)
+
+
+# Choices for fields that are not registries (registries check their own names in lmbench.validate).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.unit": ("file", "line", "separator"),
+    "data.split": ("documents", "tail"),
+    "data.batching": ("packed", "documents"),
+    "train.optimizer": ("adamw", "adam"),
+    "train.schedule": ("constant", "warmup_constant", "cosine", "linear", "inverse_sqrt"),
+    "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
+    "tracking.wandb_mode": ("auto", "offline", "online", "disabled"),
+}
+TRACKING_BACKENDS = ("wandb", "tensorboard", "none")
+SAMPLER_KINDS = ("greedy", "sample", "beam", "beam_sample")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """Load one YAML file, merging the files listed in its `defaults:` (paths relative to it) underneath it."""
+    path = path.resolve()
+    if path in seen:
+        raise SpecError("defaults", f"include cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    if not path.is_file():
+        raise SpecError("", f"spec file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends: report, don't trace
+        raise SpecError("", f"cannot parse {path}: {exc}") from None
+    if not isinstance(cfg, DictConfig):
+        raise SpecError("", f"{path} must hold a mapping at the top level")
+    bases = cfg.pop("defaults", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = OmegaConf.create()
+    for base in bases:
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / str(base), (*seen, path)))
+    return OmegaConf.merge(merged, cfg)
+
+
+def raw_spec(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The spec file with its defaults and the command-line `key=value` overrides merged, not yet typed."""
+    cfg = _read_yaml(Path(path))
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise SpecError("", f"override {bad[0]!r} is not of the form key=value")
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+
+
+def to_spec(cfg: DictConfig | dict[str, Any]) -> ExperimentSpec:
+    """Type `cfg` against ExperimentSpec and check ranges and choices; SpecError names the first bad field."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentSpec), cfg)
+        spec = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _translate(exc) from None
+    assert isinstance(spec, ExperimentSpec)
+    check_spec(spec)
+    return spec
+
+
+def typed_params(config_cls: type, params: dict[str, Any], path: str) -> Any:
+    """Check a `params` dict against a family's/kind's Config dataclass and return the typed Config.
+
+    Unknown keys, wrong types and missing required values become a SpecError under `path` (e.g. ``model.params``).
+    """
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config_cls), params)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        err = _translate(exc)
+        leaf = err.path.split(".")[-1] if err.path else ""
+        known = sorted(OmegaConf.structured(config_cls).keys())
+        if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
+            return_msg = f"unknown key {leaf!r}{did_you_mean(leaf, known)}; known fields: {', '.join(known)}"
+            raise SpecError(f"{path}.{leaf}", return_msg) from None
+        raise SpecError(f"{path}.{err.path}" if err.path else path, err.message) from None
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec:
+    """Load, merge and type-check a spec file (torch-free). The `grid:` block is kept, not expanded."""
+    return to_spec(raw_spec(path, overrides))
+
+
+def spec_to_yaml(spec: ExperimentSpec) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(spec))
+
+
+def spec_to_dict(spec: ExperimentSpec) -> dict[str, Any]:
+    container = OmegaConf.to_container(OmegaConf.structured(spec), resolve=True)
+    assert isinstance(container, dict)
+    return container  # type: ignore[return-value]
+
+
+def _translate(exc: OmegaConfBaseException) -> SpecError:
+    """Turn OmegaConf's exceptions into one readable SpecError naming the field."""
+    key = str(getattr(exc, "full_key", "") or "")
+    if isinstance(exc, MissingMandatoryValue):
+        return SpecError(key, "required field is missing")
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
+        parent, _, leaf = key.rpartition(".")
+        known = _known_fields(parent)
+        choices = f"; known fields: {', '.join(known)}" if known else ""
+        return SpecError(key, f"unknown key {leaf!r}{did_you_mean(leaf, known)}{choices}")
+    if isinstance(exc, (ValidationError, ConfigTypeError)):
+        return SpecError(key, f"wrong type: {str(exc).splitlines()[0]}")
+    return SpecError(key, str(exc).splitlines()[0])
+
+
+def _known_fields(dotted_parent: str) -> list[str]:
+    node: Any = OmegaConf.structured(ExperimentSpec)
+    for part in [p for p in dotted_parent.split(".") if p]:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+        if not isinstance(node, DictConfig):
+            return []
+    return sorted(node.keys())
+
+
+def _positive(path: str, value: float | None, allow_none: bool = True, allow_zero: bool = False) -> None:
+    if value is None:
+        if not allow_none:
+            raise SpecError(path, "required field is missing")
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise range_error(path, value, ">= 0" if allow_zero else "> 0")
+
+
+def _check_choice(path: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise choice_error(path, value, choices)
+
+
+def check_sampler(path: str, s: SamplerSpec) -> None:
+    """Range checks for one sampler; `path` is e.g. ``sample.samplers[2]``."""
+    _check_choice(f"{path}.kind", s.kind, SAMPLER_KINDS)
+    sampling = s.kind in ("sample", "beam_sample")
+    if s.temperature <= 0 and sampling:
+        raise range_error(f"{path}.temperature", s.temperature, "> 0 when sampling")
+    if s.top_k is not None and s.top_k < 1:
+        raise range_error(f"{path}.top_k", s.top_k, ">= 1 (or null)")
+    for name in ("top_p", "min_p"):
+        value = getattr(s, name)
+        if value is not None and not 0 < value <= 1:
+            raise range_error(f"{path}.{name}", value, "in (0, 1] (or null)")
+    if s.repetition_penalty <= 0:
+        raise range_error(f"{path}.repetition_penalty", s.repetition_penalty, "> 0")
+    _positive(f"{path}.no_repeat_ngram_size", s.no_repeat_ngram_size, allow_zero=True)
+    if s.num_beams < 1:
+        raise range_error(f"{path}.num_beams", s.num_beams, ">= 1")
+    if s.kind == "beam_sample" and s.num_beams < 2:
+        raise range_error(f"{path}.num_beams", s.num_beams, ">= 2 for beam_sample (use kind: sample for one beam)")
+    if s.kind in ("greedy", "sample") and s.num_beams != 1:
+        raise SpecError(f"{path}.num_beams", f"{s.num_beams} beams need kind: beam or beam_sample, not {s.kind!r}")
+    if s.num_return_sequences < 1:
+        raise range_error(f"{path}.num_return_sequences", s.num_return_sequences, ">= 1")
+    if s.kind in ("beam", "beam_sample") and s.num_return_sequences > s.num_beams:
+        raise range_error(f"{path}.num_return_sequences", s.num_return_sequences, f"<= num_beams ({s.num_beams})")
+
+
+def check_spec(spec: ExperimentSpec) -> None:
+    """Choices and ranges that need no registry, no torch and no data."""
+    if not spec.name.strip():
+        raise SpecError("name", "must not be empty")
+    for path, choices in CHOICES.items():
+        section, leaf = path.split(".")
+        _check_choice(path, getattr(getattr(spec, section), leaf), choices)
+    d, t, e = spec.data, spec.train, spec.eval
+    for path, value in (("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)):
+        if not 0 <= value < 1:
+            raise range_error(path, value, "in [0, 1)")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise range_error("data.val_fraction", d.val_fraction, "val_fraction + test_fraction < 1")
+    if not 0 < d.subsample <= 1:
+        raise range_error("data.subsample", d.subsample, "in (0, 1]")
+    _positive("data.limit", d.limit)
+    _positive("data.min_chars", d.min_chars, allow_zero=True)
+    _positive("data.max_chars", d.max_chars)
+    _positive("data.block_size", d.block_size, allow_none=False)
+    if d.max_chars is not None and d.max_chars < d.min_chars:
+        raise range_error("data.max_chars", d.max_chars, f">= data.min_chars ({d.min_chars})")
+    _positive("train.lr", t.lr, allow_none=False)
+    _positive("train.weight_decay", t.weight_decay, allow_zero=True)
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        raise range_error("train.betas", list(t.betas), "two numbers in [0, 1)")
+    _positive("train.warmup_steps", t.warmup_steps, allow_zero=True)
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise range_error("train.min_lr_ratio", t.min_lr_ratio, "in [0, 1]")
+    for name in ("batch_size", "grad_accum_steps", "log_every"):
+        _positive(f"train.{name}", getattr(t, name), allow_none=False)
+    for name in ("grad_clip", "max_steps", "epochs", "max_tokens", "max_seconds", "eval_every",
+                 "checkpoint_every", "early_stopping_patience", "num_threads"):
+        _positive(f"train.{name}", getattr(t, name))
+    if all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens", "max_seconds")):
+        raise SpecError("train", "no budget: set at least one of max_steps, epochs, max_tokens, max_seconds")
+    if t.batch_size % t.grad_accum_steps:
+        raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by grad_accum_steps ({t.grad_accum_steps})")
+    _positive("eval.batch_size", e.batch_size, allow_none=False)
+    _positive("eval.stride", e.stride)
+    for i, split in enumerate(e.splits):
+        _check_choice(f"eval.splits[{i}]", split, ("train", "validation", "test"))
+    _positive("sample.num_samples", spec.sample.num_samples, allow_none=False)
+    _positive("sample.max_new_tokens", spec.sample.max_new_tokens, allow_none=False)
+    for i, sampler in enumerate(spec.sample.samplers):
+        check_sampler(f"sample.samplers[{i}]", sampler)
+    for i, backend in enumerate(spec.tracking.backends):
+        _check_choice(f"tracking.backends[{i}]", backend, TRACKING_BACKENDS)
