@@ -1,0 +1,189 @@
+"""`hf`: any causal LM from transformers (`AutoModelForCausalLM`) behind the LanguageModel interface.
+
+Two ways to build one:
+
+    model: {family: hf, params: {name_or_path: gpt2}}                       # pretrained (hub id or local dir)
+    model: {family: hf, params: {from_config: true, model_type: gpt2,       # random init, built offline
+                                 config: {n_layer: 2, n_embd: 32, n_head: 2, n_positions: 64}}}
+
+Decoding uses transformers' own KV cache (`DynamicCache`) plus the attention mask seen so far, so that
+left-padded prompts get position ids that start at each row's first real token.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lmbench.errors import SpecError
+from lmbench.models.base import MODELS, LanguageModel
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+@dataclass
+class Config:
+    name_or_path: str | None = None  # hub id or local directory (pretrained weights, and the config base)
+    from_config: bool = False  # true: random initialisation from a config (no weights are read)
+    model_type: str | None = None  # from_config without name_or_path: e.g. gpt2, llama
+    config: dict[str, Any] = field(default_factory=dict)  # config overrides, e.g. {n_layer: 2, n_embd: 32}
+    dtype: str = "float32"  # weights dtype: float32 | bfloat16 | float16 | auto
+    revision: str | None = None  # hub revision (branch, tag or commit)
+    trust_remote_code: bool = False
+
+
+def position_ids_from_mask(mask: Tensor) -> Tensor:
+    """(B, T) 0/1 mask -> (B, T) positions counted from each row's first real token (pads get 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class HFState:
+    """transformers' KV cache (None before the first step) and the (B, past) attention mask so far."""
+
+    cache: Any
+    mask: Tensor
+
+    def reorder(self, index: Tensor) -> "HFState":
+        """A new state whose row i is row index[i] of this one; this state is left unchanged."""
+        index = index.to(self.mask.device)
+        cache = None
+        if self.cache is not None:
+            cache = copy.copy(self.cache)  # layers are re-bound below, so the original keeps its tensors
+            cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+            cache.reorder_cache(index)
+        return HFState(cache, self.mask.index_select(0, index))
+
+
+def _auto_config(cfg: Config, vocab_size: int) -> Any:
+    from transformers import AutoConfig
+
+    overrides = dict(cfg.config)
+    if cfg.name_or_path is not None:
+        hf_config = AutoConfig.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **overrides
+        )
+    else:
+        overrides.setdefault("vocab_size", vocab_size)
+        hf_config = AutoConfig.for_model(cfg.model_type, **overrides)
+    return hf_config
+
+
+@MODELS.register("hf")
+class HFCausalLM(LanguageModel):
+    """Wraps `transformers.AutoModelForCausalLM`; logits are exactly the wrapped model's.
+
+    The vocabulary is the model's own: a tokenizer with fewer ids is fine (the extra rows are never produced
+    as inputs), one with more ids (an added pad token) resizes the input/output embeddings with a warning.
+    """
+
+    Config = Config
+
+    def __init__(self, config: Config, vocab_size: int, pad_id: int, **extras: Any) -> None:
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.pad_id = pad_id
+        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
+        if config.from_config:
+            hf_config = _auto_config(config, vocab_size)
+            self.model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype,
+                                                          trust_remote_code=config.trust_remote_code)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                config.name_or_path, dtype=dtype, revision=config.revision,
+                trust_remote_code=config.trust_remote_code, **dict(config.config)
+            )
+        model_vocab = self.model.get_input_embeddings().num_embeddings
+        if vocab_size > model_vocab:
+            log.warning("tokenizer has %d ids but the model %d: resizing the embeddings", vocab_size, model_vocab)
+            self.model.resize_token_embeddings(vocab_size)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) ids -> (B, T, V) logits. With a mask, positions count from each row's first real token."""
+        position_ids = None if attention_mask is None else position_ids_from_mask(attention_mask)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False)
+        return out.logits  # (B, T, V)
+
+    def init_state(self, batch_size: int, device: torch.device) -> HFState:
+        return HFState(None, torch.zeros(batch_size, 0, dtype=torch.long, device=device))
+
+    def step(self, input_ids: Tensor, state: HFState, attention_mask: Tensor | None = None) -> tuple[Tensor, HFState]:
+        """Consume (B, t) new ids -> (B, t, V) logits and a new state (the old state's cache is not reused)."""
+        num_new = input_ids.size(1)
+        if attention_mask is None:
+            new = torch.ones_like(input_ids, dtype=state.mask.dtype)
+            attention_mask = torch.cat([state.mask, new], dim=1)
+        attention_mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
+        position_ids = position_ids_from_mask(attention_mask)[:, -num_new:]
+        cache = state.cache
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        return out.logits, HFState(out.past_key_values, attention_mask)
+
+    def _shape(self) -> tuple[int | None, int | None]:
+        c = self.model.config
+        num_layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None)
+        d_model = getattr(c, "hidden_size", None) or getattr(c, "n_embd", None)
+        return num_layers, d_model
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Kaplan et al. (2020): 6 * N_non_embedding + 12 * num_layers * d_model * seq_len (forward + backward)."""
+        non_embedding = self.num_params() - self.model.get_input_embeddings().weight.numel()
+        pos = getattr(getattr(self.model, "transformer", None), "wpe", None)
+        if pos is not None:
+            non_embedding -= pos.weight.numel()
+        num_layers, d_model = self._shape()
+        attention = 12 * num_layers * d_model * seq_len if num_layers and d_model else 0
+        return float(6 * non_embedding + attention)
+
+    def describe(self) -> dict[str, Any]:
+        num_layers, d_model = self._shape()
+        return {
+            "name_or_path": self.config.name_or_path,
+            "from_config": self.config.from_config,
+            "model_type": self.model.config.model_type,
+            "num_layers": num_layers,
+            "d_model": d_model,
+            "vocab_size": self.vocab_size,
+            "num_params": self.num_params(),
+            "num_trainable_params": self.num_params(trainable_only=True),
+        }
+
+    @classmethod
+    def check_spec(cls, config: Config, spec: Any) -> None:
+        if config.dtype not in DTYPES:
+            from lmbench.errors import choice_error
+
+            raise choice_error("model.params.dtype", config.dtype, DTYPES)
+        if config.from_config:
+            if config.name_or_path is None and config.model_type is None:
+                raise SpecError("model.params.model_type",
+                                "from_config needs model_type (e.g. gpt2) or name_or_path to take the config from")
+            return
+        if not config.name_or_path:
+            raise SpecError("model.params.name_or_path",
+                            "required for a pretrained hf model (or set from_config: true with model_type)")
+        tok = spec.tokenizer
+        if tok.kind != "hf":
+            raise SpecError("tokenizer.kind", f"a pretrained hf model needs its own tokenizer (tokenizer.kind 'hf' with "
+                                              f"name_or_path {config.name_or_path!r}), got tokenizer.kind {tok.kind!r}")
+        tok_name = dict(tok.params).get("name_or_path")
+        if tok_name != config.name_or_path:
+            raise SpecError("tokenizer.params.name_or_path",
+                            f"{tok_name!r} differs from model.params.name_or_path {config.name_or_path!r}; "
+                            "a pretrained model needs its own tokenizer")
