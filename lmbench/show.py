@@ -46,7 +46,7 @@ def model_rows(cells: list[Any]) -> list[dict[str, Any]]:
     for cell in cells:
         prepared = prepare_data(cell.spec, progress=False)
         model = build_model(cell.spec.model, prepared.tokenizer)
-        extra = {k: v for k, v in model.describe().items() if not isinstance(v, (dict, list))}
+        coverage = model.describe().get("coverage")
         rows.append({
             "cell": cell.name,
             "family": cell.spec.model.family,
@@ -55,7 +55,7 @@ def model_rows(cells: list[Any]) -> list[dict[str, Any]]:
             "params": _human(model.num_params()),
             "trainable": _human(model.num_params(trainable_only=True)),
             "train FLOPs/token": _human(model.flops_per_token(cell.spec.data.block_size)),
-            **extra,
+            **({"embedding coverage": coverage} if coverage else {}),
         })
     return rows
 

@@ -54,15 +54,23 @@ class HFState:
     def reorder(self, index: Tensor) -> "HFState":
         """A new state whose row i is row index[i] of this one; this state is left unchanged."""
         index = index.to(self.mask.device)
-        cache = None
-        if self.cache is not None:
-            cache = copy.copy(self.cache)  # layers are re-bound below, so the original keeps its tensors
-            cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        cache = _copy_cache(self.cache)
+        if cache is not None:
             cache.reorder_cache(index)
         return HFState(cache, self.mask.index_select(0, index))
 
 
-def _auto_config(cfg: Config, vocab_size: int) -> Any:
+def _copy_cache(cache: Any) -> Any:
+    """A shallow copy of a transformers Cache whose layers can be re-bound (reorder/update assign new tensors)
+    without touching the original, so an old state stays valid after step() or reorder()."""
+    if cache is None:
+        return None
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
+
+
+def _auto_config(cfg: Config, vocab_size: int, pad_id: int) -> Any:
     from transformers import AutoConfig
 
     overrides = dict(cfg.config)
@@ -72,6 +80,12 @@ def _auto_config(cfg: Config, vocab_size: int) -> Any:
         )
     else:
         overrides.setdefault("vocab_size", vocab_size)
+        base = AutoConfig.for_model(cfg.model_type)
+        for key in ("bos_token_id", "eos_token_id"):  # defaults such as GPT-2's 50256 outside a small vocabulary
+            value = getattr(base, key, None)
+            if key not in overrides and isinstance(value, int) and value >= overrides["vocab_size"]:
+                overrides[key] = None
+        overrides.setdefault("pad_token_id", pad_id)
         hf_config = AutoConfig.for_model(cfg.model_type, **overrides)
     return hf_config
 
@@ -92,9 +106,10 @@ class HFCausalLM(LanguageModel):
 
         self.config = config
         self.pad_id = pad_id
-        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
+        dtype: Any = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
         if config.from_config:
-            hf_config = _auto_config(config, vocab_size)
+            dtype = None if dtype == "auto" else dtype
+            hf_config = _auto_config(config, vocab_size, pad_id)
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype,
                                                           trust_remote_code=config.trust_remote_code)
         else:
@@ -119,14 +134,14 @@ class HFCausalLM(LanguageModel):
         return HFState(None, torch.zeros(batch_size, 0, dtype=torch.long, device=device))
 
     def step(self, input_ids: Tensor, state: HFState, attention_mask: Tensor | None = None) -> tuple[Tensor, HFState]:
-        """Consume (B, t) new ids -> (B, t, V) logits and a new state (the old state's cache is not reused)."""
+        """Consume (B, t) new ids -> (B, t, V) logits and a new state (`state` stays valid)."""
         num_new = input_ids.size(1)
         if attention_mask is None:
             new = torch.ones_like(input_ids, dtype=state.mask.dtype)
             attention_mask = torch.cat([state.mask, new], dim=1)
         attention_mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
         position_ids = position_ids_from_mask(attention_mask)[:, -num_new:]
-        cache = state.cache
+        cache = _copy_cache(state.cache)
         if cache is None:
             from transformers import DynamicCache
 
@@ -142,14 +157,19 @@ class HFCausalLM(LanguageModel):
         return num_layers, d_model
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Kaplan et al. (2020): 6 * N_non_embedding + 12 * num_layers * d_model * seq_len (forward + backward)."""
-        non_embedding = self.num_params() - self.model.get_input_embeddings().weight.numel()
+        """Training FLOPs per token, as for the `transformer` family (Kaplan et al. 2020, x3 for backward):
+        6 * (N_non_embedding + output projection) + 12 * num_layers * d_model * seq_len."""
+        embed = self.model.get_input_embeddings().weight
+        matmul = self.num_params() - embed.numel()  # an untied output projection is already counted here
         pos = getattr(getattr(self.model, "transformer", None), "wpe", None)
         if pos is not None:
-            non_embedding -= pos.weight.numel()
+            matmul -= pos.weight.numel()
+        out = self.model.get_output_embeddings()
+        if out is not None and out.weight is embed:
+            matmul += embed.numel()  # tied: the projection reuses the embedding matrix
         num_layers, d_model = self._shape()
         attention = 12 * num_layers * d_model * seq_len if num_layers and d_model else 0
-        return float(6 * non_embedding + attention)
+        return float(6 * matmul + attention)
 
     def describe(self) -> dict[str, Any]:
         num_layers, d_model = self._shape()

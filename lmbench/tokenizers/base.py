@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from lmbench.registry import Registry
+
+META_FILE = "lmbench_tokenizer.json"  # {"kind": ..., "config": {...}} written by every `save`, read by `load_tokenizer`
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0..3 for char and word (and bpe pieces)
+SEP_TOKEN = "<sep>"  # sep_id is set when a kind's configured symbols include it
 
 
 class Tokenizer(abc.ABC):
@@ -19,6 +26,8 @@ class Tokenizer(abc.ABC):
     """
 
     Config: ClassVar[type]
+    kind: ClassVar[str]  # the registry name, written to META_FILE by `save`
+    config: Any  # the typed Config this tokenizer was trained with
     pad_id: int
     bos_id: int
     eos_id: int
@@ -65,3 +74,29 @@ class Tokenizer(abc.ABC):
 
 
 TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer.kind")
+
+
+def write_meta(directory: Path, kind: str, config: Any) -> None:
+    """Write META_FILE naming the kind and its Config (a dataclass) into `directory` (created if missing)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"kind": kind, "config": dataclasses.asdict(config)}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_meta(directory: Path) -> tuple[str, dict[str, Any]]:
+    """(kind, config dict) from `directory`/META_FILE; FileNotFoundError when the directory holds no tokenizer."""
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved lmbench tokenizer in {directory} ({META_FILE} is missing)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    return str(meta["kind"]), dict(meta.get("config") or {})
+
+
+def warn_unknown(logger: logging.Logger, kind: str, unknown: Sequence[str], num_tokens: int, max_shown: int = 5) -> None:
+    """One warning per encode call: how many of `num_tokens` tokens were unknown, and the first few distinct ones."""
+    if not unknown:
+        return
+    shown = list(dict.fromkeys(unknown))[:max_shown]
+    logger.warning("%s tokenizer: %d of %d tokens unknown, mapped to <unk> (e.g. %s)",
+                   kind, len(unknown), num_tokens, ", ".join(repr(u) for u in shown))

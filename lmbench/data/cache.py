@@ -1,0 +1,381 @@
+"""Token cache: tokenize each split once per (data, tokenizer) fingerprint into memory-mapped arrays.
+
+Layout of `<data.cache_dir>/<fingerprint[:16]>/`:
+
+    tokenizer/                   trained on the train split only
+    <split>.tokens.bin           every document's ids back to back, no BOS/EOS (uint16 if vocab <= 65535, else uint32)
+    <split>.offsets.npy          int64 (num_docs + 1,): document i is tokens[offsets[i]:offsets[i + 1]]
+    <split>.prompt_lens.npy      int64 (num_docs,), prompt_story only: leading ids of a document that are
+                                 prompt + <sep> (document = encode(prompt) + [sep_id] + encode(story))
+    <split>.stats.json           SplitStats of the raw text (prompt_story: the story only, the scored part)
+    meta.json                    fingerprint, spec, tokenizer and timing; the cache is complete iff it exists
+
+A cache is built in a temporary folder under an exclusive file lock and renamed into place, so concurrent
+processes never see (or corrupt) a half-written one. With several processes (accelerate), call
+`prepare_data(spec)` on the main process, then `prepare_data(spec, load_only=True)` on the others after a
+barrier. Documents are read and tokenized in batches and streamed to disk: memory stays flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmbench.data.corpus import iter_documents, make_source, split_names
+from lmbench.data.sources import SPLITS, Document
+from lmbench.errors import SpecError
+from lmbench.spec import ExperimentSpec, spec_to_dict
+from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, tokenizer_fingerprint
+
+FORMAT_VERSION = 1  # bump when the cache layout or the document -> ids rule changes
+DOCS_PER_BATCH = 1000
+META_FILE = "meta.json"
+# DataSpec fields that change the tokens (path, prompt_path and files are covered by the source fingerprint,
+# which resolves them to files with sizes and mtimes; batching fields and cache_dir do not change tokens).
+TOKEN_FIELDS = ("source", "name", "text_field", "prompt_field", "unit", "separator", "replace", "lowercase",
+                "limit", "subsample", "min_chars", "max_chars", "split", "val_fraction", "test_fraction",
+                "split_seed")
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """Counts over the raw document text of a split (prompt_story: the stories; prompts are not scored)."""
+
+    num_docs: int
+    num_tokens: int  # ids in tokens.bin (prompt_story: prompt + <sep> + story)
+    num_bytes: int  # UTF-8 bytes
+    num_chars: int
+    num_words: int  # whitespace-separated words (lm-eval's word count)
+
+
+@dataclass
+class TokenSplit:
+    tokens: np.ndarray  # (num_tokens,) uint16/uint32, memory-mapped
+    doc_offsets: np.ndarray  # (num_docs + 1,) int64
+    prompt_lens: np.ndarray | None  # (num_docs,) int64: prompt + <sep> ids at the start of each document
+    stats: SplitStats
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_offsets) - 1
+
+    def doc(self, i: int) -> np.ndarray:
+        """The ids of document `i` (a view of the memory map)."""
+        return self.tokens[self.doc_offsets[i]:self.doc_offsets[i + 1]]
+
+    def doc_lengths(self) -> np.ndarray:
+        return np.diff(self.doc_offsets)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the memory map as its file (DataLoader workers under spawn), not as a copy of the tokens."""
+        state = dict(self.__dict__)
+        if isinstance(self.tokens, np.memmap) and self.tokens.filename:
+            state["tokens"] = ("memmap", self.tokens.filename, self.tokens.dtype.str, len(self.tokens))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tokens = state["tokens"]
+        if isinstance(tokens, tuple):
+            state["tokens"] = np.memmap(tokens[1], dtype=np.dtype(tokens[2]), mode="r", shape=(tokens[3],))
+        self.__dict__.update(state)
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    splits: dict[str, TokenSplit]
+    fingerprint: str
+    cache_dir: Path
+    reused: bool = False  # loaded from an existing cache (no tokenization in this call)
+    meta: dict[str, Any] = field(default_factory=dict)  # the cache's meta.json
+
+
+def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
+    return np.uint16 if vocab_size <= 65535 else np.uint32
+
+
+def data_fingerprint(spec: ExperimentSpec) -> str:
+    """sha256 over the token-relevant data fields, the tokenizer fingerprint, the cache format version and the
+    source fingerprint (resolved files with sizes and mtimes; the builtin corpus's text hash)."""
+    d = spec.data
+    fields: dict[str, Any] = {f: getattr(d, f) for f in TOKEN_FIELDS}
+    fields["replace"] = [list(kv) for kv in d.replace.items()]  # order matters: replacements chain
+    payload = {"format": FORMAT_VERSION, "data": fields, "tokenizer": tokenizer_fingerprint(spec.tokenizer),
+               "source": make_source(d).fingerprint()}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def prepare_data(spec: ExperimentSpec, *, progress: bool = True, load_only: bool = False) -> PreparedData:
+    """The tokenizer and token splits of `spec`, from the cache when it exists, else built (and cached).
+
+    `load_only=True` (non-main processes, after a barrier) never builds: a missing cache is a RuntimeError.
+    """
+    fingerprint = data_fingerprint(spec)
+    root = Path(spec.data.cache_dir)
+    final = root / fingerprint[:16]
+    if (final / META_FILE).is_file():
+        return load_prepared(final, fingerprint)
+    if load_only:
+        raise RuntimeError(f"token cache {final} is missing; the main process must call prepare_data first")
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root / f".{fingerprint[:16]}.lock"):
+        if (final / META_FILE).is_file():  # another process built it while we waited
+            return load_prepared(final, fingerprint)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint[:16]}.tmp-", dir=root))
+        try:
+            _build(spec, tmp, fingerprint, progress)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache is read by other users
+            if final.exists():  # an incomplete leftover (no meta.json)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    data = load_prepared(final, fingerprint)
+    data.reused = False
+    return data
+
+
+def load_prepared(directory: Path, fingerprint: str | None = None) -> PreparedData:
+    """Open a complete cache folder (memory maps; nothing is tokenized)."""
+    directory = Path(directory)
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    if fingerprint is not None and meta["fingerprint"] != fingerprint:
+        raise RuntimeError(f"{directory} holds fingerprint {meta['fingerprint']}, not {fingerprint}")
+    dtype = np.dtype(meta["tokenizer"]["dtype"])
+    names = sorted(meta["splits"], key=SPLITS.index)  # meta.json sorts its keys; keep train/validation/test
+    splits = {name: _load_split(directory, name, dtype) for name in names}
+    return PreparedData(load_tokenizer(directory / "tokenizer"), splits, meta["fingerprint"], directory,
+                        reused=True, meta=meta)
+
+
+def _load_split(directory: Path, name: str, dtype: np.dtype) -> TokenSplit:
+    stats = SplitStats(**json.loads((directory / f"{name}.stats.json").read_text(encoding="utf-8")))
+    path = directory / f"{name}.tokens.bin"
+    tokens = np.memmap(path, dtype=dtype, mode="r") if stats.num_tokens else np.zeros(0, dtype=dtype)
+    offsets = np.load(directory / f"{name}.offsets.npy", mmap_mode="r")
+    prompt_path = directory / f"{name}.prompt_lens.npy"
+    prompt_lens = np.load(prompt_path) if prompt_path.is_file() else None
+    return TokenSplit(tokens, offsets, prompt_lens, stats)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (released when the holder exits, however it exits)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the temp folder + rename still keeps the cache consistent
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bool) -> None:
+    started = time.perf_counter()
+    tokenizer = build_tokenizer(spec.tokenizer, _progress(_training_texts(spec), progress, "tokenizer (train)"))
+    train_seconds = time.perf_counter() - started
+    prompted = spec.data.source == "prompt_story"
+    if prompted and tokenizer.sep_id is None:
+        raise SpecError("tokenizer.params", f"prompt_story data needs a <sep> symbol, which the {spec.tokenizer.kind} "
+                                            "tokenizer lacks: add '<sep>' to its specials / user_defined_symbols / "
+                                            "extra_special_tokens")
+    tokenizer.save(directory / "tokenizer")
+    dtype = token_dtype(tokenizer.vocab_size)
+    splits = {name: _write_split(spec, tokenizer, name, directory, dtype, progress)
+              for name in split_names(spec.data)}
+    meta = {
+        "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "python": platform.python_version(), "source": make_source(spec.data).fingerprint(),
+        "spec": {k: v for k, v in spec_to_dict(spec).items() if k in ("data", "tokenizer")},
+        "tokenizer": {"kind": spec.tokenizer.kind, "fingerprint": tokenizer_fingerprint(spec.tokenizer),
+                      "vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name,
+                      "train_seconds": round(train_seconds, 3), "pad_id": tokenizer.pad_id,
+                      "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "unk_id": tokenizer.unk_id,
+                      "sep_id": tokenizer.sep_id},
+        "splits": splits, "build_seconds": round(time.perf_counter() - started, 3),
+    }
+    _write_json(directory / META_FILE, meta)  # last: its presence marks the cache complete
+
+
+def _training_texts(spec: ExperimentSpec) -> Iterator[str]:
+    """Train-split texts for the tokenizer (prompt_story: each prompt, then its story)."""
+    for doc in iter_documents(spec.data, "train"):
+        if doc.prompt is not None:
+            yield doc.prompt
+        yield doc.text
+
+
+def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(items, desc=desc, unit="doc", mininterval=1.0, file=sys.stderr))
+
+
+class _SplitWriter:
+    """Appends tokenized document batches to the split's files and accumulates its statistics."""
+
+    def __init__(self, directory: Path, name: str, dtype: type, prompted: bool) -> None:
+        self.directory, self.name, self.dtype = directory, name, dtype
+        self.tokens = open(directory / f"{name}.tokens.bin", "wb")
+        self.offsets = open(directory / f"{name}.offsets.tmp", "wb")
+        self.prompt_lens = open(directory / f"{name}.prompt_lens.tmp", "wb") if prompted else None
+        np.zeros(1, dtype=np.int64).tofile(self.offsets)
+        self.counts = dict.fromkeys(("num_docs", "num_tokens", "num_bytes", "num_chars", "num_words"), 0)
+
+    def add(self, docs: Sequence[Document], seqs: list[list[int]], prompt_lens: list[int] | None) -> None:
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=self.dtype, count=int(lengths.sum()))
+        flat.tofile(self.tokens)
+        (np.cumsum(lengths) + self.counts["num_tokens"]).tofile(self.offsets)
+        if self.prompt_lens is not None and prompt_lens is not None:
+            np.asarray(prompt_lens, dtype=np.int64).tofile(self.prompt_lens)
+        c = self.counts
+        c["num_docs"] += len(docs)
+        c["num_tokens"] += int(lengths.sum())
+        for doc in docs:
+            c["num_bytes"] += len(doc.text.encode("utf-8"))
+            c["num_chars"] += len(doc.text)
+            c["num_words"] += len(doc.text.split())
+
+    def close(self) -> SplitStats:
+        for f in (self.tokens, self.offsets, self.prompt_lens):
+            if f is not None:
+                f.close()
+        d, n = self.directory, self.name
+        for kind in ("offsets",) + (("prompt_lens",) if self.prompt_lens is not None else ()):
+            raw = d / f"{n}.{kind}.tmp"
+            np.save(d / f"{n}.{kind}.npy", np.fromfile(raw, dtype=np.int64))
+            raw.unlink()
+        stats = SplitStats(**self.counts)
+        _write_json(d / f"{n}.stats.json", dataclasses.asdict(stats))
+        return stats
+
+
+def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, directory: Path, dtype: type,
+                 progress: bool) -> dict[str, Any]:
+    """Tokenize split `name` in batches of DOCS_PER_BATCH documents; returns its meta entry."""
+    prompted = spec.data.source == "prompt_story"
+    writer = _SplitWriter(directory, name, dtype, prompted)
+    started = time.perf_counter()
+    encode_seconds, encode_bytes = 0.0, 0
+    docs = _progress(iter_documents(spec.data, name), progress, f"tokenize {name}")
+    try:
+        while batch := list(itertools.islice(docs, DOCS_PER_BATCH)):
+            t0 = time.perf_counter()
+            seqs, prompt_lens = _encode(tokenizer, batch, prompted)
+            encode_seconds += time.perf_counter() - t0
+            encode_bytes += sum(len(d.text.encode("utf-8")) + len((d.prompt or "").encode("utf-8")) for d in batch)
+            writer.add(batch, seqs, prompt_lens)
+    finally:
+        stats = writer.close()
+    return {"stats": dataclasses.asdict(stats), "tokenize_seconds": round(encode_seconds, 4),
+            "tokenize_bytes": encode_bytes, "wall_seconds": round(time.perf_counter() - started, 4)}
+
+
+def _encode(tokenizer: Tokenizer, batch: Sequence[Document], prompted: bool
+            ) -> tuple[list[list[int]], list[int] | None]:
+    """Ids of each document; prompt_story: encode(prompt) + [sep_id] + encode(story), and the prompt lengths."""
+    ids = tokenizer.encode_batch([d.text for d in batch])
+    if not prompted:
+        return ids, None
+    prompt_ids = tokenizer.encode_batch([d.prompt or "" for d in batch])
+    sep = [int(tokenizer.sep_id)]  # type: ignore[arg-type]  (checked in _build)
+    return [p + sep + s for p, s in zip(prompt_ids, ids)], [len(p) + 1 for p in prompt_ids]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- lmbench data
+
+
+def data_summary(data: PreparedData) -> dict[str, Any]:
+    """Corpus and token statistics of prepared data (what `lmbench data` prints and writes with --json)."""
+    meta = data.meta
+    rows = {}
+    for name, split in data.splits.items():
+        s, m = split.stats, meta["splits"][name]
+        rows[name] = {**dataclasses.asdict(s),
+                      "tokens_per_doc": s.num_tokens / max(s.num_docs, 1),
+                      "bytes_per_token": s.num_bytes / max(s.num_tokens, 1),
+                      "tokenize_mb_per_s": m["tokenize_bytes"] / 1e6 / max(m["tokenize_seconds"], 1e-9),
+                      "tokenize_seconds": m["tokenize_seconds"], "wall_seconds": m["wall_seconds"]}
+    return {"fingerprint": data.fingerprint, "cache_dir": str(data.cache_dir), "reused": data.reused,
+            "tokenizer": meta["tokenizer"], "source": meta["source"], "build_seconds": meta["build_seconds"],
+            "peak_rss_mb": peak_rss_mb(), "splits": rows}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+COLUMNS = (("split", "{}"), ("docs", "{:,}"), ("tokens", "{:,}"), ("bytes", "{:,}"), ("chars", "{:,}"),
+           ("words", "{:,}"), ("tokens/doc", "{:.1f}"), ("bytes/token", "{:.2f}"), ("tok MB/s", "{:.2f}"))
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table per split plus the tokenizer, cache and reuse lines."""
+    rows = [[name, s["num_docs"], s["num_tokens"], s["num_bytes"], s["num_chars"], s["num_words"],
+             s["tokens_per_doc"], s["bytes_per_token"], s["tokenize_mb_per_s"]]
+            for name, s in summary["splits"].items()]
+    cells = [[h for h, _ in COLUMNS]] + [[fmt.format(v) for (_, fmt), v in zip(COLUMNS, row)] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    tok = summary["tokenizer"]
+    how = "reused, nothing tokenized" if summary["reused"] else f"built in {summary['build_seconds']:.1f} s"
+    lines += ["", f"tokenizer: {tok['kind']}, vocab size {tok['vocab_size']:,} ({tok['dtype']} ids)",
+              f"cache: {summary['cache_dir']} ({how})", f"fingerprint: {summary['fingerprint'][:16]}"]
+    if "sha256" in summary["source"]:
+        src = summary["source"]
+        lines.append(f"builtin corpus: Python {src['python']}, {src['num_docs']:,} docs, sha256 {src['sha256'][:16]}")
+    lines.append(f"peak RSS: {summary['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def cmd_data(args: Any) -> int:
+    """`lmbench data SPEC [key=value ...] [--json PATH]`: validate, prepare the cache, print the statistics."""
+    from lmbench.spec import load_spec
+    from lmbench.validate import validate
+
+    spec = load_spec(args.spec, args.overrides)
+    validate(spec)
+    summary = data_summary(prepare_data(spec, progress=True))
+    print(format_summary(summary))
+    if getattr(args, "json_out", None):
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        _write_json(Path(args.json_out), summary)
+    return 0

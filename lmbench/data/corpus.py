@@ -1,0 +1,144 @@
+"""The documents of each split: the source's own splits, or validation/test carved out of its train stream.
+
+Per document of a native split, in order: `limit` (keep the first N raw documents), `subsample` (a seeded
+fraction), `replace` and `lowercase` (applied to the text and the prompt), then `min_chars`/`max_chars` on the
+text. When the source lacks a validation (or test) split and `val_fraction` (`test_fraction`) is above zero, that
+split is carved out of train:
+
+- `split: documents` — document i of the train stream goes to validation if u(i) < val_fraction, to test if
+  u(i) < val_fraction + test_fraction, else to train, where u(i) in [0, 1) is a hash of (split_seed, i). The
+  assignment depends only on the seed and the raw index, so it is stable under other filters.
+- `split: tail` — the characters of the (filtered) train stream are cut: the first (1 - val - test) fraction is
+  train, then validation, then test (nanoGPT's 90/10 on Tiny Shakespeare). A single document is cut itself.
+
+Everything is an iterator; nothing holds the corpus in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+from lmbench.data.sources import SOURCES, SPLITS, Document, Source
+from lmbench.errors import SpecError
+from lmbench.spec import DataSpec
+
+
+def make_source(spec: DataSpec) -> Source:
+    return SOURCES.get(spec.source)(spec)
+
+
+def carved_fractions(spec: DataSpec, native: list[str]) -> dict[str, float]:
+    """Splits cut out of the train stream because the source lacks them: split name -> fraction."""
+    carved = {}
+    if "validation" not in native and spec.val_fraction > 0:
+        carved["validation"] = spec.val_fraction
+    if "test" not in native and spec.test_fraction > 0:
+        carved["test"] = spec.test_fraction
+    return carved
+
+
+def split_names(spec: DataSpec) -> list[str]:
+    """The splits this data has, in train/validation/test order."""
+    native = make_source(spec).native_splits()
+    return sorted(set(native) | set(carved_fractions(spec, native)), key=SPLITS.index)
+
+
+def iter_documents(spec: DataSpec, split: str) -> Iterator[Document]:
+    """The filtered documents of `split`. Raises SpecError (when exhausted) if the split has no documents."""
+    source = make_source(spec)
+    native = source.native_splits()
+    carved = carved_fractions(spec, native)
+    if split not in native and split not in carved:
+        names = sorted(set(native) | set(carved), key=SPLITS.index)
+        raise SpecError("data", f"this data has no {split!r} split; it has {', '.join(names)}")
+    if split != "train" and split in native or not carved:
+        docs: Iterator[Document] = (d for _, d in filtered(spec, source.documents(split), split))
+    else:
+        def train_stream() -> Iterator[tuple[int, Document]]:
+            return filtered(spec, source.documents("train"), "train")
+
+        docs = tail_split(train_stream, carved, split) if spec.split == "tail" else \
+            (d for i, d in train_stream() if assign_split(spec.split_seed, i, carved) == split)
+    num_docs = 0
+    for doc in docs:
+        num_docs += 1
+        yield doc
+    if num_docs == 0:
+        raise SpecError("data", f"split {split!r} is empty after filtering ({describe_filters(spec)}); "
+                                "loosen data.limit / data.subsample / data.min_chars / data.max_chars "
+                                "or check the source")
+
+
+def describe_filters(spec: DataSpec) -> str:
+    return (f"source={spec.source}, limit={spec.limit}, subsample={spec.subsample}, min_chars={spec.min_chars}, "
+            f"max_chars={spec.max_chars}, val_fraction={spec.val_fraction}, test_fraction={spec.test_fraction}")
+
+
+def unit_hash(seed: int, *parts: object) -> float:
+    """A deterministic pseudo-random number in [0, 1) from the seed and `parts` (same on every machine)."""
+    key = "/".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") / 2**64
+
+
+def assign_split(seed: int, index: int, carved: dict[str, float]) -> str:
+    """Seeded by-document split of train-stream document `index`."""
+    u = unit_hash(seed, "split", index)
+    low = 0.0
+    for name in ("validation", "test"):
+        low += carved.get(name, 0.0)
+        if u < low:
+            return name
+    return "train"
+
+
+def filtered(spec: DataSpec, docs: Iterator[Document], salt: str) -> Iterator[tuple[int, Document]]:
+    """(raw index, transformed document) of the documents that pass limit, subsample and length filters."""
+    for index, doc in enumerate(docs):
+        if spec.limit is not None and index >= spec.limit:
+            return
+        if spec.subsample < 1 and unit_hash(spec.split_seed, "subsample", salt, index) >= spec.subsample:
+            continue
+        doc = transform(spec, doc)
+        if len(doc.text) < spec.min_chars or (spec.max_chars is not None and len(doc.text) > spec.max_chars):
+            continue
+        yield index, doc
+
+
+def transform(spec: DataSpec, doc: Document) -> Document:
+    """`replace` (literal, in the given order) then `lowercase`, on the text and on the prompt."""
+    def apply(text: str) -> str:
+        for old, new in spec.replace.items():
+            text = text.replace(old, new)
+        return text.lower() if spec.lowercase else text
+
+    if not spec.replace and not spec.lowercase:
+        return doc
+    return Document(apply(doc.text), None if doc.prompt is None else apply(doc.prompt))
+
+
+def tail_bounds(num_chars: int, carved: dict[str, float]) -> dict[str, tuple[int, int]]:
+    """Character ranges [start, end) of train, then each carved split, over a stream of `num_chars`."""
+    names = ["train"] + [n for n in ("validation", "test") if n in carved]
+    fractions = [1.0 - sum(carved.values())] + [carved[n] for n in names[1:]]
+    bounds, start = {}, 0
+    for i, (name, fraction) in enumerate(zip(names, fractions)):
+        end = num_chars if i == len(names) - 1 else start + int(num_chars * fraction)
+        bounds[name] = (start, end)
+        start = end
+    return bounds
+
+
+def tail_split(stream: Callable[[], Iterator[tuple[int, Document]]], carved: dict[str, float],
+               split: str) -> Iterator[Document]:
+    """The pieces of the documents of `stream()` that fall in `split`'s character range (two passes)."""
+    num_chars = sum(len(doc.text) for _, doc in stream())
+    start, end = tail_bounds(num_chars, carved)[split]
+    pos = 0
+    for _, doc in stream():
+        if pos >= end:
+            return
+        lo, hi = max(start - pos, 0), min(end - pos, len(doc.text))
+        if lo < hi:
+            yield Document(doc.text[lo:hi], doc.prompt)
+        pos += len(doc.text)

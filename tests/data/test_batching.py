@@ -1,0 +1,129 @@
+"""Batching invariants: packed windows tile the stream, stream rows are contiguous, only story tokens are scored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lmbench.data.batching import (IGNORE_INDEX, DocumentDataset, LengthBucketSampler, PackedDataset, StreamSampler,
+                                   collate_documents)
+from lmbench.data.cache import SplitStats, TokenSplit
+
+PAD, BOS, EOS, SEP = 0, 1, 2, 3
+
+
+def make_split(docs: list[list[int]], prompt_lens: list[int] | None = None) -> TokenSplit:
+    offsets = np.concatenate(([0], np.cumsum([len(d) for d in docs]))).astype(np.int64)
+    tokens = np.array([t for d in docs for t in d], dtype=np.uint16)
+    stats = SplitStats(len(docs), len(tokens), 0, 0, 0)
+    return TokenSplit(tokens, offsets, None if prompt_lens is None else np.array(prompt_lens, dtype=np.int64), stats)
+
+
+def random_docs(num_docs: int = 40, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(10, 100, size=int(rng.integers(0, 30))).tolist() for _ in range(num_docs)]
+
+
+def stream_of(docs: list[list[int]]) -> list[int]:
+    return [t for d in docs for t in d + [EOS]]
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16])
+def test_packed_windows_cover_the_stream_in_order(block_size: int) -> None:
+    docs = random_docs()
+    stream = stream_of(docs)
+    ds = PackedDataset(make_split(docs), block_size, EOS)
+    assert len(ds) == (len(stream) - 1) // block_size
+    inputs = torch.cat([ds[i]["input_ids"] for i in range(len(ds))]).tolist()
+    labels = torch.cat([ds[i]["labels"] for i in range(len(ds))]).tolist()
+    assert inputs == stream[: len(ds) * block_size]
+    assert labels == stream[1: len(ds) * block_size + 1]  # labels are the next tokens
+    item = ds[0]
+    assert item["input_ids"].dtype == torch.long and item["input_ids"].shape == (block_size,)
+
+
+def test_packed_offset_and_empty_documents() -> None:
+    docs = [[], [11, 12], [], [13]]  # stream: EOS 11 12 EOS EOS 13 EOS
+    ds = PackedDataset(make_split(docs), 2, EOS, offset=1)
+    assert ds.stream(0, 7).tolist() == [EOS, 11, 12, EOS, EOS, 13, EOS]
+    assert [ds[i]["input_ids"].tolist() for i in range(len(ds))] == [[11, 12], [EOS, EOS]]
+    assert len(PackedDataset(make_split([[], []]), 4, EOS)) == 0
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_stream_sampler_rows_are_contiguous(num_processes: int) -> None:
+    num_windows, batch_size = 103, 4
+    sampler = StreamSampler(num_windows, batch_size, num_processes)
+    order = list(sampler)
+    assert len(order) == len(sampler) == sampler.steps * batch_size * num_processes
+    assert len(set(order)) == len(order) and max(order) < num_windows
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for process in range(num_processes):  # accelerate deals global batches round-robin
+        mine = batches[process::num_processes]
+        for row in range(batch_size):
+            column = [b[row] for b in mine]
+            assert column == list(range(column[0], column[0] + len(column)))
+
+
+def test_stream_sampler_with_a_dataloader_carries_the_stream() -> None:
+    docs = random_docs(60, seed=1)
+    ds = PackedDataset(make_split(docs), 6, EOS)
+    loader = DataLoader(ds, batch_size=3, sampler=StreamSampler(len(ds), 3))
+    rows: list[list[int]] = [[], [], []]
+    for batch in loader:
+        for r in range(3):
+            rows[r] += batch["input_ids"][r].tolist()
+    stream = stream_of(docs)
+    for row in rows:  # each row reads a contiguous stretch of the stream
+        start = next(i for i in range(len(stream)) if stream[i:i + len(row)] == row)
+        assert start % 6 == 0
+
+
+def test_document_items_mask_pads_and_prompts() -> None:
+    # doc = prompt (2 ids) + SEP + story; prompt_lens count the prompt and SEP
+    docs = [[50, 51, SEP, 60, 61, 62], [52, SEP, 63], [70, 71, 72, 73]]
+    split = make_split(docs, prompt_lens=[3, 2, 0])
+    ds = DocumentDataset(split, block_size=16, bos_id=BOS, eos_id=EOS)
+    batch = collate_documents([ds[i] for i in range(len(ds))], pad_id=PAD)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, 7)
+    assert batch["input_ids"][0].tolist() == [BOS, 50, 51, SEP, 60, 61, 62]
+    assert batch["labels"][0].tolist() == [-100, -100, -100, 60, 61, 62, EOS]
+    assert batch["input_ids"][1].tolist() == [BOS, 52, SEP, 63, PAD, PAD, PAD]
+    assert batch["labels"][1].tolist() == [-100, -100, 63, EOS, -100, -100, -100]
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 0, 0, 0]
+    scored = batch["labels"] != IGNORE_INDEX
+    assert not (scored & (batch["attention_mask"] == 0)).any()  # no pad in the loss
+    story_targets = {60, 61, 62, 63, 70, 71, 72, 73, EOS}
+    assert set(batch["labels"][scored].tolist()) <= story_targets  # no prompt token or SEP is ever a target
+    assert int(scored.sum()) == 3 + 1 + 1 + 1 + 4 + 1  # every story token and each EOS
+    assert batch["input_ids"].dtype == batch["labels"].dtype == batch["attention_mask"].dtype == torch.long
+
+
+def test_document_truncation_and_lengths() -> None:
+    split = make_split([[10] * 20, [11] * 3, []])
+    ds = DocumentDataset(split, block_size=8, bos_id=BOS, eos_id=EOS)
+    assert ds.lengths.tolist() == [8, 4, 1] == [len(ds[i]["input_ids"]) for i in range(3)]
+    assert ds[0]["labels"].tolist() == [10] * 8  # truncated: EOS is cut off
+    assert ds[2]["input_ids"].tolist() == [BOS] and ds[2]["labels"].tolist() == [EOS]
+
+
+def test_length_bucket_sampler() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 500, size=237)
+    sampler = LengthBucketSampler(lengths, batch_size=8, seed=3, pool_batches=4)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(237))
+    assert batches == list(sampler)  # same seed and epoch, same batches
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < np.mean([np.ptp(lengths[rng.permutation(237)[:8]]) for _ in range(50)]) / 2
+    dropped = LengthBucketSampler(lengths, batch_size=8, drop_last=True, pool_batches=4)
+    assert len(list(dropped)) == len(dropped) and all(len(b) == 8 for b in dropped)
+    ordered = list(LengthBucketSampler(lengths, batch_size=8, shuffle=False))
+    assert all(lengths[b[0]] >= lengths[b[-1]] for b in ordered)

@@ -1,0 +1,180 @@
+"""Token cache: layout, statistics, reuse without tokenization, fingerprints, prompt/story, dtypes, CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmbench.cli import main
+from lmbench.data.cache import META_FILE, data_fingerprint, prepare_data, token_dtype
+from lmbench.data.corpus import iter_documents
+from lmbench.errors import SpecError
+from lmbench.tokenizers.char import CharTokenizer
+
+from .helpers import LINES, write_lines
+
+
+@pytest.fixture
+def lines_path(tmp_path: Path) -> Path:
+    return write_lines(tmp_path / "corpus.txt", LINES + ["naïve café — ünïcode"])
+
+
+def test_layout_tokens_and_stats(make_spec, lines_path: Path) -> None:
+    spec = make_spec(source="text", path=str(lines_path), val_fraction=0.2)
+    data = prepare_data(spec, progress=False)
+    assert not data.reused and (data.cache_dir / META_FILE).is_file()
+    assert data.cache_dir == Path(spec.data.cache_dir) / data.fingerprint[:16]
+    assert {p.name for p in data.cache_dir.iterdir()} >= {"tokenizer", "train.tokens.bin", "train.offsets.npy",
+                                                          "train.stats.json", "validation.tokens.bin"}
+    for name, split in data.splits.items():
+        docs = [d.text for d in iter_documents(spec.data, name)]
+        assert split.tokens.dtype == np.uint16 and split.doc_offsets[0] == 0 and split.prompt_lens is None
+        assert [data.tokenizer.decode(split.doc(i).tolist()) for i in range(split.num_docs)] == docs
+        s = split.stats
+        assert (s.num_docs, s.num_tokens) == (len(docs), int(split.doc_offsets[-1])) == (len(docs), len(split.tokens))
+        assert s.num_bytes == sum(len(d.encode("utf-8")) for d in docs) and s.num_chars == sum(map(len, docs))
+        assert s.num_words == sum(len(d.split()) for d in docs)
+    train_chars = {c for d in iter_documents(spec.data, "train") for c in d.text}
+    assert data.tokenizer.vocab_size == 4 + len(train_chars)  # trained on the train split only
+
+
+def test_second_call_reuses_the_cache_without_tokenizing(make_spec, lines_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = make_spec(source="text", path=str(lines_path))
+    first = prepare_data(spec, progress=False)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(CharTokenizer, "encode_batch", boom)
+    monkeypatch.setattr(CharTokenizer, "train", classmethod(boom))
+    second = prepare_data(spec, progress=False)
+    assert second.reused and second.fingerprint == first.fingerprint
+    assert np.array_equal(second.splits["train"].tokens, first.splits["train"].tokens)
+    assert second.tokenizer.tokens() == first.tokenizer.tokens()
+    assert prepare_data(spec, load_only=True).reused
+
+
+def test_token_split_pickles_as_a_memory_map(make_spec, lines_path: Path) -> None:
+    """DataLoader workers started with spawn get the memory map back, not a pickled copy of every token."""
+    split = prepare_data(make_spec(source="text", path=str(lines_path)), progress=False).splits["train"]
+    clone = pickle.loads(pickle.dumps(split))
+    assert isinstance(clone.tokens, np.memmap) and np.array_equal(clone.tokens, split.tokens)
+    assert len(pickle.dumps(split)) < split.tokens.nbytes
+
+
+def test_load_only_without_a_cache_fails(make_spec, lines_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="main process"):
+        prepare_data(make_spec(source="text", path=str(lines_path)), load_only=True)
+
+
+def test_fingerprint_follows_what_changes_the_tokens(make_spec, lines_path: Path) -> None:
+    base = data_fingerprint(make_spec(source="text", path=str(lines_path)))
+    assert base == data_fingerprint(make_spec(source="text", path=str(lines_path), block_size=512,
+                                              batching="documents"))
+    assert base != data_fingerprint(make_spec(source="text", path=str(lines_path), lowercase=True))
+    assert base != data_fingerprint(make_spec(source="text", path=str(lines_path), val_fraction=0.2))
+    assert base != data_fingerprint(make_spec({"kind": "char", "params": {"lowercase": True}},
+                                              source="text", path=str(lines_path)))
+    swapped = [make_spec(source="text", path=str(lines_path), replace=r) for r in ({"a": "b", "b": "c"},
+                                                                                    {"b": "c", "a": "b"})]
+    assert data_fingerprint(swapped[0]) != data_fingerprint(swapped[1])
+    lines_path.write_text(lines_path.read_text("utf-8") + "one more line\n", "utf-8")
+    assert base != data_fingerprint(make_spec(source="text", path=str(lines_path)))  # size/mtime changed
+
+
+def test_concurrent_preparation_builds_once(make_spec, lines_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = make_spec(source="text", path=str(lines_path))
+    calls, lock = [], threading.Lock()
+    original = CharTokenizer.train.__func__
+
+    def counting_train(cls, texts, config):
+        with lock:
+            calls.append(1)
+        return original(cls, texts, config)
+
+    monkeypatch.setattr(CharTokenizer, "train", classmethod(counting_train))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: prepare_data(spec, progress=False), range(2)))
+    assert len(calls) == 1 and sorted(r.reused for r in results) == [False, True]
+    leftovers = [p.name for p in Path(spec.data.cache_dir).iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_prompt_story_layout_and_masking_lengths(make_spec, tmp_path: Path) -> None:
+    stories = write_lines(tmp_path / "s.txt", ["Once . <newline> The end .", "Second story ."])
+    prompts = write_lines(tmp_path / "p.txt", ["[ WP ] A prompt", "[ WP ] Two"])
+    spec = make_spec({"kind": "char", "params": {"specials": ["<sep>"]}}, source="prompt_story",
+                     path=str(stories), prompt_path=str(prompts), replace={"<newline>": "\n"}, val_fraction=0.0)
+    data = prepare_data(spec, progress=False)
+    tok, split = data.tokenizer, data.splits["train"]
+    for i, doc in enumerate(iter_documents(spec.data, "train")):
+        ids = split.doc(i).tolist()
+        prompt = tok.encode(doc.prompt)
+        assert split.prompt_lens[i] == len(prompt) + 1
+        assert ids == prompt + [tok.sep_id] + tok.encode(doc.text)
+    assert split.stats.num_bytes == len("Once . \n The end .") + len("Second story .")  # stories only
+
+
+def test_prompt_story_without_sep_symbol(make_spec, tmp_path: Path) -> None:
+    stories = write_lines(tmp_path / "s.txt", ["story"])
+    prompts = write_lines(tmp_path / "p.txt", ["prompt"])
+    spec = make_spec(source="prompt_story", path=str(stories), prompt_path=str(prompts), val_fraction=0.0)
+    with pytest.raises(SpecError, match="<sep>") as err:
+        prepare_data(spec, progress=False)
+    assert err.value.path == "tokenizer.params"
+    assert not list(Path(spec.data.cache_dir).glob("*/meta.json"))
+
+
+def test_empty_split_fails_and_leaves_no_cache(make_spec, lines_path: Path) -> None:
+    spec = make_spec(source="text", path=str(lines_path), max_chars=3)
+    with pytest.raises(SpecError, match="empty after filtering"):
+        prepare_data(spec, progress=False)
+    assert [p.name for p in Path(spec.data.cache_dir).iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_token_dtype_choice(make_spec, tmp_path: Path) -> None:
+    assert token_dtype(65535) == np.uint16 and token_dtype(65536) == np.uint32
+    many = "".join(chr(0x10000 + i) for i in range(70_000))  # 70,000 distinct characters -> vocab > 65535
+    path = tmp_path / "wide.txt"
+    path.write_text(many, "utf-8")
+    data = prepare_data(make_spec(source="text", path=str(path), unit="file", val_fraction=0.0), progress=False)
+    tokens = data.splits["train"].tokens
+    assert tokens.dtype == np.uint32 and int(tokens.max()) == data.tokenizer.vocab_size - 1 > 65535
+
+
+def test_cmd_data_prints_and_writes_json(tmp_path: Path, lines_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(f"name: cli\ndata: {{source: text, path: {lines_path}, cache_dir: {tmp_path / 'c'}}}\n"
+                         "tokenizer: {kind: char}\nmodel: {family: transformer}\ntrain: {max_steps: 1}\n", "utf-8")
+    out = tmp_path / "stats.json"
+    assert main(["data", str(spec_path), "data.val_fraction=0.25", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "validation" in printed and "tok MB/s" in printed and "built in" in printed
+    summary = json.loads(out.read_text("utf-8"))
+    assert set(summary["splits"]) == {"train", "validation"} and not summary["reused"]
+    assert summary["splits"]["train"]["num_docs"] + summary["splits"]["validation"]["num_docs"] == len(LINES) + 1
+    assert main(["data", str(spec_path), "data.val_fraction=0.25"]) == 0
+    assert "reused" in capsys.readouterr().out
+
+
+def test_cmd_data_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(f"name: cli\ndata: {{source: text, path: {tmp_path / 'missing.txt'}}}\n"
+                         "model: {family: transformer}\ntrain: {max_steps: 1}\n", "utf-8")
+    assert main(["data", str(spec_path)]) == 2
+    assert "data.path: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_tiny_shakespeare_char_cache(shared_data: Path, make_spec) -> None:
+    spec = make_spec(source="text", path=str(shared_data / "tinyshakespeare/input.txt"), unit="file", split="tail")
+    data = prepare_data(spec, progress=False)
+    assert data.tokenizer.vocab_size == 65 + 4  # the notebook's 65 characters + pad/bos/eos/unk
+    assert data.splits["train"].stats.num_tokens == 1_003_854 and data.splits["validation"].stats.num_tokens == 111_540

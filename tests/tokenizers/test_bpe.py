@@ -1,0 +1,107 @@
+"""sentencepiece tokenizer: the notebook's ids, exact round trips (whitespace and newlines), <sep>, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmbench.errors import SpecError
+from lmbench.tokenizers import load_tokenizer
+from lmbench.tokenizers.bpe import BPEConfig, BPETokenizer
+
+
+@pytest.fixture(scope="module")
+def bpe(corpus: list[str]) -> BPETokenizer:
+    config = BPEConfig(vocab_size=300, user_defined_symbols=["<sep>"], character_coverage=1.0)
+    return BPETokenizer.train(iter(corpus), config)
+
+
+def test_special_ids_follow_the_writingprompts_notebook(bpe: BPETokenizer) -> None:
+    assert (bpe.pad_id, bpe.unk_id, bpe.bos_id, bpe.eos_id, bpe.sep_id) == (0, 1, 2, 3, 4)
+    assert bpe.tokens()[:6] == ["<pad>", "<unk>", "<bos>", "<eos>", "<sep>", "\n"]
+    assert bpe.vocab_size == 300
+
+
+def test_round_trip_is_exact(bpe: BPETokenizer, varied_texts: list[str]) -> None:
+    for text in varied_texts:
+        assert bpe.decode(bpe.encode(text)) == text
+    assert bpe.encode_batch(varied_texts) == [bpe.encode(t) for t in varied_texts]
+
+
+@pytest.mark.parametrize("text", ["a\nb", "\n\nx\n", " the fox\n  the fox ", "\n\tindented\n", "   ", ""])
+def test_newlines_and_whitespace_survive(bpe: BPETokenizer, text: str) -> None:
+    assert bpe.decode(bpe.encode(text)) == text
+
+
+def test_newline_and_sep_are_single_tokens(bpe: BPETokenizer) -> None:
+    newline = bpe.tokens().index("\n")
+    ids = bpe.encode("the fox<sep> the bear\n\n")
+    assert ids.count(bpe.sep_id) == 1 and ids[-2:] == [newline, newline]
+    assert bpe.decode(ids) == "the fox<sep> the bear\n\n"
+
+
+def test_decode_drops_control_tokens(bpe: BPETokenizer) -> None:
+    ids = bpe.encode("the fox")
+    assert bpe.decode([bpe.bos_id, *ids, bpe.eos_id, bpe.pad_id]) == "the fox"
+
+
+def test_uncovered_characters(corpus: list[str]) -> None:
+    plain = BPETokenizer.train(corpus, BPEConfig(vocab_size=200, character_coverage=1.0))
+    assert plain.decode(plain.encode("fox ✈ fox")) == "fox <unk> fox"
+    with_bytes = BPETokenizer.train(corpus, BPEConfig(vocab_size=600, character_coverage=1.0, byte_fallback=True))
+    assert with_bytes.decode(with_bytes.encode("fox ✈ fox")) == "fox ✈ fox"
+
+
+def test_unigram_round_trip(corpus: list[str], varied_texts: list[str]) -> None:
+    tok = BPETokenizer.train(corpus, BPEConfig(model_type="unigram", vocab_size=150, character_coverage=1.0))
+    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.sep_id) == (0, 1, 2, 3, None)
+    for text in varied_texts:
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_training_is_deterministic(corpus: list[str]) -> None:
+    config = BPEConfig(vocab_size=200, input_sentence_size=101)  # a random sample of the 183 documents
+    assert BPETokenizer.train(corpus * 3, config).tokens() == BPETokenizer.train(corpus * 3, config).tokens()
+
+
+def test_save_load_gives_identical_ids(tmp_path: Path, bpe: BPETokenizer, varied_texts: list[str]) -> None:
+    bpe.save(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert isinstance(loaded, BPETokenizer) and loaded.config == bpe.config
+    assert loaded.sep_id == bpe.sep_id and loaded.tokens() == bpe.tokens()
+    assert loaded.encode_batch(varied_texts) == bpe.encode_batch(varied_texts)
+
+
+def test_too_large_vocabulary_is_a_spec_error() -> None:
+    with pytest.raises(SpecError) as err:
+        BPETokenizer.train(["tiny corpus"] * 3, BPEConfig(vocab_size=5000))
+    assert err.value.path == "tokenizer.params.vocab_size"
+    assert "Vocabulary size too high (5000)" in err.value.message and "INTERNAL" not in err.value.message
+
+
+@pytest.mark.parametrize(("params", "path"), [
+    ({"vocab_size": 6, "user_defined_symbols": ["<sep>"]}, "tokenizer.params.vocab_size"),
+    ({"vocab_size": 261, "byte_fallback": True}, "tokenizer.params.vocab_size"),
+    ({"model_type": "bep"}, "tokenizer.params.model_type"),
+    ({"normalization_rule_name": "nfc"}, "tokenizer.params.normalization_rule_name"),
+    ({"character_coverage": 0.0}, "tokenizer.params.character_coverage"),
+    ({"max_sentence_length": 0}, "tokenizer.params.max_sentence_length"),
+    ({"input_sentence_size": -1}, "tokenizer.params.input_sentence_size"),
+    ({"input_sentence_size": 100}, "tokenizer.params.input_sentence_size"),
+    ({"user_defined_symbols": ["a,b"]}, "tokenizer.params.user_defined_symbols[0]"),
+    ({"user_defined_symbols": ["<unk>"]}, "tokenizer.params.user_defined_symbols[0]"),
+])
+def test_check_spec_names_the_field(params: dict[str, object], path: str) -> None:
+    with pytest.raises(SpecError) as err:
+        BPETokenizer.check_spec(BPEConfig(**params), None)  # type: ignore[arg-type]
+    assert err.value.path == path
+
+
+@pytest.mark.integration
+def test_writingprompts_with_sep(shared_data: Path) -> None:
+    folder = shared_data / "writingprompts-automatants"
+    stories = (folder / "colab_train.txt").read_text(encoding="utf-8").replace(" <newline> ", "\n").splitlines()
+    tok = BPETokenizer.train(stories, BPEConfig(vocab_size=2500, user_defined_symbols=["<sep>"]))
+    assert tok.vocab_size == 2500 and tok.sep_id == 4
+    assert tok.decode(tok.encode_batch(stories[:20])[7]) == stories[7]

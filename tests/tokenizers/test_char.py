@@ -1,0 +1,79 @@
+"""Char tokenizer: id layout, exact round trips, lowercase, unknown characters, specials, save/load."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from lmbench.errors import SpecError
+from lmbench.tokenizers import load_tokenizer
+from lmbench.tokenizers.char import CharConfig, CharTokenizer
+
+
+def test_ids_are_specials_then_sorted_characters() -> None:
+    tok = CharTokenizer.train(["hello", "world"], CharConfig())
+    assert tok.tokens() == ["<pad>", "<bos>", "<eos>", "<unk>", "d", "e", "h", "l", "o", "r", "w"]
+    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id, tok.sep_id) == (0, 1, 2, 3, None)
+    assert tok.vocab_size == 11
+    assert tok.encode("hello") == [6, 5, 7, 7, 8]
+
+
+def test_round_trip_is_exact(corpus: list[str], varied_texts: list[str]) -> None:
+    tok = CharTokenizer.train(iter(corpus), CharConfig())
+    for text in varied_texts:
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.encode_batch(varied_texts) == [tok.encode(t) for t in varied_texts]
+
+
+def test_lowercase_folds_case_before_training_and_encoding() -> None:
+    tok = CharTokenizer.train(["Hello World"], CharConfig(lowercase=True))
+    assert "H" not in tok.tokens() and "h" in tok.tokens()
+    assert tok.decode(tok.encode("HeLLo")) == "hello"
+
+
+def test_unknown_characters_map_to_unk_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    tok = CharTokenizer.train(["abc"], CharConfig())
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.char"):
+        ids = tok.encode_batch(["abz", "xa"])
+    assert ids == [[4, 5, tok.unk_id], [tok.unk_id, 4]]
+    assert len(caplog.records) == 1
+    assert "2 of 5 tokens unknown" in caplog.text and "'z'" in caplog.text and "'x'" in caplog.text
+    assert tok.decode(ids[0]) == "ab<unk>"
+
+
+def test_decode_drops_pad_bos_eos() -> None:
+    tok = CharTokenizer.train(["ab"], CharConfig())
+    assert tok.decode([tok.bos_id, *tok.encode("ab"), tok.eos_id, tok.pad_id, tok.pad_id]) == "ab"
+
+
+def test_specials_are_single_tokens() -> None:
+    tok = CharTokenizer.train(["prompt <sep> story"], CharConfig(specials=["<sep>"]))
+    assert tok.sep_id == 4
+    ids = tok.encode("pro <sep> st")
+    assert ids.count(tok.sep_id) == 1 and len(ids) == 8
+    assert tok.decode(ids) == "pro <sep> st"
+
+
+def test_save_load_gives_identical_ids(tmp_path: Path, corpus: list[str], varied_texts: list[str]) -> None:
+    tok = CharTokenizer.train(corpus, CharConfig(lowercase=True, specials=["<sep>"]))
+    tok.save(tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert isinstance(loaded, CharTokenizer) and loaded.config == tok.config
+    assert loaded.tokens() == tok.tokens() and loaded.sep_id == tok.sep_id
+    assert loaded.encode_batch(varied_texts) == tok.encode_batch(varied_texts)
+
+
+def test_blank_special_is_a_spec_error() -> None:
+    with pytest.raises(SpecError) as err:
+        CharTokenizer.check_spec(CharConfig(specials=["<sep>", " "]), None)
+    assert err.value.path == "tokenizer.params.specials[1]"
+
+
+@pytest.mark.integration
+def test_tiny_shakespeare_has_65_characters(shared_data: Path) -> None:
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    tok = CharTokenizer.train([text], CharConfig())
+    assert tok.vocab_size == 65 + 4
+    assert tok.decode(tok.encode(text[:5000])) == text[:5000]
