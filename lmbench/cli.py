@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=4, help="the array's %% limit")
     p.add_argument("--port", type=int, default=29500)
     p.add_argument("--out", help="script path (default: results/<spec>/slurm.sbatch)")
+    p.add_argument("--results", help="results root (default: tracking.results_dir)")
+    p.add_argument("--cpus-per-task", type=int, help="CPUs per node task (data loading threads)")
+    p.add_argument("--setup", action="append", default=[], metavar="SHELL_LINE",
+                   help="a line the job runs first, e.g. 'source ~/venv/bin/activate' (repeatable)")
     return parser
 
 

@@ -342,6 +342,10 @@ def check_spec(spec: ExperimentSpec) -> None:
         _positive(f"train.{name}", getattr(t, name))
     if all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens", "max_seconds")):
         raise SpecError("train", "no budget: set at least one of max_steps, epochs, max_tokens, max_seconds")
+    if t.schedule in ("cosine", "linear") and all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens")):
+        # decaying schedules need the run's length in steps; max_seconds alone does not give it (runner)
+        raise SpecError("train.schedule", f"{t.schedule!r} decays over the run and needs max_steps, epochs or "
+                                          "max_tokens (max_seconds alone gives no step count)")
     if t.batch_size % t.grad_accum_steps:
         raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by grad_accum_steps ({t.grad_accum_steps})")
     _positive("eval.batch_size", e.batch_size, allow_none=False)
