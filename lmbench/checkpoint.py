@@ -1,0 +1,222 @@
+"""Checkpoints: Accelerate state for resuming, safetensors weights for inference, written atomically.
+
+Layout of `run_dir/checkpoint/` (the last good checkpoint):
+
+    model.safetensors          weights (Accelerate's save_state; also what inference loads)
+    optimizer.bin, random_states_<rank>.pkl, [scaler.pt]    Accelerate state (loaded with weights_only=True)
+    carry_<rank>.safetensors   recurrent state carried between stream windows (truncated BPTT), if any
+    trainer_state.json         step, tokens, data position, best validation loss, ... written last
+    best/model.safetensors     weights of the best validation loss so far, best/best.json says when
+
+A checkpoint is written to `checkpoint.tmp/`, completed (trainer_state.json last), then swapped in with two
+renames (checkpoint -> checkpoint.old, checkpoint.tmp -> checkpoint) and the old one removed. A kill at any
+moment leaves either `checkpoint/` or `checkpoint.old/` complete; `recover` picks it. `best/` is carried into
+each new checkpoint by hard links (no copy) and replaced through its own tmp folder + rename.
+
+Nothing here unpickles arbitrary objects: weights are safetensors, and Accelerate loads its optimizer/RNG
+files with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import Tensor, nn
+
+CHECKPOINT = "checkpoint"
+TRAINER_STATE = "trainer_state.json"
+WEIGHTS = "model.safetensors"
+BEST = "best"
+BEST_INFO = "best.json"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` through a temporary file and os.replace (readers never see half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def is_complete(directory: Path) -> bool:
+    return (Path(directory) / TRAINER_STATE).is_file()
+
+
+def recover(run_dir: Path) -> Path | None:
+    """The last complete checkpoint of `run_dir`, repairing an interrupted swap; None when there is none.
+
+    Call on the main process only (it renames), then synchronise before the others read.
+    """
+    final, old, tmp = (Path(run_dir) / name for name in (CHECKPOINT, f"{CHECKPOINT}.old", f"{CHECKPOINT}.tmp"))
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if is_complete(final):
+        if old.exists():
+            shutil.rmtree(old)
+        return final
+    if is_complete(old):  # killed between the two renames of a swap
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(old, final)
+        return final
+    return None
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The complete checkpoint folder of `run_dir` without repairing anything (read-only callers)."""
+    for name in (CHECKPOINT, f"{CHECKPOINT}.old"):
+        if is_complete(Path(run_dir) / name):
+            return Path(run_dir) / name
+    return None
+
+
+def read_trainer_state(directory: Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
+def save_checkpoint(accelerator: Any, run_dir: Path, trainer_state: dict[str, Any],
+                    carry: dict[str, Tensor] | None = None) -> Path:
+    """Write a complete checkpoint of the prepared model/optimizer plus `trainer_state` and swap it in.
+
+    Every process must call this (Accelerate's save_state synchronises them and each writes its RNG state);
+    `carry` is this process's carried recurrent state (flat name -> tensor).
+    """
+    run_dir = Path(run_dir)
+    final, old, tmp = run_dir / CHECKPOINT, run_dir / f"{CHECKPOINT}.old", run_dir / f"{CHECKPOINT}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if carry:
+        save_file({k: v.detach().cpu().contiguous() for k, v in carry.items()},
+                  str(tmp / f"carry_{accelerator.process_index}.safetensors"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _link_tree(final / BEST, tmp / BEST)
+        write_json_atomic(tmp / TRAINER_STATE, trainer_state)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (copy where links fail) every file of `src` into `dst`; nothing when `src` is missing."""
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src.iterdir():
+        if path.is_file():
+            try:
+                os.link(path, dst / path.name)
+            except OSError:
+                shutil.copy2(path, dst / path.name)
+
+
+def load_checkpoint(accelerator: Any, directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Restore model, optimizer, scaler and RNG states (weights_only loading) -> (trainer_state, carry).
+
+    `carry` is this process's saved recurrent state, {} when none was saved.
+    """
+    directory = Path(directory)
+    accelerator.load_state(str(directory))
+    carry_path = directory / f"carry_{accelerator.process_index}.safetensors"
+    carry = load_file(str(carry_path)) if carry_path.is_file() else {}
+    return read_trainer_state(directory), carry
+
+
+def save_best(model: nn.Module, run_dir: Path, info: dict[str, Any]) -> Path:
+    """Replace `checkpoint/best/` with the weights of `model` (main process only) and `info` (step, val loss)."""
+    parent = Path(run_dir) / CHECKPOINT
+    parent.mkdir(parents=True, exist_ok=True)
+    final, tmp = parent / BEST, parent / f"{BEST}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_weights(model, tmp / WEIGHTS)
+    write_json_atomic(tmp / BEST_INFO, info)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """safetensors weights of `model` (shared/tied tensors stored once)."""
+    save_model(model, str(path), metadata={"format": "pt"})
+
+
+def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> nn.Module:
+    """Load safetensors weights into `model` in place (tied tensors restored); returns `model`.
+
+    `path` may be a weights file, a checkpoint folder or a run folder (then `checkpoint/model.safetensors`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS if (path / WEIGHTS).is_file() else path / CHECKPOINT / WEIGHTS
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if strict and (missing or unexpected):
+        raise RuntimeError(f"{path}: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
+    return model
+
+
+def state_to_tensors(state: Any, prefix: str = "") -> dict[str, Tensor]:
+    """Flatten a carried state (Tensor, tuple/list of them, or a dataclass of them) to name -> tensor."""
+    import dataclasses
+
+    if state is None:
+        return {}
+    if isinstance(state, Tensor):
+        return {prefix or "_": state}
+    if dataclasses.is_dataclass(state):
+        items = [(f.name, getattr(state, f.name)) for f in dataclasses.fields(state)]
+    elif isinstance(state, (tuple, list)):
+        items = [(str(i), v) for i, v in enumerate(state)]
+    else:
+        raise TypeError(f"cannot serialise a carried state of type {type(state).__name__}")
+    out: dict[str, Tensor] = {}
+    for name, value in items:
+        out.update(state_to_tensors(value, f"{prefix}.{name}" if prefix else name))
+    return out
+
+
+def tensors_to_state(template: Any, tensors: dict[str, Tensor], prefix: str = "") -> Any:
+    """Rebuild a state shaped like `template` from `state_to_tensors` output (missing tensors -> None)."""
+    import dataclasses
+
+    if template is None or isinstance(template, Tensor):
+        return tensors.get(prefix or "_")
+    if dataclasses.is_dataclass(template):
+        values = {f.name: tensors_to_state(getattr(template, f.name), tensors,
+                                           f"{prefix}.{f.name}" if prefix else f.name)
+                  for f in dataclasses.fields(template)}
+        return type(template)(**values)
+    if isinstance(template, (tuple, list)):
+        values = [tensors_to_state(v, tensors, f"{prefix}.{i}" if prefix else str(i)) for i, v in enumerate(template)]
+        return type(template)(values)
+    raise TypeError(f"cannot rebuild a carried state of type {type(template).__name__}")
+
+
+def device_tensors(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device) for k, v in tensors.items()}

@@ -1,0 +1,300 @@
+"""Corpus-level evaluation: sums of NLL (nats) and of the units they cover, reduced once.
+
+Every split is scored in full, never a handful of random batches:
+
+- `packed` data: the split is one stream (each document followed by EOS, as in training); every token after
+  the first is a target.
+- `documents` data: each document is BOS + doc + EOS; the document's tokens and its EOS are targets, minus the
+  prompt (prompt_story data), exactly as in training.
+
+Transformers see at most `block_size` tokens: a sequence longer than that is scored with a sliding window of
+`block_size` moved by `stride`; each window scores only the targets no earlier window scored, so every target
+is scored once, with at least block_size - stride tokens of context (the HF "perplexity of fixed-length models"
+recipe; the last window is aligned to the sequence end for the most context). Recurrent models (those with
+`forward_with_state`) carry their state over the whole sequence instead, run in `block_size` chunks. A
+stream is cut into `batch_size` contiguous rows, each scored from a fresh state.
+
+Reported (lm-evaluation-harness definitions; nats throughout):
+loss = nll/tokens, ppl = exp(loss), bpb = nll/(ln 2 x bytes), bits_per_char = nll/(ln 2 x chars),
+word_ppl = exp(nll/words), where bytes/chars/words are those of the split's raw text (`SplitStats`).
+
+Distributed: the items (windows, documents, rows) are sharded over the processes by accelerate's
+`prepare_data_loader`; per-item (nll, tokens) sums are gathered with `gather_for_metrics`, which drops the
+duplicates that pad the last batch, and summed in float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+IGNORE = -100
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Sums over a whole split: NLL in nats, scored tokens, and bytes/chars/words of the text they cover."""
+
+    nll_nats: float
+    num_tokens: int
+    num_bytes: int = 0
+    num_chars: int = 0
+    num_words: int = 0
+
+    @property
+    def loss(self) -> float:
+        """Mean NLL per token, nats."""
+        return self.nll_nats / self.num_tokens if self.num_tokens else math.nan
+
+    @property
+    def ppl(self) -> float:
+        return _exp(self.loss)
+
+    @property
+    def bpb(self) -> float:
+        """Bits per UTF-8 byte of the raw text (tokenizer-independent)."""
+        return self.nll_nats / (LN2 * self.num_bytes) if self.num_bytes else math.nan
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nll_nats / (LN2 * self.num_chars) if self.num_chars else math.nan
+
+    @property
+    def word_ppl(self) -> float:
+        """exp(NLL / words): lm-eval's word_perplexity (words = whitespace-separated words of the raw text)."""
+        return _exp(self.nll_nats / self.num_words) if self.num_words else math.nan
+
+    def metrics(self, prefix: str) -> dict[str, float | int]:
+        """{prefix_loss, prefix_ppl, prefix_bpb, prefix_bits_per_char, prefix_word_ppl, prefix_nll_nats,
+        prefix_tokens} for summary.json and metrics.jsonl."""
+        return {
+            f"{prefix}_loss": self.loss,
+            f"{prefix}_ppl": self.ppl,
+            f"{prefix}_bpb": self.bpb,
+            f"{prefix}_bits_per_char": self.bits_per_char,
+            f"{prefix}_word_ppl": self.word_ppl,
+            f"{prefix}_nll_nats": self.nll_nats,
+            f"{prefix}_tokens": self.num_tokens,
+        }
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+# ------------------------------------------------------------------------------------------- item layout
+def window_spans(num_positions: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows over `num_positions` input positions: (begin, end, score_from) per window.
+
+    Feed positions [begin, end) and score the targets of [score_from, end); the scored ranges tile
+    [0, num_positions) exactly once. Windows start every `stride` positions; the last one ends at
+    `num_positions` and starts block_size earlier (most context).
+    """
+    if not 0 < stride <= block_size:
+        raise ValueError(f"stride must be in (0, block_size={block_size}], got {stride}")
+    spans: list[tuple[int, int, int]] = []
+    begin, scored = 0, 0
+    while scored < num_positions:
+        end = min(begin + block_size, num_positions)
+        spans.append((max(0, end - block_size), end, scored))
+        scored = end
+        begin += stride
+    return spans
+
+
+def row_spans(num_positions: int, num_rows: int) -> list[tuple[int, int]]:
+    """Cut [0, num_positions) into `num_rows` contiguous, nearly equal (begin, end) rows (no empty row)."""
+    num_rows = max(1, min(num_rows, num_positions))
+    bounds = np.linspace(0, num_positions, num_rows + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def stream_arrays(split: Any, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) int64 of the split as one stream: each document then EOS; prompt targets -> -100."""
+    tokens = np.asarray(split.tokens, dtype=np.int64)
+    offsets = np.asarray(split.doc_offsets, dtype=np.int64)
+    stream = np.insert(tokens, offsets[1:], eos_id)  # EOS after every document
+    targets = stream[1:].copy()
+    prompt_lens = getattr(split, "prompt_lens", None)
+    if prompt_lens is not None:
+        starts = offsets[:-1] + np.arange(len(offsets) - 1)  # document starts in the stream
+        for start, length in zip(starts, np.asarray(prompt_lens, dtype=np.int64)):
+            lo, hi = max(start - 1, 0), start - 1 + length  # targets at stream positions start..start+len-1
+            targets[lo:max(hi, lo)] = IGNORE
+    return stream[:-1], targets
+
+
+def document_arrays(split: Any, index: int, bos_id: int, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) int64 of BOS + doc + EOS; the prompt's targets are -100."""
+    doc = np.asarray(split.doc(index), dtype=np.int64)
+    seq = np.concatenate([[bos_id], doc, [eos_id]]).astype(np.int64)
+    targets = seq[1:].copy()
+    prompt_lens = getattr(split, "prompt_lens", None)
+    if prompt_lens is not None:
+        targets[: int(prompt_lens[index])] = IGNORE
+    return seq[:-1], targets
+
+
+class SpanItems(Dataset):
+    """Items (sequence id, begin, end, score_from) cut from sequences that `get_sequence(id)` builds lazily.
+
+    An item is {"input_ids": (t,), "labels": (t,)} with labels before `score_from` set to -100.
+    """
+
+    def __init__(self, spans: list[tuple[int, int, int, int]],
+                 get_sequence: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.spans, self.get_sequence = spans, get_sequence
+        self._cache: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def _sequence(self, seq_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is None or self._cache[0] != seq_id:
+            self._cache = (seq_id, self.get_sequence(seq_id))
+        return self._cache[1]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        seq_id, begin, end, score_from = self.spans[i]
+        inputs, targets = self._sequence(seq_id)
+        labels = torch.from_numpy(targets[begin:end].copy())
+        labels[: max(0, score_from - begin)] = IGNORE
+        return {"input_ids": torch.from_numpy(inputs[begin:end].copy()), "labels": labels}
+
+
+def pad_items(items: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
+    """Right-pad to the longest item: input_ids with pad_id, labels with -100 -> (B, T) each."""
+    length = max(int(item["input_ids"].numel()) for item in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    for row, item in enumerate(items):
+        n = item["input_ids"].numel()
+        ids[row, :n], labels[row, :n] = item["input_ids"], item["labels"]
+    return {"input_ids": ids, "labels": labels}
+
+
+def build_items(split: Any, *, mode: str, recurrent: bool, block_size: int, stride: int, num_rows: int,
+                bos_id: int, eos_id: int) -> SpanItems:
+    """The evaluation items of `split` (see the module docstring), longest first to bound padding."""
+    if mode == "packed":
+        inputs, targets = stream_arrays(split, eos_id)
+        get = lambda _: (inputs, targets)  # noqa: E731  (one sequence: the whole stream)
+        lengths = [len(inputs)]
+    elif mode == "documents":
+        get = lambda i: document_arrays(split, i, bos_id, eos_id)  # noqa: E731
+        offsets = np.asarray(split.doc_offsets, dtype=np.int64)
+        lengths = (np.diff(offsets) + 1).tolist()  # BOS + doc (inputs), i.e. doc + EOS (targets)
+    else:
+        raise ValueError(f"unknown eval mode {mode!r}")
+    spans: list[tuple[int, int, int, int]] = []
+    for seq_id, n in enumerate(lengths):
+        if recurrent and mode == "packed":
+            spans += [(seq_id, a, b, a) for a, b in row_spans(n, num_rows)]
+        elif recurrent:
+            spans.append((seq_id, 0, n, 0))
+        else:
+            spans += [(seq_id, a, b, s) for a, b, s in window_spans(n, block_size, stride)]
+    spans.sort(key=lambda s: s[2] - s[1], reverse=True)  # stable: equal lengths keep their order
+    return SpanItems(spans, get)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def is_recurrent(model: nn.Module) -> bool:
+    """Models that can carry state across windows (rnn/lstm/gru) expose `forward_with_state`."""
+    return callable(getattr(model, "forward_with_state", None))
+
+
+def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, T, V) logits, (B, T) labels -> (B, T) NLL in nats (float32; 0 where labels == -100)."""
+    flat = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="none")
+    return flat.view(labels.shape)
+
+
+def score_batch(model: nn.Module, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
+    """(B, 2) float64 [nll_nats, scored tokens] per row of a right-padded batch.
+
+    Transformers: one forward (right pads cannot affect earlier positions under causal attention).
+    Recurrent models: `chunk`-token pieces with the state carried from piece to piece.
+    """
+    ids, labels = batch["input_ids"], batch["labels"]
+    nll = torch.zeros(ids.size(0), dtype=torch.float64, device=ids.device)
+    if not recurrent:
+        nll += token_nll(model(ids), labels).double().sum(1)
+    else:
+        state = model.init_state(ids.size(0), ids.device)
+        for start in range(0, ids.size(1), chunk):
+            piece = slice(start, start + chunk)
+            logits, state = model.forward_with_state(ids[:, piece], state)
+            nll += token_nll(logits, labels[:, piece]).double().sum(1)
+    count = (labels != IGNORE).sum(1).double()
+    return torch.stack([nll, count], dim=1)
+
+
+def _batches(items: SpanItems, batch_size: int, pad_id: int, accelerator: Any) -> Iterator[dict[str, Tensor]]:
+    loader = DataLoader(items, batch_size=batch_size, shuffle=False, collate_fn=lambda b: pad_items(b, pad_id))
+    if accelerator is None:
+        yield from loader
+        return
+    from accelerate.data_loader import prepare_data_loader
+
+    yield from prepare_data_loader(loader, accelerator.device, num_processes=accelerator.num_processes,
+                                   process_index=accelerator.process_index, put_on_device=True, rng_types=None,
+                                   even_batches=True)
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    split: Any,
+    *,
+    mode: str = "packed",
+    block_size: int,
+    stride: int | None = None,
+    batch_size: int = 16,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    accelerator: Any = None,
+    autocast: Any = None,
+) -> EvalResult:
+    """Score every target of `split` (a TokenSplit) once; sums over all processes when `accelerator` is given.
+
+    `model` is the bare LanguageModel (unwrapped); it is put in eval mode and restored afterwards. `batch_size`
+    is the global number of items per batch (and the number of rows a recurrent model cuts a stream into);
+    each process takes batch_size // num_processes of them. `autocast` is a context-manager factory
+    (e.g. `accelerator.autocast`) for mixed precision; None runs in the parameters' dtype.
+    """
+    recurrent = is_recurrent(model)
+    stride = stride or max(1, block_size // 2)
+    items = build_items(split, mode=mode, recurrent=recurrent, block_size=block_size, stride=min(stride, block_size),
+                        num_rows=batch_size, bos_id=bos_id, eos_id=eos_id)
+    num_processes = accelerator.num_processes if accelerator is not None else 1
+    per_process = max(1, batch_size // num_processes)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64)
+    try:
+        for batch in _batches(items, per_process, pad_id, accelerator):
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                sums = score_batch(model, batch, recurrent=recurrent, chunk=block_size)
+            if accelerator is not None:
+                sums = accelerator.gather_for_metrics(sums)
+            total += sums.sum(0).cpu()
+    finally:
+        model.train(was_training)
+    stats = split.stats
+    return EvalResult(float(total[0]), int(round(float(total[1]))), int(stats.num_bytes), int(stats.num_chars),
+                      int(stats.num_words))
