@@ -50,6 +50,7 @@ class EvalResult:
     num_bytes: int = 0
     num_chars: int = 0
     num_words: int = 0
+    unk_rate: float | None = None  # share of the split's tokens that are <unk> (word tokenizers); None = none
 
     @property
     def loss(self) -> float:
@@ -77,7 +78,9 @@ class EvalResult:
     def metrics(self, prefix: str) -> dict[str, float | int]:
         """{prefix_loss, prefix_ppl, prefix_bpb, prefix_bits_per_char, prefix_word_ppl, prefix_nll_nats,
         prefix_tokens} for summary.json and metrics.jsonl."""
+        unk = {} if self.unk_rate is None else {f"{prefix}_unk_rate": self.unk_rate}
         return {
+            **unk,
             f"{prefix}_loss": self.loss,
             f"{prefix}_ppl": self.ppl,
             f"{prefix}_bpb": self.bpb,

@@ -37,6 +37,9 @@ NOT_COMPARABLE = ("Token perplexity (`val_ppl`) is per token of each cell's own 
                   "across tokenizers: a character model predicts far easier units than a word model. Bits per byte "
                   "of the raw validation text (`val_bpb`) and word perplexity (`val_word_ppl`) are normalised by the "
                   "text itself and are comparable, so cells are ranked by bits per byte.")
+UNK_NOTE = ("Some cells map words outside their vocabulary to `<unk>` (`val_unk_rate` = share of validation "
+            "tokens that are `<unk>`). Predicting `<unk>` is cheaper than spelling the word out, so their bits per "
+            "byte are optimistic: compare them with lossless (char, BPE, byte-level) cells with that in mind.")
 LOSS_ONLY = ("No cell reported bits per byte or per character: this ranking by `val_loss` (nats per token) is "
              "meaningful only among cells that share a tokenizer.")
 
@@ -471,8 +474,9 @@ def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, 
     done = done.assign(rank=range(1, len(done) + 1))
     columns = ["rank", "cell", *axes, *_unaxed(axes), metric, "val_bits_per_char", "val_word_ppl", "val_ppl",
                "num_params"]
-    columns = list(dict.fromkeys(columns))
-    notes = [NOT_COMPARABLE] + ([LOSS_ONLY] if metric == "val_loss" else [])
+    lossy = "val_unk_rate" in done and bool((done["val_unk_rate"].fillna(0) > 0).any())
+    columns = list(dict.fromkeys(columns + (["val_unk_rate"] if lossy else [])))
+    notes = [NOT_COMPARABLE] + ([LOSS_ONLY] if metric == "val_loss" else []) + ([UNK_NOTE] if lossy else [])
     return Section(f"Ranking by {metric}", [*notes, f"Completed cells, best (lowest `{metric}`) first."],
                    formatted(done, columns, labels))
 

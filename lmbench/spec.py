@@ -200,6 +200,9 @@ def raw_spec(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
 def to_spec(cfg: DictConfig | dict[str, Any]) -> ExperimentSpec:
     """Type `cfg` against ExperimentSpec and check ranges and choices; SpecError names the first bad field."""
     try:
+        cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg.copy()
+        if OmegaConf.select(cfg, "train.mixed_precision") is False:  # YAML reads a bare `no` as false
+            OmegaConf.update(cfg, "train.mixed_precision", "no")
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentSpec), cfg)
         spec = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +430,11 @@ class Trainer:
                 model, split, mode=d.batching, block_size=d.block_size, stride=e.stride, batch_size=e.batch_size,
                 bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, accelerator=self.acc,
                 autocast=self.acc.autocast)
+            if tok.unk_id not in (tok.eos_id, tok.pad_id, tok.bos_id):
+                # <unk> targets are cheap to predict but stand for whole words: bits per byte flatters such
+                # models, so the share is reported beside the metrics (see report.py)
+                unk = int(np.count_nonzero(np.asarray(split.tokens) == tok.unk_id))
+                results[name] = replace(results[name], unk_rate=unk / max(1, split.stats.num_tokens))
         return results
 
     @staticmethod

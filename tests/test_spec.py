@@ -131,3 +131,7 @@ def test_typed_params_names_unknown_and_wrong_fields() -> None:
     with pytest.raises(SpecError) as info:
         typed_params(Config, {"dropout": "lots"}, "model.params")
     assert info.value.path == "model.params.dropout"
+
+
+def test_bare_no_is_read_as_the_string_no(spec_file: Path) -> None:
+    assert load_spec(spec_file, ["train.mixed_precision=no"]).train.mixed_precision == "no"

@@ -1,0 +1,118 @@
+"""Pure logit processors with transformers' semantics (generation/logits_process.py, transformers 5.x).
+
+Every function takes `scores` (N, V) float (logits, or log-probabilities in beam search) and returns a new
+tensor; removed tokens get -inf. `history` is the (N, L) long tensor of ids seen so far (prompt + generated);
+negative entries (left padding) are ignored.
+
+Order, as transformers builds its processor list: repetition penalty, no-repeat n-gram (both always), then the
+warpers, only when sampling: temperature, top-k, top-p, min-p.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lmbench.spec import SamplerSpec
+
+NEG_INF = float("-inf")
+
+
+def _spare_column(history: Tensor, vocab_size: int) -> Tensor:
+    """Map ignored (negative) and out-of-vocabulary ids to `vocab_size`, a spare column dropped afterwards."""
+    return torch.where((history < 0) | (history >= vocab_size), vocab_size, history)
+
+
+def temperature(scores: Tensor, value: float) -> Tensor:
+    """scores / T. T < 1 sharpens, T > 1 flattens (TemperatureLogitsWarper)."""
+    return scores / value
+
+
+def top_k(scores: Tensor, k: int, min_tokens_to_keep: int = 1) -> Tensor:
+    """Keep the k highest scores (ties with the k-th are kept too), as TopKLogitsWarper."""
+    k = min(max(k, min_tokens_to_keep), scores.size(-1))
+    kth = torch.topk(scores, k, dim=-1).values[..., -1:]  # (N, 1)
+    return scores.masked_fill(scores < kth, NEG_INF)
+
+
+def top_p(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor:
+    """Nucleus: the smallest set of most likely tokens whose probability reaches p (TopPLogitsWarper).
+
+    Sorted ascending, a token is removed when the mass of it and everything less likely is <= 1 - p; the
+    `min_tokens_to_keep` most likely tokens always stay.
+    """
+    sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)  # (N, V), ascending order
+    remove_sorted = cumulative <= (1 - p)
+    remove_sorted[..., -min_tokens_to_keep:] = False
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return scores.masked_fill(remove, NEG_INF)
+
+
+def min_p(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor:
+    """Remove tokens whose probability is below p x the top token's probability (MinPLogitsWarper)."""
+    probs = scores.softmax(dim=-1)
+    remove = probs < p * probs.amax(dim=-1, keepdim=True)
+    keep = torch.topk(probs, min(min_tokens_to_keep, probs.size(-1)), dim=-1).indices
+    remove.scatter_(-1, keep, False)
+    return scores.masked_fill(remove, NEG_INF)
+
+
+def repetition_penalty(scores: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """Every id in `history`: positive scores / penalty, negative scores x penalty (CTRL; transformers'
+    RepetitionPenaltyLogitsProcessor). Penalty > 1 discourages repeats."""
+    vocab_size = scores.size(-1)
+    seen = torch.zeros(scores.size(0), vocab_size + 1, dtype=torch.bool, device=scores.device)
+    seen.scatter_(1, _spare_column(history, vocab_size), True)
+    penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return torch.where(seen[:, :vocab_size], penalised, scores)
+
+
+def no_repeat_ngram(scores: Tensor, history: Tensor, n: int) -> Tensor:
+    """Ban every token that would complete an n-gram already present in `history` (NoRepeatNGramLogitsProcessor).
+
+    Windows that touch ignored (padding) positions never ban anything.
+    """
+    length = history.size(1)
+    if n <= 0 or length < n:
+        return scores
+    vocab_size = scores.size(-1)
+    prefix = history[:, length + 1 - n :]  # (N, n-1), the current suffix
+    windows = history.unfold(1, n, 1)  # (N, L-n+1, n)
+    matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1) & (windows >= 0).all(dim=-1)
+    banned = torch.zeros(scores.size(0), vocab_size + 1, dtype=torch.bool, device=scores.device)
+    last = _spare_column(windows[..., -1], vocab_size)
+    banned.scatter_(1, torch.where(matches, last, vocab_size), True)
+    return scores.masked_fill(banned[:, :vocab_size], NEG_INF)
+
+
+def needs_history(s: SamplerSpec) -> bool:
+    """Whether `process` reads `history` for this sampler (repetition penalty or n-gram blocking)."""
+    return s.repetition_penalty != 1.0 or s.no_repeat_ngram_size > 0
+
+
+def is_sampling(s: SamplerSpec) -> bool:
+    return s.kind in ("sample", "beam_sample")
+
+
+def process(scores: Tensor, history: Tensor | None, s: SamplerSpec) -> Tensor:
+    """All processors of sampler `s` in transformers' order. Warpers apply only to sampling kinds, and keep at
+    least 2 tokens with beams (one EOS + one continuation), as transformers does."""
+    if s.repetition_penalty != 1.0:
+        assert history is not None
+        scores = repetition_penalty(scores, history, s.repetition_penalty)
+    if s.no_repeat_ngram_size > 0:
+        assert history is not None
+        scores = no_repeat_ngram(scores, history, s.no_repeat_ngram_size)
+    if not is_sampling(s):
+        return scores
+    keep = 2 if s.num_beams > 1 else 1
+    if s.temperature != 1.0:
+        scores = temperature(scores, s.temperature)
+    if s.top_k is not None and s.top_k != 0:
+        scores = top_k(scores, s.top_k, keep)
+    if s.top_p is not None and s.top_p < 1.0:
+        scores = top_p(scores, s.top_p, keep)
+    if s.min_p is not None:
+        scores = min_p(scores, s.min_p, keep)
+    return scores

@@ -1,0 +1,127 @@
+"""Logit processors: the same outputs as transformers' processors on random logits, and the edge cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from lmbench.sampling import filters
+from lmbench.spec import SamplerSpec
+
+V = 30
+
+
+def random_scores(seed: int, rows: int = 6, scale: float = 3.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, V, generator=g) * scale
+
+
+def random_history(seed: int, rows: int = 6, length: int = 12, vocab: int = 8) -> torch.Tensor:
+    """Small id range so that n-grams repeat."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (rows, length), generator=g)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("value", [0.3, 0.7, 1.5])
+def test_temperature_matches_transformers(seed: int, value: float) -> None:
+    scores = random_scores(seed)
+    expected = TemperatureLogitsWarper(value)(None, scores.clone())
+    torch.testing.assert_close(filters.temperature(scores, value), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k, keep", [(1, 1), (5, 1), (1, 2), (V + 5, 1)])
+def test_top_k_matches_transformers(seed: int, k: int, keep: int) -> None:
+    scores = random_scores(seed)
+    expected = TopKLogitsWarper(k, min_tokens_to_keep=keep)(None, scores.clone())
+    torch.testing.assert_close(filters.top_k(scores, k, keep), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("p, keep", [(0.01, 1), (0.5, 1), (0.9, 1), (0.95, 2), (1.0, 1)])
+def test_top_p_matches_transformers(seed: int, p: float, keep: int) -> None:
+    scores = random_scores(seed)
+    expected = TopPLogitsWarper(p, min_tokens_to_keep=keep)(None, scores.clone())
+    torch.testing.assert_close(filters.top_p(scores, p, keep), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("p, keep", [(0.05, 1), (0.3, 1), (0.9, 2), (1.0, 1)])
+def test_min_p_matches_transformers(seed: int, p: float, keep: int) -> None:
+    scores = random_scores(seed)
+    expected = MinPLogitsWarper(p, min_tokens_to_keep=keep)(None, scores.clone())
+    torch.testing.assert_close(filters.min_p(scores, p, keep), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("penalty", [0.5, 1.3, 2.0])
+def test_repetition_penalty_matches_transformers(seed: int, penalty: float) -> None:
+    scores, history = random_scores(seed), random_history(seed)
+    expected = RepetitionPenaltyLogitsProcessor(penalty)(history, scores.clone())
+    torch.testing.assert_close(filters.repetition_penalty(scores, history, penalty), expected)
+
+
+def test_repetition_penalty_ignores_left_padding_like_transformers() -> None:
+    scores, history = random_scores(0, rows=2), random_history(0, rows=2)
+    pads = torch.tensor([3, 0])  # leading pads per row (transformers' prompt_ignore_length from the mask)
+    expected = RepetitionPenaltyLogitsProcessor(1.5, prompt_ignore_length=pads)(history, scores.clone())
+    masked = history.clone()
+    masked[0, :3] = -1
+    torch.testing.assert_close(filters.repetition_penalty(scores, masked, 1.5), expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("n", [1, 2, 3, 13])
+def test_no_repeat_ngram_matches_transformers(seed: int, n: int) -> None:
+    scores, history = random_scores(seed), random_history(seed, vocab=4)
+    expected = NoRepeatNGramLogitsProcessor(n)(history, scores.clone())
+    torch.testing.assert_close(filters.no_repeat_ngram(scores, history, n), expected)
+
+
+def test_no_repeat_ngram_bans_the_completing_token() -> None:
+    history = torch.tensor([[5, 6, 7, 5, 6]])
+    out = filters.no_repeat_ngram(torch.zeros(1, 10), history, 3)
+    assert torch.isinf(out[0, 7]) and torch.isfinite(out[0, :7]).all() and torch.isfinite(out[0, 8:]).all()
+    padded = torch.tensor([[-1, -1, 5, 6, 7, 5, 6]])  # windows over padding never ban anything
+    torch.testing.assert_close(filters.no_repeat_ngram(torch.zeros(1, 10), padded, 3), out)
+
+
+def test_top_p_always_keeps_the_most_likely_token() -> None:
+    scores = torch.tensor([[10.0, 0.0, 0.0, 0.0]])  # p(top) ~ 0.9999 > any p
+    out = filters.top_p(scores, 0.01)
+    assert torch.isfinite(out[0, 0]) and torch.isinf(out[0, 1:]).all()
+
+
+def test_top_p_is_the_smallest_set_reaching_p() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = lambda p: torch.isfinite(filters.top_p(probs.log(), p)).sum().item()  # noqa: E731
+    assert [kept(p) for p in (0.4, 0.5, 0.6, 0.8, 0.81, 0.96)] == [1, 1, 2, 2, 3, 4]
+
+
+def test_process_applies_warpers_only_when_sampling() -> None:
+    scores, history = random_scores(1), random_history(1)
+    greedy = SamplerSpec(kind="greedy", top_k=2, temperature=0.5, repetition_penalty=1.3)
+    torch.testing.assert_close(filters.process(scores, history, greedy),
+                               filters.repetition_penalty(scores, history, 1.3))
+    sample = SamplerSpec(kind="sample", top_k=5, top_p=0.8, temperature=0.7, min_p=0.05, repetition_penalty=1.3,
+                         no_repeat_ngram_size=2)
+    expected = scores.clone()
+    for proc in (RepetitionPenaltyLogitsProcessor(1.3), NoRepeatNGramLogitsProcessor(2), TemperatureLogitsWarper(0.7),
+                 TopKLogitsWarper(5), TopPLogitsWarper(0.8), MinPLogitsWarper(0.05)):
+        expected = proc(history, expected)
+    torch.testing.assert_close(filters.process(scores, history, sample), expected)
+
+
+def test_beam_sampling_keeps_two_tokens() -> None:
+    scores = torch.tensor([[10.0, 0.0, -1.0]])
+    s = SamplerSpec(kind="beam_sample", num_beams=2, top_k=1)
+    assert torch.isfinite(filters.process(scores, None, s)).sum() == 2

@@ -1,0 +1,134 @@
+"""Sampler metrics (pooled n-gram statistics, perplexity of samples) and the text-level `sample_texts`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmbench.sampling import sample_texts, sampler_metrics, sampler_name
+from lmbench.sampling.metrics import continuation_nll, distinct_n, repeated_ngram_rate
+from lmbench.spec import SampleSpec, SamplerSpec
+from lmbench.tokenizers.char import CharConfig, CharTokenizer
+
+from .helpers import FAMILIES, tiny_model
+
+TEXTS = ["the cat sat on the mat.", "a dog ran after the cat!", "once upon a time there was a fox"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> CharTokenizer:
+    return CharTokenizer.train(TEXTS, CharConfig())
+
+
+def test_distinct_n_pools_over_samples() -> None:
+    assert distinct_n([[1, 2, 3], [1, 2, 4]], 1) == 4 / 6
+    assert distinct_n([[1, 2, 3], [1, 2, 4]], 2) == 3 / 4
+    assert math.isnan(distinct_n([[1], [2]], 2))
+
+
+def test_repeated_ngram_rate_counts_repeats_within_a_sample() -> None:
+    assert repeated_ngram_rate([[1, 2, 1, 2, 1, 2]], 2) == 3 / 5  # (1,2),(2,1),(1,2)r,(2,1)r,(1,2)r
+    assert repeated_ngram_rate([[1, 2, 3], [1, 2, 3]], 2) == 0.0  # across samples is not a repeat
+    assert math.isnan(repeated_ngram_rate([[1, 2, 3]], 4))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_continuation_nll_matches_a_full_forward(family: str) -> None:
+    model = tiny_model(family)
+    pairs = [([1, 5, 6], [7, 8, 9, 2]), ([1], [3]), ([1, 4, 4, 4, 4], [5, 6])]
+    expected_nll, expected_num = 0.0, 0
+    with torch.no_grad():
+        for prompt, cont in pairs:
+            logp = F.log_softmax(model(torch.tensor([prompt + cont]))[0].float(), -1)
+            expected_nll -= sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(cont))
+            expected_num += len(cont)
+    nll, num = continuation_nll(model, pairs, batch_size=2)
+    assert num == expected_num
+    assert nll == pytest.approx(expected_nll, rel=1e-4)
+
+
+def test_sampler_name() -> None:
+    assert sampler_name(SamplerSpec()) == "greedy"
+    assert sampler_name(SamplerSpec(kind="sample", top_p=0.95)) == "sample(top_p=0.95)"
+    assert sampler_name(SamplerSpec(kind="beam", num_beams=5)) == "beam(num_beams=5)"
+    assert sampler_name(SamplerSpec(kind="greedy", top_k=40)) == "greedy"  # warpers do nothing without sampling
+    assert sampler_name(SamplerSpec(kind="sample", name="nucleus")) == "nucleus"
+
+
+def test_sample_texts_rows(tokenizer: CharTokenizer) -> None:
+    model = tiny_model("transformer", vocab_size=tokenizer.vocab_size)
+    samplers = [SamplerSpec(), SamplerSpec(kind="sample", top_k=5), SamplerSpec(kind="beam", num_beams=3,
+                                                                             num_return_sequences=2)]
+    spec = SampleSpec(prompts=["the cat", "zebra Q"], num_samples=3, max_new_tokens=8, seed=0, samplers=samplers)
+    rows = sample_texts(model, tokenizer, spec, "cpu")
+    by_sampler = {name: [r for r in rows if r["sampler"] == name] for name in dict.fromkeys(r["sampler"] for r in rows)}
+    assert list(by_sampler) == ["greedy", "sample(top_k=5)", "beam(num_beams=3)"]
+    assert [len(v) for v in by_sampler.values()] == [2, 6, 4]  # deterministic kinds run once per prompt
+    for r in rows:
+        assert r["prompt_ids"][0] == tokenizer.bos_id
+        assert r["text"] == tokenizer.decode(r["prompt_ids"] + r["new_ids"])
+        assert r["num_new_tokens"] == len(r["new_ids"]) <= 8
+        assert r["ended_with_eos"] == (r["new_ids"][-1] == tokenizer.eos_id)
+        assert r["tokens_per_s"] > 0
+    assert {r["index"] for r in by_sampler["sample(top_k=5)"]} == {0, 1, 2}
+    again = sample_texts(model, tokenizer, spec, "cpu")
+    assert [r["new_ids"] for r in again] == [r["new_ids"] for r in rows]
+
+
+def _rows(model, tokenizer, samplers, **kw) -> list[dict]:
+    spec = SampleSpec(prompts=["the cat", "a dog"], num_samples=4, max_new_tokens=10, samplers=samplers, **kw)
+    return sample_texts(model, tokenizer, spec, "cpu")
+
+
+def test_sampler_metrics_table(tokenizer: CharTokenizer) -> None:
+    model = tiny_model("lstm", vocab_size=tokenizer.vocab_size)
+    rows = _rows(model, tokenizer, [SamplerSpec(), SamplerSpec(kind="sample", temperature=1.5)])
+    table = sampler_metrics(rows, model, tokenizer, reference=model)
+    assert list(table["sampler"]) == ["greedy", "sample(temperature=1.5)"]
+    for col in ("num_samples", "mean_length", "eos_fraction", "distinct_1", "distinct_2", "distinct_3",
+                "rep_4gram", "self_ppl", "reference_ppl", "tokens_per_s", "note"):
+        assert col in table.columns
+    sample_rows = [r for r in rows if r["sampler"] == "sample(temperature=1.5)"]
+    nll, num = continuation_nll(model, [(r["prompt_ids"], r["new_ids"]) for r in sample_rows])
+    got = table.set_index("sampler").loc["sample(temperature=1.5)"]
+    assert got["self_ppl"] == pytest.approx(math.exp(nll / num), rel=1e-5)
+    assert got["reference_ppl"] == pytest.approx(got["self_ppl"], rel=1e-5)
+    assert got["num_samples"] == 8
+    content = [r["new_ids"][:-1] if r["ended_with_eos"] else r["new_ids"] for r in sample_rows]
+    assert got["mean_length"] == pytest.approx(sum(map(len, content)) / 8)
+    assert got["distinct_2"] == pytest.approx(distinct_n(content, 2))
+    assert 0 <= got["eos_fraction"] <= 1 and got["tokens_per_s"] > 0
+
+
+def test_reference_with_another_tokenizer_is_nan_with_a_note(tokenizer: CharTokenizer) -> None:
+    model = tiny_model("lstm", vocab_size=tokenizer.vocab_size)
+    rows = _rows(model, tokenizer, [SamplerSpec()])
+    other = CharTokenizer.train(["xyz"], CharConfig())
+    table = sampler_metrics(rows, model, tokenizer, reference=(model, other))
+    assert math.isnan(table.loc[0, "reference_ppl"]) and "tokenizer" in table.loc[0, "note"]
+    same = CharTokenizer.train(TEXTS, CharConfig())
+    table = sampler_metrics(rows, model, tokenizer, reference=(model, same))
+    assert table.loc[0, "reference_ppl"] == pytest.approx(table.loc[0, "self_ppl"], rel=1e-5)
+    table = sampler_metrics(rows, model, tokenizer)
+    assert math.isnan(table.loc[0, "reference_ppl"])
+
+
+def test_tokens_per_s_pools_time() -> None:
+    from lmbench.sampling.metrics import _tokens_per_s
+
+    rows = [{"num_new_tokens": 10, "tokens_per_s": 10.0}, {"num_new_tokens": 30, "tokens_per_s": 30.0}]
+    assert _tokens_per_s(rows) == pytest.approx(40 / 2)
+
+
+def test_unknown_words_in_a_prompt_become_unk_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from lmbench.tokenizers.word import WordConfig, WordTokenizer
+
+    tokenizer = WordTokenizer.train(TEXTS, WordConfig(lowercase=True))
+    model = tiny_model("lstm", vocab_size=tokenizer.vocab_size)
+    spec = SampleSpec(prompts=["We propose a cat"], max_new_tokens=5, samplers=[SamplerSpec(kind="sample")])
+    rows = sample_texts(model, tokenizer, spec, "cpu")
+    assert tokenizer.unk_id in rows[0]["prompt_ids"] and "propose" in caplog.text
+    assert rows[0]["text"].startswith("<unk> <unk> a cat") and rows[0]["num_new_tokens"] >= 1

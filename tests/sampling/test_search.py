@@ -1,0 +1,302 @@
+"""Decoding loops: exact parity with transformers' generate, exhaustive/argmax references for every family,
+the empirical distribution of seeded sampling, and the cost model (one cached step per new token)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from lmbench.models.base import LanguageModel
+from lmbench.sampling import generate
+from lmbench.sampling.search import left_pad
+from lmbench.spec import SamplerSpec
+
+from .helpers import FAMILIES, CountingLM, UnigramLM, tiny_model
+
+PROMPTS = [[5, 6, 7, 8], [9, 10], [3, 1, 4, 1, 5, 9]]  # different lengths: left padding
+EOS = {"hf": 22, "transformer": 5, "lstm": 18}  # ids each tiny model emits within a few tokens
+
+
+def hf_generate(model: LanguageModel, prompts: list[list[int]], eos: int, max_new: int,
+                **kwargs: object) -> list[list[list[int]]]:
+    """transformers' own generate on the wrapped GPT2LMHeadModel, cut like ours: new ids up to the first EOS."""
+    ids, mask = left_pad(prompts, 0, torch.device("cpu"))
+    mask = torch.ones_like(ids) if mask is None else mask
+    num_return = int(kwargs.get("num_return_sequences", 1))
+    with torch.no_grad():
+        out = model.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=eos,
+                                   pad_token_id=0, **kwargs)
+    rows = [row[: row.index(eos) + 1] if eos in row else row for row in out[:, ids.size(1):].tolist()]
+    return [rows[i * num_return : (i + 1) * num_return] for i in range(len(prompts))]
+
+
+def ours(model: LanguageModel, s: SamplerSpec, eos: int | None, max_new: int, prompts=PROMPTS, seed: int = 0):
+    return generate(model, prompts, s, max_new_tokens=max_new, eos_id=eos, pad_id=0, seed=seed)
+
+
+# ------------------------------------------------------------------------------------- parity with transformers
+
+def test_greedy_matches_transformers(hf_model: LanguageModel) -> None:
+    for eos in (22, 18, 28):
+        assert ours(hf_model, SamplerSpec(), eos, 16) == hf_generate(hf_model, PROMPTS, eos, 16, do_sample=False)
+
+
+@pytest.mark.parametrize("num_beams, length_penalty, early_stopping",
+                         list(itertools.product([2, 3, 5], [0.5, 1.0, 2.0], [True, False])))
+def test_beam_search_matches_transformers(hf_model: LanguageModel, num_beams: int, length_penalty: float,
+                                          early_stopping: bool) -> None:
+    s = SamplerSpec(kind="beam", num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                    num_return_sequences=num_beams)
+    got = ours(hf_model, s, EOS["hf"], 12)
+    expected = hf_generate(hf_model, PROMPTS, EOS["hf"], 12, do_sample=False, num_beams=num_beams,
+                           length_penalty=length_penalty, early_stopping=early_stopping,
+                           num_return_sequences=num_beams)
+    assert got == expected
+
+
+def test_beam_search_reaches_eos(hf_model: LanguageModel) -> None:
+    """The parity tests above are only meaningful if hypotheses do end with EOS (and others do not)."""
+    s = SamplerSpec(kind="beam", num_beams=3, num_return_sequences=3)
+    ends = [h[-1] == EOS["hf"] for out in ours(hf_model, s, EOS["hf"], 12) for h in out]
+    assert any(ends) and not all(ends)
+
+
+@pytest.mark.parametrize("early_stopping", ["never", False])
+def test_beam_search_never_and_negative_length_penalty(hf_model: LanguageModel, early_stopping: object) -> None:
+    for lp in (-0.5, 0.0, 1.5):
+        s = SamplerSpec(kind="beam", num_beams=4, length_penalty=lp, num_return_sequences=2,
+                        early_stopping=early_stopping)  # type: ignore[arg-type]
+        expected = hf_generate(hf_model, PROMPTS, 18, 10, do_sample=False, num_beams=4, length_penalty=lp,
+                               early_stopping=early_stopping, num_return_sequences=2)
+        assert ours(hf_model, s, 18, 10) == expected
+
+
+def test_processors_in_greedy_and_beams_match_transformers(hf_model: LanguageModel) -> None:
+    for kind, beams in (("greedy", 1), ("beam", 3)):
+        s = SamplerSpec(kind=kind, num_beams=beams, repetition_penalty=1.3, no_repeat_ngram_size=2)
+        expected = hf_generate(hf_model, PROMPTS, 22, 12, do_sample=False, num_beams=beams,
+                               repetition_penalty=1.3, no_repeat_ngram_size=2, early_stopping=True)
+        assert ours(hf_model, s, 22, 12) == expected
+
+
+@pytest.mark.parametrize("params", [
+    {"kind": "sample"},
+    {"kind": "sample", "temperature": 0.7, "top_k": 10, "top_p": 0.9},
+    {"kind": "sample", "min_p": 0.1, "repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "num_return_sequences": 2},
+    {"kind": "beam_sample", "num_beams": 3, "temperature": 0.8, "top_k": 5},
+    {"kind": "beam_sample", "num_beams": 4, "top_p": 0.8, "num_return_sequences": 2, "repetition_penalty": 1.2},
+])
+def test_seeded_sampling_draws_what_transformers_draws(hf_model: LanguageModel, params: dict) -> None:
+    """Same seed, same draws: our private generator replays the global CPU generator transformers uses."""
+    s = SamplerSpec(**params)
+    hf_kwargs = {k: v for k, v in params.items() if k != "kind"}
+    for seed in (3, 4):
+        got = ours(hf_model, s, 22, 12, seed=seed)
+        torch.manual_seed(seed)
+        assert got == hf_generate(hf_model, PROMPTS, 22, 12, do_sample=True, early_stopping=True, **hf_kwargs)
+
+
+# ------------------------------------------------------------------------------------------- every family
+
+def full_forward_greedy(model: LanguageModel, prompt: list[int], eos: int, max_new: int) -> list[int]:
+    """The notebooks' loop: recompute the whole prefix with forward() for each new token."""
+    ids, new = list(prompt), []
+    with torch.no_grad():
+        for _ in range(max_new):
+            token = int(model(torch.tensor([ids]))[0, -1].argmax())
+            ids.append(token)
+            new.append(token)
+            if token == eos:
+                break
+    return new
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_equals_full_forward_argmax(family: str) -> None:
+    model = tiny_model(family)
+    got = ours(model, SamplerSpec(), EOS[family], 15)
+    assert got == [[full_forward_greedy(model, p, EOS[family], 15)] for p in PROMPTS]
+    assert any(out[0][-1] == EOS[family] for out in got)
+
+
+def exhaustive_best(model: LanguageModel, prompt: list[int], vocab_size: int, eos: int, max_new: int,
+                    length_penalty: float) -> list[tuple[float, list[int]]]:
+    """Every continuation (EOS only at its end; max_new tokens at most) scored as beam search scores a
+    finished hypothesis: sum of log-probabilities / length ** length_penalty, best first."""
+    scored = []
+    for length in range(1, max_new + 1):
+        for body in itertools.product([t for t in range(vocab_size) if t != eos], repeat=length - 1):
+            for last in range(vocab_size):
+                if last != eos and length < max_new:
+                    continue
+                seq = [*body, last]
+                with torch.no_grad():
+                    logp = F.log_softmax(model(torch.tensor([prompt + seq]))[0].float(), -1)
+                total = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(seq))
+                scored.append((total / length ** length_penalty, seq))
+    return sorted(scored, key=lambda x: -x[0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
+def test_beam_search_equals_exhaustive_search(family: str, length_penalty: float) -> None:
+    """With a beam wide enough to hold every live prefix (3 tokens, EOS = 2, 4 new tokens: 2^3 x 3 = 24
+    candidates at the last step) and early_stopping="never", beam search is exact: its 24 hypotheses are the
+    24 best of the 31 possible continuations, in order."""
+    vocab, eos, max_new, beams = 3, 2, 4, 24
+    model = tiny_model(family, vocab_size=vocab, seed=1)
+    prompt = [1, 0, 1]
+    s = SamplerSpec(kind="beam", num_beams=beams, num_return_sequences=beams, length_penalty=length_penalty,
+                    early_stopping="never")  # type: ignore[arg-type]
+    got = ours(model, s, eos, max_new, prompts=[prompt])[0]
+    expected = exhaustive_best(model, prompt, vocab, eos, max_new, length_penalty)
+    scores = [score for score, _ in expected]
+    assert min(abs(a - b) for a, b in zip(scores, scores[1:])) > 1e-6  # no ties: the order is well defined
+    assert got == [seq for _, seq in expected[:beams]]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_batch_equals_one_prompt_at_a_time(family: str) -> None:
+    model = tiny_model(family)
+    for s in (SamplerSpec(), SamplerSpec(kind="beam", num_beams=3, num_return_sequences=2)):
+        batched = ours(model, s, EOS[family], 10)
+        assert batched == [ours(model, s, EOS[family], 10, prompts=[p])[0] for p in PROMPTS]
+
+
+# -------------------------------------------------------------------------------------- sampling distribution
+
+CHI2_999 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46, 7: 24.32}  # 99.9% quantiles
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"temperature": 0.7},
+    {"top_k": 3},
+    {"top_p": 0.8, "temperature": 1.5},
+    {"min_p": 0.2},
+])
+def test_sampling_has_the_filtered_distribution(params: dict) -> None:
+    """20,000 seeded draws from fixed logits: filtered tokens never appear, the rest pass a chi-square test."""
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
+    expected = logits[None].clone()
+    if "temperature" in params:
+        expected = TemperatureLogitsWarper(params["temperature"])(None, expected)
+    if "top_k" in params:
+        expected = TopKLogitsWarper(params["top_k"])(None, expected)
+    if "top_p" in params:
+        expected = TopPLogitsWarper(params["top_p"])(None, expected)
+    if "min_p" in params:
+        expected = expected.masked_fill(expected.softmax(-1) < params["min_p"] * expected.softmax(-1).max(), -math.inf)
+    probs = expected.softmax(-1)[0]
+    rows, steps = 4000, 5
+    out = generate(UnigramLM(logits), [[1]] * rows, SamplerSpec(kind="sample", **params), max_new_tokens=steps,
+                   eos_id=None, pad_id=0, seed=123)
+    counts = Counter(t for o in out for t in o[0])
+    n = rows * steps
+    kept = [t for t in range(len(logits)) if probs[t] > 0]
+    assert all(counts[t] == 0 for t in range(len(logits)) if probs[t] == 0)
+    chi2 = sum((counts[t] - n * float(probs[t])) ** 2 / (n * float(probs[t])) for t in kept)
+    assert chi2 < CHI2_999[len(kept) - 1], (chi2, counts, probs)
+
+
+def test_seed_reproducible_and_independent_of_global_rng(hf_model: LanguageModel) -> None:
+    s = SamplerSpec(kind="sample", temperature=1.5)
+    torch.manual_seed(0)
+    a = ours(hf_model, s, None, 12, seed=7)
+    torch.manual_seed(99)
+    b = ours(hf_model, s, None, 12, seed=7)
+    assert a == b and a != ours(hf_model, s, None, 12, seed=8)
+
+
+# ------------------------------------------------------------------------------------------- cost and output
+
+@pytest.mark.parametrize("s", [SamplerSpec(), SamplerSpec(kind="sample", num_return_sequences=3),
+                               SamplerSpec(kind="beam", num_beams=4), SamplerSpec(kind="beam_sample", num_beams=2)])
+def test_one_cached_step_per_new_token(s: SamplerSpec) -> None:
+    """Prefill once on the B prompts, then one (N, 1) step per token: the prefix is never recomputed."""
+    model = CountingLM(tiny_model("transformer"))
+    ours(model, s, None, 9)
+    copies = s.num_beams if s.kind.startswith("beam") else s.num_return_sequences
+    assert model.calls == [(3, 6)] + [(3 * copies, 1)] * 8
+
+
+def test_stops_at_eos_and_max_new_tokens(hf_model: LanguageModel) -> None:
+    out = ours(hf_model, SamplerSpec(kind="sample", temperature=2.0), 18, 20, prompts=[[5, 6]] * 16, seed=1)
+    lengths = [len(o[0]) for o in out]
+    assert max(lengths) <= 20
+    for o in out:
+        assert 18 not in o[0][:-1]  # nothing after EOS
+        assert o[0][-1] == 18 or len(o[0]) == 20
+    assert any(o[0][-1] == 18 for o in out) and any(len(o[0]) == 20 for o in out)
+    model = CountingLM(hf_model)  # all rows ended: no more steps
+    ours(model, SamplerSpec(), 35, 30, prompts=[[5, 6, 7, 8]])
+    assert len(model.calls) == 1  # greedy emits 35 first
+
+
+def test_output_shape_and_order() -> None:
+    model = tiny_model("lstm")
+    out = ours(model, SamplerSpec(kind="beam", num_beams=5, num_return_sequences=3), None, 6)
+    assert [len(o) for o in out] == [3, 3, 3] and all(len(h) == 6 for o in out for h in o)
+    out = ours(model, SamplerSpec(kind="sample", num_return_sequences=4), None, 6)
+    assert [len(o) for o in out] == [4, 4, 4]
+
+
+def test_invalid_inputs() -> None:
+    model = tiny_model("lstm")
+    with pytest.raises(ValueError, match="at least one token"):
+        ours(model, SamplerSpec(), None, 5, prompts=[[1], []])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ours(model, SamplerSpec(), None, 0)
+
+
+def test_training_mode_is_restored() -> None:
+    model = tiny_model("transformer").train()
+    ours(model, SamplerSpec(), None, 3)
+    assert model.training
+
+
+# ------------------------------------------------------------- lmbench transformer vs transformers, same weights
+
+def _bench_module():
+    """scripts/bench/generation.py, which holds the weight copy lmbench transformer -> GPT2LMHeadModel."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "generation.py"
+    spec = importlib.util.spec_from_file_location("bench_generation", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gpt2_shaped_transformer() -> LanguageModel:
+    from lmbench.models.transformer import Config, TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(Config(num_layers=2, num_heads=2, d_model=32, block_size=64, activation="gelu_tanh"), 40, 0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def test_lmbench_transformer_generates_what_gpt2_generates_with_the_same_weights() -> None:
+    lm = _gpt2_shaped_transformer()
+    hf = _bench_module().gpt2_from_transformer(lm)
+    ids = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(lm(ids), hf(ids), atol=1e-4, rtol=1e-4)
+    eos = 5
+    assert ours(lm, SamplerSpec(), eos, 12) == hf_generate(hf, PROMPTS, eos, 12, do_sample=False)
+    for beams, lp, es in ((2, 1.0, True), (3, 0.5, False), (5, 2.0, True)):
+        s = SamplerSpec(kind="beam", num_beams=beams, length_penalty=lp, early_stopping=es, num_return_sequences=beams)
+        assert ours(lm, s, eos, 10) == hf_generate(hf, PROMPTS, eos, 10, do_sample=False, num_beams=beams,
+                                                   length_penalty=lp, early_stopping=es, num_return_sequences=beams)
