@@ -715,25 +715,45 @@ def _final_summary(trainer: Trainer, facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_samples(trainer: Trainer) -> int:
-    """samples.jsonl from every sampler of spec.sample (main process; the others wait)."""
+    """samples.jsonl from every sampler of spec.sample, and sampler_metrics.csv comparing the samplers
+    (diversity, repetition, length, EOS share, perplexity under this model and under the reference run)."""
     from lmbench import tracking
+    from lmbench.sampling import prompt_start_id, sample_texts, sampler_metrics
 
     spec, acc = trainer.spec, trainer.acc
     rows: list[dict[str, Any]] = []
     if acc.is_main_process and spec.sample.samplers and spec.sample.prompts:
-        try:
-            from lmbench.sampling import sample_texts
-        except ImportError:
-            log.warning("lmbench.sampling.sample_texts is not available; no samples written")
-        else:
-            model = acc.unwrap_model(trainer.module).model
-            with acc.autocast():
-                rows = sample_texts(model, trainer.data.tokenizer, spec.sample, acc.device)
-            with open(trainer.run_dir / "samples.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
-            tracking.log_samples(acc, rows)
+        model, tokenizer = acc.unwrap_model(trainer.module).model, trainer.data.tokenizer
+        with acc.autocast():
+            rows = sample_texts(model, tokenizer, spec.sample, acc.device,
+                                start_id=prompt_start_id(spec.data, tokenizer))
+        with open(trainer.run_dir / "samples.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+        tracking.log_samples(acc, rows)
+        frame = sampler_metrics(rows, model, tokenizer, _reference(trainer), device=acc.device)
+        frame.to_csv(trainer.run_dir / "sampler_metrics.csv", index=False)
     acc.wait_for_everyone()
     return len(rows)
+
+
+def _reference(trainer: Trainer) -> tuple[nn.Module, Any] | None:
+    """The (model, tokenizer) of spec.sample.reference_run: a run directory or `cell:<name>` of this grid.
+
+    A reference cell that has not finished yet (grid order) gives no reference, with a warning."""
+    from lmbench.sampling.cli import load_run
+
+    ref = trainer.spec.sample.reference_run
+    if ref is None:
+        return None
+    run_dir = trainer.run_dir.parent / ref[5:] if ref.startswith("cell:") else Path(ref)
+    if run_dir.resolve() == trainer.run_dir.resolve():
+        return None
+    summary = run_dir / "summary.json"
+    if not summary.is_file() or json.loads(summary.read_text()).get("status") != "completed":
+        log.warning("reference run %s is not completed: no reference perplexity for these samples", run_dir)
+        return None
+    model, tokenizer, _ = load_run(run_dir, trainer.acc.device)
+    return model, tokenizer
 
 
 def _write_failure(run_dir: Path, facts: dict[str, Any], exc: Exception) -> None:
