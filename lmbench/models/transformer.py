@@ -205,14 +205,16 @@ class TransformerLM(LanguageModel):
         return self.drop(x), self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
 
     def _run(self, input_ids: Tensor, positions: Tensor, mask: Tensor | None, is_causal: bool,
-             past: list[KV] | None = None) -> tuple[Tensor, list[KV]]:
+             past: list[KV] | None = None, logits_to_keep: int = 0) -> tuple[Tensor, list[KV]]:
         x, cos, sin = self._embed(input_ids, positions)
         how = Attend(mask, is_causal, cos, sin)
         new_kv: list[KV] = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, how, None if past is None else past[i])
             new_kv.append(kv)
-        return self.head(self.ln_f(x)), new_kv  # (B, t, V)
+        if logits_to_keep:  # only the last positions' logits (a prefill needs one): skips most of the head
+            x = x[:, -logits_to_keep:]
+        return self.head(self.ln_f(x)), new_kv  # (B, t or logits_to_keep, V)
 
     # --- training / scoring -----------------------------------------------------------------------------------
 
@@ -234,16 +236,19 @@ class TransformerLM(LanguageModel):
         empty = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
         return KVState([], empty, empty)
 
-    def step(self, input_ids: Tensor, state: KVState,
-             attention_mask: Tensor | None = None) -> tuple[Tensor, KVState]:
-        """Consume (B, t) new ids with the cache -> (B, t, V) logits and a new state (`state` stays valid)."""
+    def step(self, input_ids: Tensor, state: KVState, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, KVState]:
+        """Consume (B, t) new ids with the cache -> (B, t, V) logits and a new state (`state` stays valid).
+
+        `logits_to_keep` > 0 returns only the last that many positions' logits (as transformers' argument)."""
         t = input_ids.size(1)
         if attention_mask is None:
             attention_mask = torch.cat([state.mask, torch.ones_like(input_ids)], dim=1)
         mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
         ids = torch.cat([state.ids, input_ids], dim=1)
         if mask.size(1) > self.config.block_size:
-            return self._step_cropped(ids, mask, t)
+            logits, cropped = self._step_cropped(ids, mask, t)
+            return (logits[:, -logits_to_keep:] if logits_to_keep else logits), cropped
         positions = _positions(mask)[:, -t:]
         if state.num_past == 0 and bool(mask.all()):
             attn, is_causal = None, t > 1
@@ -251,7 +256,7 @@ class TransformerLM(LanguageModel):
             attn, is_causal = None, False
         else:
             attn, is_causal = attention_mask_for(mask.bool(), t), False
-        logits, kv = self._run(input_ids, positions, attn, is_causal, state.kv or None)
+        logits, kv = self._run(input_ids, positions, attn, is_causal, state.kv or None, logits_to_keep)
         return logits, KVState(kv, mask, ids)
 
     def _step_cropped(self, ids: Tensor, mask: Tensor, t: int) -> tuple[Tensor, KVState]:

@@ -146,3 +146,15 @@ def test_seed_notebook_configurations_are_expressible() -> None:
         wp = TransformerLM(model_config(ModelSpec("transformer", WRITINGPROMPTS)), 2500, 0)
     TransformerLM.check_spec(wp.config, _spec(WRITINGPROMPTS, block_size=1500))
     assert wp.config.block_size == 1500 and len(wp.blocks) == 5
+
+
+def test_step_logits_to_keep_returns_the_last_positions() -> None:
+    torch.manual_seed(0)
+    model = _build({"num_layers": 2, "num_heads": 2, "d_model": 16, "block_size": 16}, 11).eval()
+    ids = torch.randint(0, 11, (2, 6))
+    full, _ = model.step(ids, model.init_state(2, ids.device))
+    last, state = model.step(ids, model.init_state(2, ids.device), logits_to_keep=1)
+    assert last.shape == (2, 1, 11)
+    torch.testing.assert_close(last, full[:, -1:])
+    nxt, _ = model.step(ids[:, :1], state)  # the cache is complete although only one position was projected
+    torch.testing.assert_close(nxt[:, -1], model(torch.cat([ids, ids[:, :1]], 1))[:, -1])

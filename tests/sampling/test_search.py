@@ -300,3 +300,16 @@ def test_lmbench_transformer_generates_what_gpt2_generates_with_the_same_weights
         s = SamplerSpec(kind="beam", num_beams=beams, length_penalty=lp, early_stopping=es, num_return_sequences=beams)
         assert ours(lm, s, eos, 10) == hf_generate(hf, PROMPTS, eos, 10, do_sample=False, num_beams=beams,
                                                    length_penalty=lp, early_stopping=es, num_return_sequences=beams)
+
+
+def test_prefill_asks_for_the_last_logits_only_when_the_model_can() -> None:
+    class LastOnly(CountingLM):
+        def step(self, input_ids, state, attention_mask=None, logits_to_keep=None):
+            self.calls.append((tuple(input_ids.shape), logits_to_keep))
+            logits, state = self.inner.step(input_ids, state, attention_mask)
+            return (logits if logits_to_keep is None else logits[:, -logits_to_keep:]), state
+
+    model = LastOnly(tiny_model("lstm"))
+    plain = ours(tiny_model("lstm"), SamplerSpec(kind="beam", num_beams=2), None, 3)
+    assert ours(model, SamplerSpec(kind="beam", num_beams=2), None, 3) == plain
+    assert [keep for _, keep in model.calls] == [1, None, None]
