@@ -100,3 +100,14 @@ def warn_unknown(logger: logging.Logger, kind: str, unknown: Sequence[str], num_
     shown = list(dict.fromkeys(unknown))[:max_shown]
     logger.warning("%s tokenizer: %d of %d tokens unknown, mapped to <unk> (e.g. %s)",
                    kind, len(unknown), num_tokens, ", ".join(repr(u) for u in shown))
+
+
+class VocabList:
+    """Id tables of a tokenizer whose vocabulary is a list of strings with the special tokens first (char, word)."""
+
+    def _set_vocab(self, vocab: Sequence[str], specials: Sequence[str]) -> None:
+        self._itos = list(vocab)
+        self._stoi = {s: i for i, s in enumerate(self._itos)}
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = (self._stoi[s] for s in SPECIAL_TOKENS)
+        self.sep_id = self._stoi.get(SEP_TOKEN) if SEP_TOKEN in specials else None
+        self._drop = {self.pad_id, self.bos_id, self.eos_id}  # dropped by decode

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmbench.errors import SpecError
-from lmbench.tokenizers.base import SEP_TOKEN, SPECIAL_TOKENS, TOKENIZERS, Tokenizer, read_meta, warn_unknown, write_meta
+from lmbench.tokenizers.base import SPECIAL_TOKENS, TOKENIZERS, Tokenizer, VocabList, read_meta, warn_unknown, write_meta
 
 logger = logging.getLogger(__name__)
 VOCAB_FILE = "char_vocab.json"
@@ -31,7 +31,7 @@ class CharConfig:
 
 
 @TOKENIZERS.register("char")
-class CharTokenizer(Tokenizer):
+class CharTokenizer(VocabList, Tokenizer):
     """One id per character; see the module docstring for the id layout."""
 
     Config = CharConfig
@@ -39,11 +39,7 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, vocab: Sequence[str], config: CharConfig) -> None:
         self.config = config
-        self._itos = list(vocab)
-        self._stoi = {s: i for i, s in enumerate(self._itos)}
-        self.pad_id, self.bos_id, self.eos_id, self.unk_id = (self._stoi[s] for s in SPECIAL_TOKENS)
-        self.sep_id = self._stoi.get(SEP_TOKEN) if SEP_TOKEN in config.specials else None
-        self._drop = {self.pad_id, self.bos_id, self.eos_id}
+        self._set_vocab(vocab, config.specials)
         self._special_re = _specials_regex(config.specials)
 
     @classmethod

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from lmbench.errors import SpecError, choice_error, range_error
-from lmbench.tokenizers.base import SEP_TOKEN, SPECIAL_TOKENS, TOKENIZERS, Tokenizer, read_meta, warn_unknown, write_meta
+from lmbench.tokenizers.base import SPECIAL_TOKENS, TOKENIZERS, Tokenizer, VocabList, read_meta, warn_unknown, write_meta
 from lmbench.tokenizers.char import _check_specials
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class WordConfig:
 
 
 @TOKENIZERS.register("word")
-class WordTokenizer(Tokenizer):
+class WordTokenizer(VocabList, Tokenizer):
     """Words -> ids with an ``<unk>`` fallback and a readable detokenizer; see the module docstring."""
 
     Config = WordConfig
@@ -88,11 +88,7 @@ class WordTokenizer(Tokenizer):
 
     def __init__(self, vocab: Sequence[str], config: WordConfig) -> None:
         self.config = config
-        self._itos = list(vocab)
-        self._stoi = {s: i for i, s in enumerate(self._itos)}
-        self.pad_id, self.bos_id, self.eos_id, self.unk_id = (self._stoi[s] for s in SPECIAL_TOKENS)
-        self.sep_id = self._stoi.get(SEP_TOKEN) if SEP_TOKEN in config.specials else None
-        self._drop = {self.pad_id, self.bos_id, self.eos_id}
+        self._set_vocab(vocab, config.specials)
         symbols = sorted({*SPECIAL_TOKENS, *config.specials}, key=len, reverse=True)
         self._special_re = re.compile("(" + "|".join(re.escape(s) for s in symbols) + ")")
         # razdel splits "e.g." into "e . g .": keep abbreviations whole, like the regex backend does
