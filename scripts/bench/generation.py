@@ -304,9 +304,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Same token ids (greedy, beam5) from lmbench, lmbench-hf and transformers: {report['same_outputs']}.", "",
         "Notes: with a 50k vocabulary every implementation is bound by the same output-projection matmuls, so "
         "lmbench and transformers are within run-to-run noise of each other (a few percent on a shared CPU); "
-        "the lmbench transformer's prefill also computes logits for every prompt position (transformers keeps "
-        "only the last), which costs it a few percent at batch 16. The sampling loop takes `logits_to_keep` "
-        "as soon as a model's `step` accepts it.", "",
+        "the prefill asks only for the last position's logits (`logits_to_keep`, as transformers does).", "",
     ])
 
 
