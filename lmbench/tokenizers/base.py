@@ -103,7 +103,10 @@ def warn_unknown(logger: logging.Logger, kind: str, unknown: Sequence[str], num_
 
 
 class VocabList:
-    """Id tables of a tokenizer whose vocabulary is a list of strings with the special tokens first (char, word)."""
+    """Id tables, save and load of a tokenizer whose vocabulary is a list of strings with the special tokens
+    first (char, word); the subclass names its `vocab_file` and has `kind`, `config` and `Config`."""
+
+    vocab_file: ClassVar[str]
 
     def _set_vocab(self, vocab: Sequence[str], specials: Sequence[str]) -> None:
         self._itos = list(vocab)
@@ -111,3 +114,16 @@ class VocabList:
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = (self._stoi[s] for s in SPECIAL_TOKENS)
         self.sep_id = self._stoi.get(SEP_TOKEN) if SEP_TOKEN in specials else None
         self._drop = {self.pad_id, self.bos_id, self.eos_id}  # dropped by decode
+
+    def tokens(self) -> list[str]:
+        return list(self._itos)
+
+    def save(self, directory: Path) -> None:
+        write_meta(directory, self.kind, self.config)  # type: ignore[attr-defined]
+        (Path(directory) / self.vocab_file).write_text(json.dumps(self._itos, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> Any:
+        _, params = read_meta(directory)
+        vocab = json.loads((Path(directory) / cls.vocab_file).read_text(encoding="utf-8"))
+        return cls(vocab, cls.Config(**params))  # type: ignore[attr-defined,call-arg]

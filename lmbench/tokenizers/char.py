@@ -9,16 +9,14 @@ A character never seen in training encodes to ``<unk>`` (with one logged warning
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lmbench.errors import SpecError
-from lmbench.tokenizers.base import SPECIAL_TOKENS, TOKENIZERS, Tokenizer, VocabList, read_meta, warn_unknown, write_meta
+from lmbench.tokenizers.base import SPECIAL_TOKENS, TOKENIZERS, Tokenizer, VocabList, warn_unknown
 
 logger = logging.getLogger(__name__)
 VOCAB_FILE = "char_vocab.json"
@@ -33,6 +31,8 @@ class CharConfig:
 @TOKENIZERS.register("char")
 class CharTokenizer(VocabList, Tokenizer):
     """One id per character; see the module docstring for the id layout."""
+
+    vocab_file = VOCAB_FILE
 
     Config = CharConfig
     kind = "char"
@@ -88,19 +88,6 @@ class CharTokenizer(VocabList, Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         itos, drop = self._itos, self._drop
         return "".join(itos[i] for i in ids if i not in drop)
-
-    def tokens(self) -> list[str]:
-        return list(self._itos)
-
-    def save(self, directory: Path) -> None:
-        write_meta(directory, self.kind, self.config)
-        (Path(directory) / VOCAB_FILE).write_text(json.dumps(self._itos, ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, directory: Path) -> CharTokenizer:
-        _, params = read_meta(directory)
-        vocab = json.loads((Path(directory) / VOCAB_FILE).read_text(encoding="utf-8"))
-        return cls(vocab, CharConfig(**params))
 
 
 def _specials_regex(specials: Sequence[str]) -> re.Pattern[str] | None:

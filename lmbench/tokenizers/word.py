@@ -36,17 +36,15 @@ So ``decode(encode(x)) == x`` for ordinary single-spaced prose with known words,
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lmbench.errors import SpecError, choice_error, range_error
-from lmbench.tokenizers.base import SPECIAL_TOKENS, TOKENIZERS, Tokenizer, VocabList, read_meta, warn_unknown, write_meta
+from lmbench.tokenizers.base import SPECIAL_TOKENS, TOKENIZERS, Tokenizer, VocabList, warn_unknown
 from lmbench.tokenizers.char import _check_specials
 
 logger = logging.getLogger(__name__)
@@ -82,6 +80,8 @@ class WordConfig:
 @TOKENIZERS.register("word")
 class WordTokenizer(VocabList, Tokenizer):
     """Words -> ids with an ``<unk>`` fallback and a readable detokenizer; see the module docstring."""
+
+    vocab_file = VOCAB_FILE
 
     Config = WordConfig
     kind = "word"
@@ -177,19 +177,6 @@ class WordTokenizer(VocabList, Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         itos, drop = self._itos, self._drop
         return detokenize([itos[i] for i in ids if i not in drop], capitalize=self.config.lowercase)
-
-    def tokens(self) -> list[str]:
-        return list(self._itos)
-
-    def save(self, directory: Path) -> None:
-        write_meta(directory, self.kind, self.config)
-        (Path(directory) / VOCAB_FILE).write_text(json.dumps(self._itos, ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, directory: Path) -> WordTokenizer:
-        _, params = read_meta(directory)
-        vocab = json.loads((Path(directory) / VOCAB_FILE).read_text(encoding="utf-8"))
-        return cls(vocab, WordConfig(**params))
 
 
 def detokenize(tokens: Sequence[str], capitalize: bool = False) -> str:
