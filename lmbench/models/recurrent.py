@@ -119,10 +119,16 @@ class RecurrentLM(LanguageModel):
         state after this window (truncated BPTT: the caller detaches it before the next window)."""
         x = self.embed(input_ids)  # (B, T, E)
         hx = None if state is None else state.hx()
-        if attention_mask is None or bool(attention_mask.all()):
-            out, hx = self.rnn(x, hx)  # fused full-sequence fast path
-        else:
-            out, hx = self._run_masked(x, attention_mask, hx)
+        # The recurrence runs in its weights' dtype (float32) even under bf16/fp16 autocast: in bf16 the carried
+        # state and gates lose the small updates a stacked LSTM needs (a 2 x 200 word LSTM stayed at the unigram
+        # loss). The vocabulary projection, most of the FLOPs, still autocasts.
+        dtype = self.rnn.weight_ih_l0.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            x, hx = x.to(dtype), _cast(hx, dtype)
+            if attention_mask is None or bool(attention_mask.all()):
+                out, hx = self.rnn(x, hx)  # fused full-sequence fast path
+            else:
+                out, hx = self._run_masked(x, attention_mask, hx)
         logits = self.head(self.proj(self.drop(out)))  # (B, T, V)
         return logits, RecurrentState.from_hx(hx)
 
@@ -220,6 +226,13 @@ def _check_vectors(config: Config, source: str, spec: Any) -> None:
         raise SpecError("model.params.tie_weights",
                         "tied weights with freeze_embeddings: true would freeze the output layer too; "
                         "set freeze_embeddings: false or tie_weights: false")
+
+
+def _cast(hx: Any, dtype: torch.dtype) -> Any:
+    """A carried state (tensor, (h, c) or None) in `dtype`."""
+    if hx is None:
+        return None
+    return tuple(h.to(dtype) for h in hx) if isinstance(hx, tuple) else hx.to(dtype)
 
 
 def _as_tuple(hx: Any) -> tuple[Tensor, ...]:

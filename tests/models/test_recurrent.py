@@ -51,6 +51,25 @@ def test_masked_positions_keep_the_state(family: str) -> None:
     torch.testing.assert_close(logits[0, holes[0].bool()], model(real)[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", sorted(CELLS))
+@pytest.mark.parametrize("masked", [False, True])
+@torch.no_grad()
+def test_recurrence_stays_float32_under_bf16_autocast(family: str, masked: bool) -> None:
+    """bf16 autocast speeds up the vocabulary projection only: the state and the recurrent outputs stay float32
+    (a bf16 recurrence kept a 2-layer word LSTM at the unigram loss), so outputs match float32 up to the head."""
+    model, ids = make_tiny(family), torch.randint(1, VOCAB, (2, 8))
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3]) if masked else None
+    reference, ref_state = model.forward_with_state(ids, None, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, state = model.forward_with_state(ids, None, mask)
+        _, state = model.forward_with_state(ids, state, mask)  # a carried state goes back in
+    assert logits.dtype == torch.bfloat16 and state.h.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, first = model.forward_with_state(ids, None, mask)
+    torch.testing.assert_close(first.h, ref_state.h)  # the recurrence itself is exact float32
+    torch.testing.assert_close(logits.float(), reference, atol=0.05, rtol=0.05)
+
+
 def test_tied_weights_with_projection() -> None:
     model = make_tiny("lstm", tie_weights=True)  # d_hidden 24 != d_embed 16
     assert model.head.weight is model.embed.weight and isinstance(model.proj, nn.Linear)
