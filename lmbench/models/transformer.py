@@ -23,13 +23,14 @@ from torch import Tensor, nn
 
 from lmbench.errors import SpecError, choice_error, range_error
 from lmbench.models.base import MODELS, LanguageModel
+from lmbench.models.kv_cache import KV, KVState, KVWriter
 
 POSITIONS = ("learned", "rotary")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU,
 }
 NORMS = ("pre", "post")
-KV = tuple[Tensor, Tensor]  # keys, values: (B, H, T, hd) each
+Write = Callable[[Tensor, Tensor], KV]  # one layer's cache append: new (k, v) -> all (k, v)
 
 
 @dataclass
@@ -39,7 +40,10 @@ class Config:
     d_model: int = 256
     d_ff: int | None = None  # MLP width; None = 4 * d_model
     block_size: int = 256  # longest context (learned position table size)
-    dropout: float = 0.0  # embeddings, attention probabilities, residual branches
+    dropout: float = 0.0  # embeddings, residual branches (and attention probabilities unless set below)
+    # Dropout on the attention probabilities; None = `dropout`. 0 keeps SDPA on its fused flash kernel on CPU,
+    # which has no dropout: with dropout there it materialises (B, H, T, T) scores (slow for long documents).
+    attention_dropout: float | None = None
     positions: str = "learned"  # learned | rotary
     activation: str = "gelu"  # gelu | gelu_tanh | relu
     norm: str = "pre"  # pre: x + f(ln(x)) (GPT-2) | post: ln(x + f(x)) (the original Transformer, SEEDS 3)
@@ -88,22 +92,24 @@ class Attend:
 class SelfAttention(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        self.num_heads, self.d_model, self.dropout = cfg.num_heads, cfg.d_model, cfg.dropout
+        self.num_heads, self.d_model = cfg.num_heads, cfg.d_model
+        self.attn_dropout = cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, how: Attend, past: KV | None = None) -> tuple[Tensor, KV]:
+    def forward(self, x: Tensor, how: Attend, write: Write | None = None) -> Tensor:
+        """`write` (decoding) appends this step's keys/values to the cache and returns all of them."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
         if how.cos is not None:
             q, k = apply_rope(q, how.cos, how.sin), apply_rope(k, how.cos, how.sin)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if write is not None:
+            k, v = write(k, v)  # (B, H, past + T, hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=how.mask, is_causal=how.is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
+                                           dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_drop(self.out(y)), (k, v)
+        return self.resid_drop(self.out(y))
 
 
 class MLP(nn.Module):
@@ -128,36 +134,12 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, how: Attend, past: KV | None = None) -> tuple[Tensor, KV]:
+    def forward(self, x: Tensor, how: Attend, write: Write | None = None) -> Tensor:
         if self.pre_norm:
-            a, kv = self.attn(self.ln1(x), how, past)
-            x = x + a
-            return x + self.mlp(self.ln2(x)), kv
-        a, kv = self.attn(x, how, past)
-        x = self.ln1(x + a)
-        return self.ln2(x + self.mlp(x)), kv
-
-
-@dataclass
-class KVState:
-    """Per-layer K/V caches (B, H, T_past, hd), the (B, T_past) 0/1 mask and ids consumed so far.
-
-    The ids let decoding re-encode a cropped window once the context passes block_size; there the caches are
-    dropped (empty list) because every later token recomputes its window.
-    """
-
-    kv: list[KV]
-    mask: Tensor
-    ids: Tensor
-
-    @property
-    def num_past(self) -> int:
-        return self.mask.size(1)
-
-    def reorder(self, index: Tensor) -> "KVState":
-        index = index.to(self.mask.device)
-        kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.kv]
-        return KVState(kv, self.mask.index_select(0, index), self.ids.index_select(0, index))
+            x = x + self.attn(self.ln1(x), how, write)
+            return x + self.mlp(self.ln2(x))
+        x = self.ln1(x + self.attn(x, how, write))
+        return self.ln2(x + self.mlp(x))
 
 
 @MODELS.register("transformer")
@@ -205,16 +187,14 @@ class TransformerLM(LanguageModel):
         return self.drop(x), self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
 
     def _run(self, input_ids: Tensor, positions: Tensor, mask: Tensor | None, is_causal: bool,
-             past: list[KV] | None = None, logits_to_keep: int = 0) -> tuple[Tensor, list[KV]]:
+             writer: KVWriter | None = None, logits_to_keep: int = 0) -> Tensor:
         x, cos, sin = self._embed(input_ids, positions)
         how = Attend(mask, is_causal, cos, sin)
-        new_kv: list[KV] = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, how, None if past is None else past[i])
-            new_kv.append(kv)
+            x = block(x, how, None if writer is None else writer.bound(i))
         if logits_to_keep:  # only the last positions' logits (a prefill needs one): skips most of the head
             x = x[:, -logits_to_keep:]
-        return self.head(self.ln_f(x)), new_kv  # (B, t or logits_to_keep, V)
+        return self.head(self.ln_f(x))  # (B, t or logits_to_keep, V)
 
     # --- training / scoring -----------------------------------------------------------------------------------
 
@@ -225,20 +205,21 @@ class TransformerLM(LanguageModel):
             raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
         if attention_mask is None or not _has_pad_before_real(attention_mask):
             positions = torch.arange(T, device=input_ids.device).unsqueeze(0)
-            return self._run(input_ids, positions, None, T > 1)[0]
+            return self._run(input_ids, positions, None, T > 1)
         key_mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
         positions = _positions(attention_mask)
-        return self._run(input_ids, positions, attention_mask_for(key_mask, T), False)[0]
+        return self._run(input_ids, positions, attention_mask_for(key_mask, T), False)
 
     # --- decoding --------------------------------------------------------------------------------------------
 
     def init_state(self, batch_size: int, device: torch.device) -> KVState:
         empty = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
-        return KVState([], empty, empty)
+        return KVState(empty, empty)
 
     def step(self, input_ids: Tensor, state: KVState, attention_mask: Tensor | None = None,
              logits_to_keep: int = 0) -> tuple[Tensor, KVState]:
-        """Consume (B, t) new ids with the cache -> (B, t, V) logits and a new state (`state` stays valid).
+        """Consume (B, t) new ids with the cache -> (B, t, V) logits and a new state (`state` stays valid: see
+        kv_cache.py for how the cache is appended in place).
 
         `logits_to_keep` > 0 returns only the last that many positions' logits (as transformers' argument)."""
         t = input_ids.size(1)
@@ -256,8 +237,9 @@ class TransformerLM(LanguageModel):
             attn, is_causal = None, False
         else:
             attn, is_causal = attention_mask_for(mask.bool(), t), False
-        logits, kv = self._run(input_ids, positions, attn, is_causal, state.kv or None, logits_to_keep)
-        return logits, KVState(kv, mask, ids)
+        writer = KVWriter(state, self.config.num_layers, self.config.block_size)
+        logits = self._run(input_ids, positions, attn, is_causal, writer, logits_to_keep)
+        return logits, writer.result(mask, ids)
 
     def _step_cropped(self, ids: Tensor, mask: Tensor, t: int) -> tuple[Tensor, KVState]:
         """Past block_size: each new token's logits come from the last block_size tokens, re-encoded."""
@@ -266,7 +248,7 @@ class TransformerLM(LanguageModel):
         for end in range(ids.size(1) - t + 1, ids.size(1) + 1):
             start = max(0, end - size)
             chunks.append(self.forward(ids[:, start:end], mask[:, start:end])[:, -1:])
-        return torch.cat(chunks, dim=1), KVState([], mask[:, -size:], ids[:, -size:])
+        return torch.cat(chunks, dim=1), KVState(mask[:, -size:], ids[:, -size:])
 
     # --- accounting ------------------------------------------------------------------------------------------
 
@@ -303,8 +285,10 @@ class TransformerLM(LanguageModel):
             raise SpecError(f"{p}.d_model", f"{config.d_model} is not divisible by num_heads ({config.num_heads})")
         if config.positions == "rotary" and (config.d_model // config.num_heads) % 2:
             raise SpecError(f"{p}.positions", "rotary positions need an even head size (d_model / num_heads)")
-        if not 0 <= config.dropout < 1:
-            raise range_error(f"{p}.dropout", config.dropout, "in [0, 1)")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(config, name)
+            if value is not None and not 0 <= value < 1:
+                raise range_error(f"{p}.{name}", value, "in [0, 1)")
         for name, choices in (("positions", POSITIONS), ("activation", tuple(ACTIVATIONS)), ("norm", NORMS)):
             if getattr(config, name) not in choices:
                 raise choice_error(f"{p}.{name}", getattr(config, name), choices)

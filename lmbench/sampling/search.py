@@ -198,7 +198,9 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
             log_probs = process(log_probs, history, s)
         else:
             log_probs = process(log_probs, None, s)
-        total = (log_probs.view(num_prompts, k, vocab_size) + running_scores[:, :, None]).view(num_prompts, -1)
+        # In place: log_probs is this step's own tensor, and a fresh (B*K, V) result per step costs as much
+        # as the add itself on CPU.
+        total = log_probs.view(num_prompts, k, vocab_size).add_(running_scores[:, :, None]).view(num_prompts, -1)
         if sampling:
             flat = torch.multinomial(total.softmax(dim=-1), num_candidates, generator=generator)  # (B, C)
             cand_scores = total.gather(1, flat)

@@ -102,6 +102,28 @@ def test_check_spec() -> None:
         TransformerLM.check_spec(Config(positions="alibi"), _spec({}))
     with pytest.raises(SpecError, match="model.params.activation"):
         TransformerLM.check_spec(Config(activation="swish"), _spec({}))
+    with pytest.raises(SpecError, match=r"model.params.attention_dropout: 1.5 .*in \[0, 1\)"):
+        TransformerLM.check_spec(Config(attention_dropout=1.5), _spec({}))
+
+
+@pytest.mark.parametrize(("dropout", "attention_dropout", "expected"), [(0.1, None, 0.1), (0.1, 0.0, 0.0),
+                                                                         (0.0, 0.2, 0.2)])
+def test_attention_dropout_defaults_to_dropout(monkeypatch: pytest.MonkeyPatch, dropout: float,
+                                               attention_dropout: float | None, expected: float) -> None:
+    """What SDPA receives in training (CPU's fused flash kernel only runs with dropout_p == 0); 0 in eval."""
+    seen: list[float] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args: object, dropout_p: float = 0.0, **kwargs: object) -> torch.Tensor:
+        seen.append(dropout_p)
+        return sdpa(*args, dropout_p=dropout_p, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = make_tiny("transformer", dropout=dropout, attention_dropout=attention_dropout).train()
+    model(torch.randint(1, VOCAB, (2, 8)))
+    model.eval()(torch.randint(1, VOCAB, (2, 8)))
+    assert seen == [expected] * 2 + [0.0] * 2  # two layers, training then evaluation
+    assert model.blocks[0].attn.resid_drop.p == dropout
 
 
 class Vocab:

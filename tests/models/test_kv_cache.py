@@ -1,0 +1,100 @@
+"""The transformer's in-place KV cache: branches stay exact, reordering reuses buffers, capacity grows."""
+
+from __future__ import annotations
+
+import torch
+
+from lmbench.models.kv_cache import MIN_CAPACITY, KVState
+from lmbench.models.transformer import TransformerLM
+
+from .tiny import VOCAB, make_tiny
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def _model() -> TransformerLM:
+    model = make_tiny("transformer")
+    assert isinstance(model, TransformerLM)
+    return model
+
+
+def _last(model: TransformerLM, ids: torch.Tensor) -> torch.Tensor:
+    return model(ids)[:, -1]
+
+
+@torch.no_grad()
+def test_branches_from_one_state_are_independent() -> None:
+    """Stepping the same state twice (the second one must not overwrite the first's keys) and then going on
+    from both branches gives the full-forward logits for each."""
+    model, ids = _model(), torch.randint(1, VOCAB, (2, 6))
+    x, y = torch.randint(1, VOCAB, (2, 1)), torch.randint(1, VOCAB, (2, 1))
+    _, base = model.step(ids, model.init_state(2, ids.device))
+    a_logits, a = model.step(x, base)
+    b_logits, b = model.step(y, base)
+    assert a.buffers is base.buffers and b.buffers is not base.buffers  # the first appends in place, then a copy
+    close(a_logits[:, -1], _last(model, torch.cat([ids, x], 1)))
+    close(b_logits[:, -1], _last(model, torch.cat([ids, y], 1)))
+    z = torch.randint(1, VOCAB, (2, 1))
+    close(model.step(z, a)[0][:, -1], _last(model, torch.cat([ids, x, z], 1)))
+    close(model.step(z, b)[0][:, -1], _last(model, torch.cat([ids, y, z], 1)))
+
+
+@torch.no_grad()
+def test_reorder_leaves_the_source_state_valid() -> None:
+    model, ids = _model(), torch.randint(1, VOCAB, (3, 5))
+    _, state = model.step(ids, model.init_state(3, ids.device))
+    index = torch.tensor([2, 2, 0, 1])
+    reordered = state.reorder(index)
+    x = torch.randint(1, VOCAB, (4, 1))
+    close(model.step(x, reordered)[0][:, -1], _last(model, torch.cat([ids[index], x], 1)))
+    close(model.step(x[:3], state)[0][:, -1], _last(model, torch.cat([ids, x[:3]], 1)))
+
+
+@torch.no_grad()
+def test_beam_loop_ping_pongs_between_two_buffer_sets() -> None:
+    """A loop that reorders and steps, dropping its old state, reuses the same two allocations every step and
+    still matches the full forward pass."""
+    model = _model()
+    seq = torch.randint(1, VOCAB, (4, 4))
+    _, state = model.step(seq, model.init_state(4, seq.device))
+    generator = torch.Generator().manual_seed(0)
+    pointers: set[int] = set()
+    for _ in range(10):
+        index = torch.randint(0, 4, (4,), generator=generator)
+        x = torch.randint(1, VOCAB, (4, 1), generator=generator)
+        seq = torch.cat([seq[index], x], 1)
+        logits, state = model.step(x, state.reorder(index))
+        close(logits[:, -1], _last(model, seq))
+        assert state.buffers is not None
+        pointers.add(state.buffers.layers[0][0].data_ptr())
+    assert len(pointers) == 2 and len(state.pool.sets) == 2
+
+
+@torch.no_grad()
+def test_capacity_doubles_up_to_block_size() -> None:
+    model = _model()  # block_size 32
+    ids = torch.randint(1, VOCAB, (1, 3))
+    _, state = model.step(ids, model.init_state(1, ids.device))
+    assert state.buffers is not None and state.buffers.capacity == min(MIN_CAPACITY, model.config.block_size)
+    first = state.buffers
+    for _ in range(model.config.block_size - 3):
+        _, state = model.step(torch.randint(1, VOCAB, (1, 1)), state)
+    assert state.buffers is first and state.num_past == model.config.block_size
+    _, cropped = model.step(torch.randint(1, VOCAB, (1, 1)), state)  # past block_size: no cache, cropped window
+    assert cropped.buffers is None and cropped.num_past == model.config.block_size
+
+
+@torch.no_grad()
+def test_growth_copies_the_prefix() -> None:
+    model = make_tiny("transformer", block_size=96)
+    assert isinstance(model, TransformerLM)
+    ids = torch.randint(1, VOCAB, (2, MIN_CAPACITY))
+    _, state = model.step(ids, model.init_state(2, ids.device))
+    assert state.buffers is not None and state.buffers.capacity == MIN_CAPACITY
+    x = torch.randint(1, VOCAB, (2, 1))
+    logits, grown = model.step(x, state)
+    assert grown.buffers is not None and grown.buffers.capacity == 2 * MIN_CAPACITY
+    close(logits[:, -1], _last(model, torch.cat([ids, x], 1)))
+    assert isinstance(grown, KVState) and grown.num_past == MIN_CAPACITY + 1
