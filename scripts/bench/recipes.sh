@@ -14,7 +14,10 @@ time lmbench run experiments/shakespeare_char_140s.yaml
 time lmbench run experiments/wikitext2_lstm.yaml --cell arch=lstm train.epochs=1
 
 # WritingPrompts and the TinyStories sample: validation bits per byte and generated stories, on CPU budgets.
-time lmbench run experiments/writingprompts.yaml train.max_seconds=180 train.warmup_steps=100 \
-    sample.prompts='["[ WP ] You wake up one morning to find that everyone else has vanished . <sep>", "[ WP ] A dragon applies for a job at a bank . <sep>", "[ WP ] The last human on Earth hears a knock at the door . <sep>"]' \
-    'sample.samplers=[{kind: sample, temperature: 0.8}]' sample.max_new_tokens=200
+# (The 180 s run goes to its own results root: a completed cell is skipped, not re-run.)
+WP_PROMPTS='["[ WP ] You wake up one morning to find that everyone else has vanished . <sep>", "[ WP ] A dragon applies for a job at a bank . <sep>", "[ WP ] The last human on Earth hears a knock at the door . <sep>"]'
+time lmbench run experiments/writingprompts.yaml --results results/wp-180s train.max_seconds=180 train.warmup_steps=100 \
+    sample.prompts="$WP_PROMPTS" 'sample.samplers=[{kind: sample, temperature: 0.8}]' sample.max_new_tokens=200
+time lmbench run experiments/writingprompts.yaml train.max_seconds=600 train.warmup_steps=30 train.eval_every=40 \
+    sample.prompts="$WP_PROMPTS" 'sample.samplers=[{kind: sample, temperature: 0.8}]' sample.max_new_tokens=200
 time lmbench run experiments/tinystories_local.yaml train.max_seconds=180 sample.num_samples=3
