@@ -302,9 +302,14 @@ def markdown(report: dict[str, Any]) -> str:
         "`(est.)`: the recompute loop's time summed from forward passes timed at "
         f"{a['estimate_points']} prefix lengths (interpolated per step), not run end to end.", "",
         f"Same token ids (greedy, beam5) from lmbench, lmbench-hf and transformers: {report['same_outputs']}.", "",
-        "Notes: with a 50k vocabulary every implementation is bound by the same output-projection matmuls, so "
-        "lmbench and transformers are within run-to-run noise of each other (a few percent on a shared CPU); "
-        "the prefill asks only for the last position's logits (`logits_to_keep`, as transformers does).", "",
+        "Notes: with a 50k vocabulary every implementation spends most of a step in the same output-projection "
+        "matmul (more than half of beam5 at batch 16 under torch.profiler), so the margins are small; run-to-run "
+        "noise on this shared CPU is about ±5%. Both prefills ask only for the last position's logits "
+        "(`logits_to_keep`). What lmbench does that transformers does not: the transformer's K/V cache is "
+        "appended in place into preallocated buffers and beam reordering gathers into a reused buffer set "
+        "(lmbench/models/kv_cache.py) instead of concatenating and allocating per token; beam scores are added "
+        "to the log-probabilities in place. lmbench-hf runs lmbench's loop on transformers' own DynamicCache, "
+        "which still concatenates and reorders by allocation.", "",
     ])
 
 
