@@ -15,7 +15,7 @@ from lmbench.errors import SpecError
 
 # command -> (module, function): the function takes the parsed arguments and returns an exit code.
 HANDLERS: dict[str, tuple[str, str]] = {
-    "run": ("lmbench.grid", "cmd_run"),
+    "run": ("lmbench.launch", "cmd_run"),
     "show": ("lmbench.show", "cmd_show"),
     "data": ("lmbench.data.cache", "cmd_data"),
     "sample": ("lmbench.sampling.cli", "cmd_sample"),

@@ -432,7 +432,7 @@ class Trainer:
                 autocast=self.acc.autocast)
             if tok.unk_id not in (tok.eos_id, tok.pad_id, tok.bos_id):
                 # <unk> targets are cheap to predict but stand for whole words: bits per byte flatters such
-                # models, so the share is reported beside the metrics (see report.py)
+                # models, so the share is reported beside the metrics (see runs.py)
                 unk = int(np.count_nonzero(np.asarray(split.tokens) == tok.unk_id))
                 results[name] = replace(results[name], unk_rate=unk / max(1, split.stats.num_tokens))
         return results
