@@ -9,6 +9,9 @@ decoding interface requires, while a loop that drops its old state neither conca
 - appending writes into spare capacity (capacity doubles, capped at block_size, when it runs out);
 - `reorder` (beams) gathers the rows into a buffer set of the same decoding lineage (`KVPool`) that no live state
   reads any more (states are tracked with weak references), so beam search ping-pongs between two buffer sets.
+
+Decoding is inference: backpropagating through several `step` calls is not supported (the in-place appends bump
+the buffers' autograd version, and backward raises). Training uses `forward`, which has no cache.
 """
 
 from __future__ import annotations
