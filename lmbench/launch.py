@@ -3,7 +3,7 @@
 `lmbench run` validates every cell before training, skips cells whose summary.json says completed (re-running
 resumes a grid; the runner resumes a killed cell from its checkpoint), records a failed cell and goes on, locks
 each cell (lmbench.locks) so that launchers sharing a results folder never run one cell twice, and exits 1 when
-a cell failed. `LMBENCH_RUNNER=module:function` swaps the runner (default lmbench.train:run_cell) for tests and
+a cell failed. `LMBENCH_RUNNER=module:function` swaps the runner (default lmbench.cell:run_cell) for tests and
 custom runners: it is called as `fn(spec, run_dir, cell_name=..., group=...)` (plus `axes=` when it takes that
 argument) and returns the summary dict; lmbench adds cell, cell_index, cell_id, spec_name and axes to summary.json.
 """
@@ -30,16 +30,16 @@ from lmbench.grid import SINGLE_CELL_NAME, Cell, find_cell, load_cells
 from lmbench.locks import CellLock, is_locked
 from lmbench.spec import ExperimentSpec
 
-RUNNER_ENV = "LMBENCH_RUNNER"  # module:function replacing lmbench.train:run_cell (tests, custom runners)
+RUNNER_ENV = "LMBENCH_RUNNER"  # module:function replacing lmbench.cell:run_cell (tests, custom runners)
 THREADS_ENV = "LMBENCH_NUM_THREADS"  # set by `run --jobs` for its workers: torch threads per cell
 STARTED_ENV = "LMBENCH_LAUNCH_STARTED"  # set by `run --jobs` for its workers: the parent's start time
-DEFAULT_RUNNER = "lmbench.train:run_cell"
+DEFAULT_RUNNER = "lmbench.cell:run_cell"
 
 COMPLETED, FAILED = "completed", "failed"
 
 
 def resolve_runner() -> Callable[..., dict[str, Any]]:
-    """The cell runner named by $LMBENCH_RUNNER (module:function), default lmbench.train:run_cell."""
+    """The cell runner named by $LMBENCH_RUNNER (module:function), default lmbench.cell:run_cell."""
     target = os.environ.get(RUNNER_ENV) or DEFAULT_RUNNER
     module_name, _, attr = target.partition(":")
     if not attr:
@@ -211,7 +211,7 @@ def _run_locked(cell: Cell, run_dir: Path, ctx: _Launch) -> str:
 
 
 def _takes_axes(runner: Callable[..., Any]) -> bool:
-    """Whether the runner accepts `axes=` (lmbench.train.run_cell does: it writes them into summary.json)."""
+    """Whether the runner accepts `axes=` (lmbench.cell.run_cell does: it writes them into summary.json)."""
     params = inspect.signature(runner).parameters.values()
     return any(p.name == "axes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from lmbench import train  # noqa: E402
+from lmbench import cell, train  # noqa: E402
 from lmbench.spec import to_spec  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> int:
 
         train.Trainer.train_step = slow_step  # type: ignore[method-assign]
     spec = to_spec(json.loads(Path(args.spec_json).read_text()))
-    summary = train.run_cell(spec, Path(args.run_dir), cell_name=Path(args.run_dir).name)
+    summary = cell.run_cell(spec, Path(args.run_dir), cell_name=Path(args.run_dir).name)
     if args.expect_world is not None:
         assert summary["world_size"] == args.expect_world, f"expected {args.expect_world} processes: {summary}"
     print("WORLD", summary["world_size"], "STATUS", summary["status"], flush=True)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmbench import checkpoint as ckpt
-from lmbench.train import _reset_accelerate
+from lmbench.cell import _reset_accelerate
 
 
 def tiny_model() -> nn.Module:

@@ -27,7 +27,7 @@ from grid_helpers import FAMILY_SEED, write_spec  # tests/ is on sys.path (rootd
 REPO = Path(__file__).resolve().parents[1]
 
 FAKE_RUNNER = '''
-"""Stand-in for lmbench.train.run_cell (tests/test_launch.py): logs calls, sleeps, fails, resumes.
+"""Stand-in for lmbench.cell.run_cell (tests/test_launch.py): logs calls, sleeps, fails, resumes.
 
 FAKE_RUNS_LOG: JSON lines of calls; FAKE_SLEEP: seconds per cell; FAKE_FAIL: cell names (|-separated) that
 raise; FAKE_HOLD / FAKE_GATE: that cell waits until the gate file exists.
@@ -321,7 +321,7 @@ grid: {axes: {model.family: [rnn, gru]}}
 @pytest.mark.integration
 @pytest.mark.slow
 def test_real_runner_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("lmbench.train")
+    pytest.importorskip("lmbench.cell")
     monkeypatch.delenv("LMBENCH_RUNNER", raising=False)
     spec = tmp_path / "e2e.yaml"
     spec.write_text(E2E_SPEC.replace("CACHE", str(tmp_path / "cache")))
@@ -338,7 +338,7 @@ def test_real_runner_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.integration
 @pytest.mark.slow
 def test_real_runner_one_cell_under_accelerate_launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("lmbench.train")
+    pytest.importorskip("lmbench.cell")
     monkeypatch.delenv("LMBENCH_RUNNER", raising=False)
     spec = tmp_path / "e2e.yaml"
     spec.write_text(E2E_SPEC.replace("CACHE", str(tmp_path / "cache")))

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lmbench import checkpoint as ckpt
-from lmbench import train
+from lmbench import cell, train
 from lmbench.evaluate import EvalResult
 from lmbench.spec import to_spec
 
@@ -59,7 +59,7 @@ def tiny_cfg(tmp_path: Path, family: str = "transformer", **sections: dict[str, 
 
 
 def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    return train.run_cell(to_spec(cfg), run_dir, cell_name=run_dir.name)
+    return cell.run_cell(to_spec(cfg), run_dir, cell_name=run_dir.name)
 
 
 def rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -70,30 +70,6 @@ FINAL_KEYS = ("val_loss", "val_nll_nats", "test_loss", "steps", "tokens")
 
 
 # ------------------------------------------------------------------------------------------ pure parts
-def test_auto_mixed_precision(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train, "cpu_flags", lambda: {"avx2", "amx_bf16"})
-    assert train.resolve_mixed_precision("auto", 10_000_000, "cpu")[0] == "bf16"
-    assert train.resolve_mixed_precision("auto", 100_000, "cpu")[0] == "no"  # too small to benefit
-    monkeypatch.setattr(train, "cpu_flags", lambda: {"avx2"})
-    assert train.resolve_mixed_precision("auto", 10_000_000, "cpu") == ("no", "auto: CPU without amx_bf16/avx512_bf16")
-    assert train.resolve_mixed_precision("fp16", 10, "cpu") == ("fp16", "requested")
-
-
-def test_batch_plans_are_seeded_epoch_orders() -> None:
-    plan = train.BatchPlan("shuffle", 10, 3, seed=1)
-    assert plan.steps_per_epoch == 3
-    epoch0 = np.concatenate([plan.batch(0, i) for i in range(3)])
-    assert len(set(epoch0.tolist())) == 9
-    assert np.array_equal(plan.batch(0, 1), train.BatchPlan("shuffle", 10, 3, seed=1).batch(0, 1))
-    assert not np.array_equal(plan.batch(1, 0), plan.batch(0, 0))
-    stream = train.BatchPlan("stream", 12, 3, seed=1)
-    lanes = np.stack([stream.batch(0, i) for i in range(stream.steps_per_epoch)])  # (steps, rows)
-    assert (np.diff(lanes, axis=0) == 1).all()  # row r reads consecutive windows
-    bucket = train.BatchPlan("bucket", 20, 4, seed=0, lengths=np.arange(20))
-    got = np.concatenate([bucket.batch(0, i) for i in range(bucket.steps_per_epoch)])
-    assert sorted(got.tolist()) == list(range(20))
-
-
 def test_total_steps_from_budgets(tmp_path: Path) -> None:
     spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 1.5, "max_tokens": 10_000}))
     assert train.total_steps(spec, steps_per_epoch=10, tokens_per_step=64.0) == 15
@@ -285,6 +261,6 @@ def test_decaying_schedule_needs_a_step_budget(tmp_path: Path) -> None:
 
 def test_force_cpu_only_for_multi_process_launches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert train.launched_world_size() == 1 and not train.force_cpu()
+    assert cell.launched_world_size() == 1 and not cell.force_cpu()
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert train.force_cpu() == (not torch.cuda.is_available())
+    assert cell.force_cpu() == (not torch.cuda.is_available())

@@ -42,6 +42,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from lmbench import cell as lmcell  # noqa: E402
+from lmbench import precision as lmprecision  # noqa: E402
 from lmbench import train as lmtrain  # noqa: E402
 from lmbench.spec import to_spec  # noqa: E402
 
@@ -83,7 +85,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
 
 
 def machine() -> dict[str, Any]:
-    flags = lmtrain.cpu_flags()
+    flags = lmprecision.cpu_flags()
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), platform.processor())
     return {"cpu": model, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -120,7 +122,7 @@ def lstm_spec(precision: str, data_root: Path, cache: Path) -> dict[str, Any]:
 
 
 def lmbench_trainer(cfg: dict[str, Any], workdir: Path) -> lmtrain.Trainer:
-    return lmtrain.build_trainer(to_spec(cfg), workdir, "bench", tracking_kwargs=False)
+    return lmcell.build_trainer(to_spec(cfg), workdir, "bench", tracking_kwargs=False)
 
 
 def lmbench_runner(trainer: lmtrain.Trainer) -> Callable[[int], None]:
@@ -256,7 +258,7 @@ def bench_lstm(args: argparse.Namespace, peaks: dict[str, float], work: Path) ->
 
 
 def auto_precision(num_params: int) -> str:
-    return "bf16" if lmtrain.resolve_mixed_precision("auto", num_params, "cpu")[0] == "bf16" else "fp32"
+    return "bf16" if lmprecision.resolve_mixed_precision("auto", num_params, "cpu")[0] == "bf16" else "fp32"
 
 
 def summarise(rows: list[dict]) -> list[dict]:

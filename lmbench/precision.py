@@ -1,0 +1,44 @@
+"""Mixed precision: what `train.mixed_precision=auto` resolves to on this machine (`resolve_mixed_precision`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+MIN_PARAMS_FOR_BF16 = 2_000_000  # below this, autocast overhead outweighs faster matmuls on CPU (measured)
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def resolve_mixed_precision(requested: str, num_params: int, device_type: str | None = None) -> tuple[str, str]:
+    """(mixed_precision, reason). `auto` is bf16 where it runs fast and pays off, else `no`:
+
+    CUDA with bf16 support; or a CPU with native bf16 dot products (AMX `amx_bf16`, or AVX-512 `avx512_bf16`,
+    which oneDNN uses for ~3.5x the fp32 matmul rate on this project's machine) AND a model of at least
+    MIN_PARAMS_FOR_BF16 parameters (smaller models are bound by overheads that autocast only adds to).
+    """
+    if requested != "auto":
+        return requested, "requested"
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: CUDA device with bf16"
+        return "no", "auto: CUDA device without bf16"
+    if device_type != "cpu":
+        return "no", f"auto: {device_type} device"
+    flags = cpu_flags() & set(FAST_BF16_CPU_FLAGS)
+    if not flags:
+        return "no", "auto: CPU without amx_bf16/avx512_bf16"
+    if num_params < MIN_PARAMS_FOR_BF16:
+        return "no", f"auto: {num_params:,} parameters < {MIN_PARAMS_FOR_BF16:,} (bf16 does not pay off)"
+    return "bf16", f"auto: CPU with {'/'.join(sorted(flags))} and {num_params:,} parameters"
+
