@@ -23,8 +23,8 @@ import pandas as pd
 from lmbench import plots
 from lmbench.errors import SpecError
 from lmbench.runs import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, Run, axis_names, coherence_column,
-                          display_names, factor_columns, fmt, formatted, load_runs, load_wandb_runs, pivot,
-                          rank_metric, runs_frame, sampler_frame, seed_table)
+                          completed_groups, display_names, factor_columns, fmt, formatted, load_runs, load_wandb_runs,
+                          pivot, rank_metric, runs_frame, sampler_frame, seed_table)
 
 SPLIT_METRICS = ("loss", "ppl", "bpb", "word_ppl")
 SAMPLES_PER_CELL = 3
@@ -316,11 +316,8 @@ def size_points(frame: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.
     done = frame[(frame["status"] == "completed")]
     if done.empty or metric not in done or "num_params" not in done:
         return pd.DataFrame()
-    keys = list(factors) or [pd.Series("all", index=done.index, name="_all")]
     rows = []
-    for key, part in done.groupby(keys, dropna=False, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip([k if isinstance(k, str) else k.name for k in keys], key))
+    for key, row, part in completed_groups(done, factors, placeholder="_all"):
         row.update(label=" / ".join(str(v) for v in key) if factors else "", num_params=part["num_params"].mean(),
                    **{metric: part[metric].mean(), f"{metric}_std": part[metric].std(ddof=1)})
         rows.append(row)

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,17 +277,25 @@ def seed_table(frame: pd.DataFrame, groups: Sequence[str], metrics: Sequence[str
     metrics = [m for m in metrics if m in done and done[m].notna().any()]
     if done.empty or not metrics:
         return pd.DataFrame()
-    keys = list(groups) or [pd.Series("all", index=done.index, name="runs")]
     rows = []
-    for key, part in done.groupby(keys, dropna=False, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip([g if isinstance(g, str) else g.name for g in keys], key))
+    for _, row, part in completed_groups(done, groups, placeholder="runs"):
         row["n"] = len(part)
         for m in metrics:
             values = part[m].dropna().astype(float)
             row[m] = _mean_std(m, values)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def completed_groups(done: pd.DataFrame, factors: Sequence[str], placeholder: str
+                     ) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], pd.DataFrame]]:
+    """`done` grouped by the factor columns, in order of appearance (NaN a value of its own); with no factors one
+    group whose key column is `placeholder` = "all" -> (key values, {column: value}, the group's rows)."""
+    keys = list(factors) or [pd.Series("all", index=done.index, name=placeholder)]
+    names = [k if isinstance(k, str) else k.name for k in keys]
+    for key, part in done.groupby(keys, dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        yield key, dict(zip(names, key)), part
 
 
 def _mean_std(metric: str, values: pd.Series) -> str:

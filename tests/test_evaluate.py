@@ -177,19 +177,24 @@ def test_transformer_stride_one_equals_token_by_token_with_block_context() -> No
     assert result.nll_nats == pytest.approx(nll, rel=1e-5)
 
 
+@torch.no_grad()
+def documents_nll(model: nn.Module, split: TokenSplit) -> float:
+    """Summed NLL of every document of `split`, each scored by one plain forward over BOS + document."""
+    nll = 0.0
+    for i in range(len(DOCS)):
+        x, y = document_arrays(split, i, BOS, EOS)
+        logits = model(torch.from_numpy(x)[None])
+        nll += float(F.cross_entropy(logits[0].double(), torch.from_numpy(y), reduction="sum"))
+    return nll
+
+
 def test_transformer_short_documents_one_forward() -> None:
     """Documents shorter than the block: one window each, equal to a plain forward over BOS + doc."""
     model = tiny_transformer(16).eval()
     split = make_split(DOCS)
     result = evaluate_split(model, split, mode="documents", block_size=16, batch_size=3, bos_id=BOS, eos_id=EOS,
                             pad_id=PAD)
-    nll = 0.0
-    with torch.no_grad():
-        for i in range(len(DOCS)):
-            x, y = document_arrays(split, i, BOS, EOS)
-            logits = model(torch.from_numpy(x)[None])
-            nll += float(F.cross_entropy(logits[0].double(), torch.from_numpy(y), reduction="sum"))
-    assert result.nll_nats == pytest.approx(nll, rel=1e-5)
+    assert result.nll_nats == pytest.approx(documents_nll(model, split), rel=1e-5)
 
 
 def tiny_lstm() -> nn.Module:
@@ -218,13 +223,7 @@ def test_recurrent_documents_whole_document_state() -> None:
     split = make_split(DOCS)
     result = evaluate_split(model, split, mode="documents", block_size=3, batch_size=2, bos_id=BOS, eos_id=EOS,
                             pad_id=PAD)
-    expected = 0.0
-    with torch.no_grad():
-        for i in range(len(DOCS)):
-            x, y = document_arrays(split, i, BOS, EOS)
-            logits = model(torch.from_numpy(x)[None])
-            expected += float(F.cross_entropy(logits[0].double(), torch.from_numpy(y), reduction="sum"))
-    assert result.nll_nats == pytest.approx(expected, rel=1e-5)
+    assert result.nll_nats == pytest.approx(documents_nll(model, split), rel=1e-5)
 
 
 def test_recurrent_stream_rows_score_every_target_once() -> None:

@@ -318,33 +318,35 @@ grid: {axes: {model.family: [rnn, gru]}}
 """
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_real_runner_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def e2e_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """E2E_SPEC written under tmp_path, for the real cell runner (no LMBENCH_RUNNER stand-in)."""
     pytest.importorskip("lmbench.cell")
     monkeypatch.delenv("LMBENCH_RUNNER", raising=False)
     spec = tmp_path / "e2e.yaml"
     spec.write_text(E2E_SPEC.replace("CACHE", str(tmp_path / "cache")))
+    return spec
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_runner_end_to_end(tmp_path: Path, e2e_spec: Path) -> None:
     results = tmp_path / "results"
-    assert main(["run", str(spec), "--results", str(results), "--no-report"]) == 0
+    assert main(["run", str(e2e_spec), "--results", str(results), "--no-report"]) == 0
     for family in ("rnn", "gru"):
         summary = read_summary(results / "tiny" / f"family={family}")
         assert summary is not None and summary["status"] == "completed", summary
         assert summary["axes"] == {"model.family": family} and summary["val_loss"] > 0
-    assert main(["run", str(spec), "--results", str(results)]) == 0  # resumes: both skipped, report written
+    assert main(["run", str(e2e_spec), "--results", str(results)]) == 0  # resumes: both skipped, report written
     assert (results / "tiny" / "report.md").exists()
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_real_runner_one_cell_under_accelerate_launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("lmbench.cell")
-    monkeypatch.delenv("LMBENCH_RUNNER", raising=False)
-    spec = tmp_path / "e2e.yaml"
-    spec.write_text(E2E_SPEC.replace("CACHE", str(tmp_path / "cache")))
+def test_real_runner_one_cell_under_accelerate_launch(tmp_path: Path, e2e_spec: Path) -> None:
     cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--main_process_port", str(30500 + os.getpid() % 1000), "--dynamo_backend", "no",
-           "-m", "lmbench", "run", str(spec), "--cell", "family=gru", "--results", str(tmp_path / "results")]
+           "-m", "lmbench", "run", str(e2e_spec), "--cell", "family=gru", "--results", str(tmp_path / "results")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = read_summary(tmp_path / "results" / "tiny" / "family=gru")
