@@ -13,6 +13,7 @@ left-padded prompts get position ids that start at each row's first real token.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,13 @@ class Config:
     dtype: str = "float32"  # weights dtype: float32 | bfloat16 | float16 | auto
     revision: str | None = None  # hub revision (branch, tag or commit)
     trust_remote_code: bool = False
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which `model.forward` takes (and its output returns) the KV cache: `cache` from
+    transformers 5.24 on (`past_key_values` is deprecated there, to be removed in 5.40), `past_key_values`
+    before, and for remote-code models that never adopted the new name."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -122,6 +130,7 @@ class HFCausalLM(LanguageModel):
             log.warning("tokenizer has %d ids but the model %d: resizing the embeddings", vocab_size, model_vocab)
             self.model.resize_token_embeddings(vocab_size)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
+        self.cache_arg = cache_argument(self.model)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T) ids -> (B, T, V) logits. With a mask, positions count from each row's first real token."""
@@ -147,8 +156,8 @@ class HFCausalLM(LanguageModel):
 
             cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True)
-        return out.logits, HFState(out.past_key_values, attention_mask)
+                         use_cache=True, **{self.cache_arg: cache})
+        return out.logits, HFState(getattr(out, self.cache_arg), attention_mask)
 
     def _shape(self) -> tuple[int | None, int | None]:
         c = self.model.config

@@ -8,8 +8,8 @@ Semantics follow transformers 5.x `generate` (generation/utils.py `_sample` and 
 - greedy/sample: processors on the last logits, argmax or one multinomial draw per row; rows that emitted EOS
   are padded; the loop stops when every row has emitted EOS or after `max_new_tokens`.
 - beam/beam_sample: processors on log-softmax(logits); scores accumulate; 2 x num_beams candidates per prompt
-  (top-k, or drawn without replacement from softmax(running score + log-probs) when sampling); a candidate
-  ending in EOS, or reaching max_new_tokens, enters the finished set with score / num_new_tokens**length_penalty
+  (top-k, or drawn without replacement from softmax(running score + log-probs) when sampling, then sorted by
+  score); a candidate among the best num_beams ending in EOS, or reaching max_new_tokens, enters the finished set with score / num_new_tokens**length_penalty
   (num_new_tokens counts the EOS); the best num_beams non-finished candidates continue. A prompt stops taking
   hypotheses once num_beams are finished and the best running score (divided by the current length**lp, or by
   max_new_tokens**lp for early_stopping="never" with lp > 0) cannot beat the worst finished one; with
@@ -203,7 +203,10 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
         total = log_probs.view(num_prompts, k, vocab_size).add_(running_scores[:, :, None]).view(num_prompts, -1)
         if sampling:
             flat = torch.multinomial(total.softmax(dim=-1), num_candidates, generator=generator)  # (B, C)
-            cand_scores = total.gather(1, flat)
+            # Best first, as top-k gives them: the first K candidates are the ones that may finish (transformers
+            # >= 5.24 sorts the same way; earlier releases kept the draw order).
+            cand_scores, order = total.gather(1, flat).sort(dim=1, descending=True)
+            flat = flat.gather(1, order)
         else:
             cand_scores, flat = torch.topk(total, num_candidates, dim=1)
         source, token = flat // vocab_size, flat % vocab_size  # (B, C) beam each candidate extends, its token
