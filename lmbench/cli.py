@@ -15,12 +15,12 @@ from lmbench.errors import SpecError
 
 # command -> (module, function): the function takes the parsed arguments and returns an exit code.
 HANDLERS: dict[str, tuple[str, str]] = {
-    "run": ("lmbench.launch", "cmd_run"),
+    "run": ("lmbench.experiment.launch", "cmd_run"),
     "show": ("lmbench.show", "cmd_show"),
     "data": ("lmbench.data.cache", "cmd_data"),
-    "sample": ("lmbench.sampling.cli", "cmd_sample"),
-    "report": ("lmbench.report", "cmd_report"),
-    "slurm": ("lmbench.slurm", "cmd_slurm"),
+    "sample": ("lmbench.sample", "cmd_sample"),
+    "report": ("lmbench.reporting.report", "cmd_report"),
+    "slurm": ("lmbench.experiment.slurm", "cmd_slurm"),
 }
 
 

@@ -61,7 +61,7 @@ def model_rows(cells: list[Any]) -> list[dict[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from lmbench.grid import load_cells
+    from lmbench.experiment.grid import load_cells
 
     grid_name, cells = load_cells(args.spec, args.overrides)
     if len(cells) == 1:

@@ -149,7 +149,7 @@ class ExperimentSpec:
     eval: EvalSpec = field(default_factory=EvalSpec)
     sample: SampleSpec = field(default_factory=SampleSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
-    grid: Any = None  # axes that turn this spec into many cells (lmbench.grid)
+    grid: Any = None  # axes that turn this spec into many cells (lmbench.experiment.grid)
 
 
 # Choices for fields that are not registries (registries check their own names in lmbench.validate).

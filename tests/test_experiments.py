@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmbench.cli import main
-from lmbench.grid import load_cells
+from lmbench.experiment.grid import load_cells
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))

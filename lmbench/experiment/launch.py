@@ -1,0 +1,401 @@
+"""`lmbench run` over the cells of a grid (lmbench.experiment.grid turns a spec's `grid:` block into those cells).
+
+`lmbench run` validates every cell before training, skips cells whose summary.json says completed (re-running
+resumes a grid; the runner resumes a killed cell from its checkpoint), records a failed cell and goes on, locks
+each cell (lmbench.experiment.locks) so that launchers sharing a results folder never run one cell twice, and exits 1 when
+a cell failed. `LMBENCH_RUNNER=module:function` swaps the runner (default lmbench.training.runner:run_cell) for tests and
+custom runners: it is called as `fn(spec, run_dir, cell_name=..., group=...)` (plus `axes=` when it takes that
+argument) and returns the summary dict; lmbench adds cell, cell_index, cell_id, spec_name and axes to summary.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmbench.errors import SpecError
+from lmbench.experiment.grid import SINGLE_CELL_NAME, Cell, find_cell, load_cells
+from lmbench.experiment.locks import CellLock, is_locked
+from lmbench.spec import ExperimentSpec
+
+RUNNER_ENV = "LMBENCH_RUNNER"  # module:function replacing lmbench.training.runner:run_cell (tests, custom runners)
+THREADS_ENV = "LMBENCH_NUM_THREADS"  # set by `run --jobs` for its workers: torch threads per cell
+STARTED_ENV = "LMBENCH_LAUNCH_STARTED"  # set by `run --jobs` for its workers: the parent's start time
+DEFAULT_RUNNER = "lmbench.training.runner:run_cell"
+
+COMPLETED, FAILED = "completed", "failed"
+
+
+def resolve_runner() -> Callable[..., dict[str, Any]]:
+    """The cell runner named by $LMBENCH_RUNNER (module:function), default lmbench.training.runner:run_cell."""
+    target = os.environ.get(RUNNER_ENV) or DEFAULT_RUNNER
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise SpecError(RUNNER_ENV, f"{target!r} is not of the form module:function")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (the affinity mask under Slurm/taskset, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic write: readers see the old file or the new one, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class _Ranks:
+    """The process's place under `accelerate launch` (RANK / WORLD_SIZE), and rank 0's decisions shared with all.
+
+    Only rank 0 takes cell locks and reads summaries; it posts each verdict in the launcher's (torchrun agent's)
+    key-value store, so every rank runs the same cells and the non-main ranks never touch a lock (no deadlock
+    with `--cell` under several processes). The store is not a process group: the runner's Accelerator sets up
+    its own as usual. Without an agent store (another launcher), every rank reads the summary itself.
+    """
+
+    def __init__(self) -> None:
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self._store: Any = None
+        self._num_decisions = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def _agent_store(self) -> Any:
+        if self._store is None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            from datetime import timedelta
+
+            from torch.distributed import PrefixStore, TCPStore
+
+            client = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=timedelta(days=30))  # rank 0 may wait hours for another launcher's lock
+            run = f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+            self._store = PrefixStore(f"lmbench/{run}/", client)
+        return self._store
+
+    def decide(self, on_main: Callable[[], str], on_others: Callable[[], str]) -> str:
+        """`on_main()` on rank 0, the same answer on every rank (`on_others()` where no store can share it)."""
+        if self.world_size == 1:
+            return on_main()
+        store, key = self._agent_store(), f"verdict/{self._num_decisions}"
+        self._num_decisions += 1
+        if store is None:
+            return on_main() if self.main else on_others()
+        if self.main:
+            try:
+                verdict = on_main()
+            except Exception as exc:  # tell the other ranks before raising, or they wait forever
+                store.set(key, f"error:{exc}")
+                raise
+            store.set(key, verdict)
+            return verdict
+        verdict = store.get(key).decode()
+        if verdict.startswith("error:"):
+            raise RuntimeError(f"rank 0 failed to decide on a cell: {verdict[6:]}")
+        return verdict
+
+
+@dataclass
+class _Launch:
+    """What every cell of one `lmbench run` shares."""
+
+    root: Path  # <results>/<grid name>
+    results: Path  # <results>
+    group: str | None
+    runner: Callable[..., dict[str, Any]] | None
+    ranks: _Ranks
+    started: float  # failures recorded after this were made by a concurrent launcher: not retried
+    num_threads: int | None  # torch threads per cell (set by --jobs), None = spec's own
+
+    def run_dir(self, cell: Cell) -> Path:
+        return self.root / cell.name
+
+
+def _say(ctx: _Launch, cell: Cell | None, message: str) -> None:
+    if ctx.ranks.main:
+        where = f"[{cell.index}] {cell.name}: " if cell else ""
+        print(f"lmbench: {where}{message}", flush=True)
+
+
+def _verdict(run_dir: Path, started: float) -> str | None:
+    """'done' / 'failed-elsewhere' when the cell needs no run by us, None when it must run."""
+    summary = read_summary(run_dir)
+    status = (summary or {}).get("status")
+    if status == COMPLETED:
+        return "done"
+    if status == FAILED and (run_dir / "summary.json").stat().st_mtime >= started:
+        return "failed-elsewhere"  # a concurrent launcher ran it in our lifetime: running it again = twice
+    return None
+
+
+def _attempt(cell: Cell, ctx: _Launch, blocking: bool) -> str:
+    """Lock, check and run one cell -> completed | failed | done | failed-elsewhere | locked."""
+    run_dir = ctx.run_dir(cell)
+    lock = CellLock(run_dir)
+
+    def decide() -> str:
+        if not lock.acquire(blocking=blocking):
+            return "locked"
+        verdict = _verdict(run_dir, ctx.started)
+        if verdict:
+            lock.release()
+        return verdict or "run"
+
+    verdict = ctx.ranks.decide(decide, lambda: _verdict(run_dir, ctx.started) or "run")
+    if verdict != "run":
+        return verdict
+    try:
+        return _run_locked(cell, run_dir, ctx)
+    finally:
+        lock.release()
+
+
+def _runtime_spec(spec: ExperimentSpec, ctx: _Launch) -> ExperimentSpec:
+    tracking = dataclasses.replace(spec.tracking, results_dir=str(ctx.results))
+    train = spec.train
+    if ctx.num_threads is not None:
+        train = dataclasses.replace(train, num_threads=min(train.num_threads or ctx.num_threads, ctx.num_threads))
+    return dataclasses.replace(spec, tracking=tracking, train=train)
+
+
+def _cell_facts(cell: Cell) -> dict[str, Any]:
+    return {"cell": cell.name, "cell_index": cell.index, "cell_id": cell.id, "spec_name": cell.spec.name,
+            "axes": cell.axes}
+
+
+def _run_locked(cell: Cell, run_dir: Path, ctx: _Launch) -> str:
+    """Call the runner on a cell this launcher holds; record a failure instead of raising it."""
+    assert ctx.runner is not None
+    if ctx.ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "cell.json", _cell_facts(cell))
+        _say(ctx, cell, "running" + (" (resuming from checkpoint)" if (run_dir / "checkpoint").exists() else ""))
+    start = time.time()
+    extra = {"axes": cell.axes} if _takes_axes(ctx.runner) else {}
+    try:
+        summary = ctx.runner(_runtime_spec(cell.spec, ctx), run_dir, cell_name=cell.name, group=ctx.group, **extra)
+    except Exception as exc:  # KeyboardInterrupt/SystemExit pass: an interrupted cell resumes next time
+        _record_failure(cell, run_dir, ctx, exc, time.time() - start)
+        return FAILED
+    status = _finish_summary(cell, run_dir, ctx, summary, time.time() - start)
+    _say(ctx, cell, f"{status} in {time.time() - start:.1f} s")
+    return status
+
+
+def _takes_axes(runner: Callable[..., Any]) -> bool:
+    """Whether the runner accepts `axes=` (lmbench.training.runner.run_cell does: it writes them into summary.json)."""
+    params = inspect.signature(runner).parameters.values()
+    return any(p.name == "axes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _finish_summary(cell: Cell, run_dir: Path, ctx: _Launch, summary: Any, wall_s: float) -> str:
+    """Add the cell facts (axes, id, index) the runner does not know to summary.json; return its status."""
+    on_disk = read_summary(run_dir)
+    data = on_disk if on_disk is not None else (dict(summary) if isinstance(summary, dict) else {})
+    data.setdefault("status", COMPLETED)
+    data.setdefault("wall_s", wall_s)
+    missing = {k: v for k, v in _cell_facts(cell).items() if data.get(k) in (None, {}) and v not in (None, {})}
+    if ctx.ranks.main and (missing or on_disk is None):
+        _write_json(run_dir / "summary.json", {**data, **missing})
+    return FAILED if data["status"] == FAILED else COMPLETED
+
+
+def _record_failure(cell: Cell, run_dir: Path, ctx: _Launch, exc: Exception, wall_s: float) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    log = run_dir / ("error.log" if ctx.ranks.main else f"error.rank{ctx.ranks.rank}.log")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} rank {ctx.ranks.rank}\n")
+        f.write(traceback.format_exc())
+    if ctx.ranks.main:
+        summary = {**(read_summary(run_dir) or {}), **_cell_facts(cell),
+                   "status": FAILED, "error": error, "wall_s": wall_s}
+        _write_json(run_dir / "summary.json", summary)
+        _say(ctx, cell, f"FAILED: {error} (traceback: {log})")
+
+
+MESSAGES = {
+    "done": "already completed, skipped",
+    "failed-elsewhere": "failed in another launcher during this run; not retried (see its summary.json)",
+}
+
+
+def _run_serial(cells: Sequence[Cell], ctx: _Launch, wait_first: bool = False) -> dict[str, str]:
+    """Run cells one after another; cells locked by another launcher are waited for at the end, then re-checked
+    (completed there -> skipped; its launcher died -> run here, resuming its checkpoint)."""
+    outcomes: dict[str, str] = {}
+    deferred: list[Cell] = []
+    for cell in cells:
+        outcome = _attempt(cell, ctx, blocking=wait_first)
+        if outcome == "locked":
+            holder = CellLock(ctx.run_dir(cell)).holder()
+            _say(ctx, cell, f"locked by another launcher ({holder}); re-checked at the end")
+            deferred.append(cell)
+            continue
+        outcomes[cell.name] = outcome
+        if outcome in MESSAGES:
+            _say(ctx, cell, MESSAGES[outcome])
+    for cell in deferred:
+        _say(ctx, cell, "waiting for the other launcher")
+        outcomes[cell.name] = _attempt(cell, ctx, blocking=True)
+        if outcomes[cell.name] in MESSAGES:
+            _say(ctx, cell, MESSAGES[outcomes[cell.name]])
+    return outcomes
+
+
+def _spawn(cell: Cell, args: Any, ctx: _Launch, env: dict[str, str]) -> subprocess.Popen:
+    """Run one cell in a worker process: `lmbench run SPEC ... --cell NAME`, output to run_dir/run.log."""
+    cmd = [sys.executable, "-m", "lmbench", "run", str(args.spec), *(args.overrides or []), "--cell", cell.name,
+           "--results", str(ctx.results), "--no-report"]
+    run_dir = ctx.run_dir(cell)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "run.log").open("a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    _say(ctx, cell, f"started in worker pid {proc.pid} (log: {run_dir / 'run.log'})")
+    return proc
+
+
+def _reap(cell: Cell, proc: subprocess.Popen, ctx: _Launch) -> str:
+    run_dir = ctx.run_dir(cell)
+    summary = read_summary(run_dir) or {}
+    if proc.returncode == 0:
+        _say(ctx, cell, f"{summary.get('status', COMPLETED)}")
+        return COMPLETED
+    if summary.get("status") != FAILED:  # the worker died before recording anything
+        lock = CellLock(run_dir)
+        if lock.acquire(blocking=False):
+            try:
+                facts = {**summary, **_cell_facts(cell), "status": FAILED,
+                         "error": f"worker exited with code {proc.returncode}"}
+                _write_json(run_dir / "summary.json", facts)
+            finally:
+                lock.release()
+    _say(ctx, cell, f"FAILED (exit code {proc.returncode}; log: {run_dir / 'run.log'})")
+    return FAILED
+
+
+def _run_parallel(cells: Sequence[Cell], ctx: _Launch, args: Any, num_jobs: int) -> dict[str, str]:
+    """Run up to `num_jobs` cells at once, each in a worker process with cpu_count // num_jobs torch threads."""
+    threads = str(max(1, cpu_count() // num_jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, THREADS_ENV: threads,
+           STARTED_ENV: repr(ctx.started)}
+    outcomes: dict[str, str] = {}
+    queue, deferred, final = deque(cells), [], False
+    running: dict[str, tuple[subprocess.Popen, Cell]] = {}
+    try:
+        while queue or running or deferred:
+            if not queue and not running:  # second pass: workers wait for the other launchers' locks
+                queue, deferred, final = deque(deferred), [], True
+            while queue and len(running) < num_jobs:
+                cell = queue.popleft()
+                verdict = _verdict(ctx.run_dir(cell), ctx.started) if ctx.run_dir(cell).exists() else None
+                if verdict:
+                    outcomes[cell.name] = verdict
+                    _say(ctx, cell, MESSAGES[verdict])
+                elif not final and is_locked(ctx.run_dir(cell)):
+                    _say(ctx, cell, "locked by another launcher; re-checked at the end")
+                    deferred.append(cell)
+                else:
+                    running[cell.name] = (_spawn(cell, args, ctx, env), cell)
+            for name, (proc, cell) in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+                    outcomes[name] = _reap(cell, proc, ctx)
+            time.sleep(0.05 if running else 0)
+    finally:
+        for proc, _ in running.values():  # interrupted: stop our workers (their cells resume next time)
+            proc.terminate()
+        for proc, _ in running.values():
+            proc.wait()
+    return outcomes
+
+
+def _write_report(root: Path) -> None:
+    try:
+        from lmbench.reporting.report import build_report
+    except ModuleNotFoundError as exc:
+        if exc.name != "lmbench.reporting.report":
+            raise
+        print("lmbench: warning: lmbench.reporting.report is not available; no report written", file=sys.stderr)
+        return
+    try:
+        print(f"lmbench: report: {build_report(root)}")
+    except Exception as exc:  # a broken report must not hide finished cells; `lmbench report` can redo it
+        print(f"lmbench: warning: report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _print_outcomes(ctx: _Launch, cells: Sequence[Cell], outcomes: dict[str, str]) -> list[Cell]:
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    failed = [c for c in cells if outcomes.get(c.name) in (FAILED, "failed-elsewhere")]
+    labels = {"completed": "completed", "done": "skipped (already completed)", FAILED: "failed",
+              "failed-elsewhere": "failed elsewhere"}
+    _say(ctx, None, f"{len(cells)} cells: " + ", ".join(f"{n} {labels.get(k, k)}" for k, n in counts.items()))
+    for cell in failed:
+        _say(ctx, cell, f"failed: {(read_summary(ctx.run_dir(cell)) or {}).get('error', '?')}")
+    return failed
+
+
+def cmd_run(args: Any) -> int:
+    """`lmbench run SPEC [key=value ...] [--cell NAME|INDEX] [--jobs N] [--results DIR] [--no-report]`."""
+    started = float(os.environ.get(STARTED_ENV) or time.time())
+    overrides = list(args.overrides or [])
+    grid_name, cells = load_cells(args.spec, overrides)
+    ranks = _Ranks()
+    num_jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    if num_jobs > 1 and ranks.world_size > 1:
+        raise SpecError("--jobs", "cannot be combined with accelerate launch (each rank runs the same cell)")
+    is_grid = len(cells) > 1 or cells[0].name != SINGLE_CELL_NAME
+    results = Path(args.results or cells[0].spec.tracking.results_dir)
+    parallel = num_jobs > 1 and args.cell is None and len(cells) > 1
+    ctx = _Launch(root=results / grid_name, results=results,
+                  group=cells[0].spec.tracking.group or (grid_name if is_grid else None),
+                  runner=None if parallel else resolve_runner(), ranks=ranks,
+                  started=started,
+                  num_threads=int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None)
+    if ranks.main:
+        ctx.root.mkdir(parents=True, exist_ok=True)
+        listing = [{"index": c.index, "name": c.name, "id": c.id, "axes": c.axes} for c in cells]
+        _write_json(ctx.root / "cells.json", {"grid": grid_name, "cells": listing})
+    if args.cell is not None:
+        cells = [find_cell(cells, str(args.cell))]
+    else:
+        _say(ctx, None, f"{grid_name}: {len(cells)} cell(s) -> {ctx.root}")
+    if parallel:
+        outcomes = _run_parallel(cells, ctx, args, num_jobs)
+    else:
+        outcomes = _run_serial(cells, ctx, wait_first=args.cell is not None)
+    failed = _print_outcomes(ctx, cells, outcomes) if args.cell is None else \
+        [c for c in cells if outcomes[c.name] in (FAILED, "failed-elsewhere")]
+    if ranks.main and args.cell is None and not args.no_report:
+        _write_report(ctx.root)
+    return 1 if failed else 0

@@ -1,0 +1,388 @@
+"""Comparison reports: a results folder (or W&B project) -> pandas tables, plots, report.md and report.html.
+
+    lmbench report results/<spec name>            # writes report.md, report.html, runs.csv, runs.parquet, plot_*.png
+    lmbench report --wandb ENTITY/PROJECT         # the same tables from W&B runs (needs the network)
+
+The cells are loaded and aggregated by `lmbench.reporting.load`; this module turns its tables into sections, renders them as
+Markdown and as one self-contained HTML page, draws the plots and writes the files, with only relative links, so a
+folder copied from a cluster works.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lmbench.reporting import plots
+from lmbench.errors import SpecError
+from lmbench.reporting.load import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, Run, axis_names, coherence_column,
+                          completed_groups, display_names, factor_columns, fmt, formatted, load_runs, load_wandb_runs,
+                          pivot, rank_metric, runs_frame, sampler_frame, seed_table)
+
+SPLIT_METRICS = ("loss", "ppl", "bpb", "word_ppl")
+SAMPLES_PER_CELL = 3
+SAMPLE_CHARS = 400
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None  # cells already formatted as strings
+    images: list[Path] = field(default_factory=list)
+    samples: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)  # (cell, [(label, text)])
+    collapsed: bool = False  # HTML: long content behind a <details> toggle
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def _status_line(frame: pd.DataFrame) -> str:
+    counts = frame["status"].value_counts() if not frame.empty else pd.Series(dtype=int)
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f"{len(frame)} cells: {parts}." if len(frame) else "No cells found."
+
+
+def runs_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str]) -> Section:
+    table = frame.copy()
+    if "num_params" in table:
+        trainable = table.get("num_trainable_params", table["num_params"])
+        table["params"] = [f"{fmt('num_params', t)} / {fmt('num_params', n)}" if pd.notna(n) else ""
+                           for t, n in zip(trainable, table["num_params"])]
+    split_cols = [f"{s}_{m}" for s in ("val", "test") for m in SPLIT_METRICS]
+    columns = ["cell", "status", *axes, *_unaxed(axes), "params", *split_cols, "tokens", "train_s", "wall_s",
+               "train_tokens_per_s"]
+    names = {**labels, "params": "params (trainable / total)", "train_s": "train time", "wall_s": "wall time",
+             "train_tokens_per_s": "tokens/s"}
+    return Section("Runs", ["One row per cell. Losses are in nats per token, `*_bpb` in bits per UTF-8 byte of the "
+                            "raw text, `*_word_ppl` per whitespace word; wall time includes data preparation and "
+                            "evaluation, tokens/s counts training tokens over training time."],
+                   formatted(table, columns, names))
+
+
+def _unaxed(axes: Sequence[str]) -> list[str]:
+    """family/tokenizer columns unless a grid axis already shows them."""
+    return [f for f in ("family", "tokenizer") if not any(a in FIXED_AXES[f] for a in axes)]
+
+
+def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str], metric: str) -> Section:
+    done = frame[(frame["status"] == "completed") & frame[metric].notna()].sort_values(metric, kind="stable")
+    done = done.assign(rank=range(1, len(done) + 1))
+    columns = ["rank", "cell", *axes, *_unaxed(axes), metric, "val_bits_per_char", "val_word_ppl", "val_ppl",
+               "num_params"]
+    lossy = "val_unk_rate" in done and bool((done["val_unk_rate"].fillna(0) > 0).any())
+    columns = list(dict.fromkeys(columns + (["val_unk_rate"] if lossy else [])))
+    notes = [NOT_COMPARABLE] + ([LOSS_ONLY] if metric == "val_loss" else []) + ([UNK_NOTE] if lossy else [])
+    return Section(f"Ranking by {metric}", [*notes, f"Completed cells, best (lowest `{metric}`) first."],
+                   formatted(done, columns, labels))
+
+
+def seeds_section(frame: pd.DataFrame, factors: Sequence[str], labels: dict[str, str], metric: str) -> Section | None:
+    metrics = list(dict.fromkeys([metric, "val_bpb", "val_loss", "val_ppl", "val_word_ppl", "test_bpb"]))
+    table = seed_table(frame, factors, metrics)
+    if table.empty or table["n"].max() < 2:
+        return None
+    table = table.astype({c: str for c in factors}).rename(columns=labels)
+    return Section("Seeds aggregated", ["Completed cells grouped by every axis except the seed: mean ± sample "
+                                        "standard deviation over `n` seeds."], table.astype(str))
+
+
+def pivot_sections(frame: pd.DataFrame, factors: Sequence[str], labels: dict[str, str], metric: str) -> list[Section]:
+    pairs = [(a, b) for i, a in enumerate(factors) for b in factors[i + 1 :]][:6]
+    if not pairs and factors:
+        pairs = [(factors[0], None)]
+    sections = []
+    for rows, cols in pairs:
+        table = pivot(frame, rows, cols, metric)
+        if table.empty:
+            continue
+        text = table.map(lambda v: fmt(metric, v)).reset_index()
+        head = labels.get(rows, rows) + (f" \u2193 / {labels.get(cols, cols)} \u2192" if cols else "")
+        text.columns = [head, *[str(c) for c in text.columns[1:]]]
+        title = f"{labels.get(rows, rows)} × {labels.get(cols, cols)} → {metric}" if cols else f"{rows} → {metric}"
+        sections.append(Section(f"Pivot: {title}", [f"Mean `{metric}` of completed cells over every other axis "
+                                                    "and seed; empty = no completed cell."], text))
+    return sections
+
+
+def untrained_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str]) -> Section | None:
+    pairs = [(f"untrained_val_{m}", f"val_{m}") for m in ("loss", "ppl", "bpb", "word_ppl")]
+    pairs = [(u, t) for u, t in pairs if u in frame and frame[u].notna().any()]
+    if not pairs:
+        return None
+    rows = frame[frame[pairs[0][0]].notna()]
+    columns = ["cell", *axes, *_unaxed(axes), *[c for pair in pairs for c in pair]]
+    return Section("Untrained vs trained", ["The same validation metrics for the freshly initialised model and after "
+                                            "training (an untrained model's perplexity is about the vocabulary size)."],
+                   formatted(rows, columns, labels))
+
+
+SAMPLER_COLUMNS = ["cell", "sampler", "num_samples", "mean_length", "eos_fraction", "distinct_1", "distinct_2",
+                   "distinct_3", "rep_4gram", "self_ppl", "reference_ppl", "tokens_per_s"]
+
+
+def sampler_sections(samplers: pd.DataFrame, source: str) -> list[Section]:
+    """The sampler comparison: mean over cells per sampler, then every (cell, sampler) row (collapsed in HTML)."""
+    if samplers.empty:
+        return []
+    note = ("distinct-n: unique / total word n-grams over a sampler's samples (higher = more diverse); rep_4gram: "
+            "share of 4-grams repeating an earlier one within a sample; mean_length in new tokens; "
+            f"reference/self perplexity (when present) is the coherence proxy. Source: {source}.")
+    if coherence_column(samplers) is None:
+        note += (" No sample perplexity was found (the runner writes it to sampler_metrics.csv), so the "
+                 "diversity against coherence plot is left out.")
+    columns = SAMPLER_COLUMNS + [c for c in samplers if c not in SAMPLER_COLUMNS]
+    per_cell = Section("Samplers per cell", [], formatted(samplers, columns), collapsed=True)
+    if samplers["cell"].nunique() < 2:
+        return [Section("Samplers", [note], per_cell.table)]
+    numeric = [c for c in columns[2:] if c in samplers and pd.api.types.is_numeric_dtype(samplers[c])]
+    groups = samplers.groupby("sampler", sort=False)
+    overview = groups[numeric].mean().reset_index()
+    overview.insert(1, "cells", groups["cell"].nunique().to_numpy())
+    return [Section("Samplers", [note, "Mean over the cells that ran each sampler (the next table has every cell)."],
+                    formatted(overview, ["sampler", "cells", *numeric])), per_cell]
+
+
+def samples_section(runs: Sequence[Run]) -> Section | None:
+    blocks = []
+    for run in runs:
+        if run.samples.empty or "text" not in run.samples:
+            continue
+        rows = run.samples.drop_duplicates("sampler") if "sampler" in run.samples else run.samples
+        rows = pd.concat([rows, run.samples]).drop_duplicates(subset=[c for c in ("sampler", "prompt", "index", "text")
+                                                                      if c in rows]).head(SAMPLES_PER_CELL)
+        items = []
+        for _, row in rows.iterrows():
+            text = str(row.get("text", ""))
+            label = f"{row.get('sampler', 'sample')} · prompt: {row.get('prompt', '')!s}"
+            items.append((label, text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + " ..."))
+        blocks.append((run.cell, items))
+    return Section("Sample texts", [f"Up to {SAMPLES_PER_CELL} samples per cell, one per sampler first, prompt "
+                                    f"included, cut at {SAMPLE_CHARS} characters."],
+                   samples=blocks, collapsed=len(blocks) > 2) if blocks else None
+
+
+def failures_section(frame: pd.DataFrame) -> Section | None:
+    bad = frame[frame["status"] != "completed"]
+    if bad.empty:
+        return None
+    errors = bad.get("error", pd.Series("", index=bad.index)).fillna("").astype(str)
+    table = pd.DataFrame({"cell": bad["cell"], "status": bad["status"],
+                          "error": [e.splitlines()[-1][:300] if e.strip() else "" for e in errors]})
+    return Section("Cells not completed", ["Failed cells keep their error; running and missing cells have no "
+                                           "summary.json yet."], table)
+
+
+def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame, source: str,
+                   images: dict[str, Path]) -> list[Section]:
+    axes = axis_names(runs)
+    labels = display_names(axes)
+    factors = factor_columns(frame, axes)
+    metric = rank_metric(frame)
+    sections: list[Section | None] = []
+    if metric:
+        sections += [ranking_section(frame, axes, labels, metric), *pivot_sections(frame, factors, labels, metric),
+                     seeds_section(frame, factors, labels, metric)]
+    sections += [runs_section(frame, axes, labels), untrained_section(frame, axes, labels)]
+    plots_found = [images[k] for k in ("curves", "bpb", "samplers") if images.get(k)]
+    if plots_found:
+        sections.append(Section("Plots", [], images=plots_found))
+    sections += [*sampler_sections(samplers, source), samples_section(runs), failures_section(frame)]
+    return [s for s in sections if s is not None]
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, intro: list[str], sections: Sequence[Section]) -> str:
+    lines = [f"# {title}", "", *[p + "\n" for p in intro]]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        lines += [p + "\n" for p in s.paragraphs]
+        if s.table is not None and not s.table.empty:
+            lines += [s.table.map(_md_cell).to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"![{p.stem}]({p.name})\n" for p in s.images]
+        for cell, items in s.samples:
+            lines += [f"### {cell}", ""]
+            for label, text in items:
+                safe = (text or "(empty)").replace("&", "&amp;").replace("<", "&lt;")  # keep <sep>, <unk> visible
+                quoted = "\n".join("> " + ln for ln in safe.splitlines() or [""])
+                lines += [f"*{_md_cell(label)}*", "", quoted, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+CSS = """
+body{font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1f2328;
+max-width:1400px;margin:2em auto;padding:0 1.5em;background:#fff}
+h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{margin-top:2em;border-bottom:1px solid #d0d7de}
+h3{margin:1.2em 0 .4em;font-size:1em}code{background:#f0f2f4;padding:.1em .3em;border-radius:4px;font-size:90%}
+.wrap{overflow-x:auto}table{border-collapse:collapse;margin:.8em 0;font-size:13.5px}
+th,td{border:1px solid #d0d7de;padding:4px 9px;white-space:nowrap}th{background:#f3f5f7;text-align:left}
+tr:nth-child(even) td{background:#fafbfc}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.status-completed{color:#1a7f37}td.status-failed{color:#cf222e;font-weight:600}
+td.status-running{color:#9a6700}td.status-missing{color:#57606a;font-style:italic}
+details{margin:.4em 0}summary{cursor:pointer;color:#0969da;margin:.3em 0}
+img{max-width:100%;border:1px solid #eaeef2;margin:.5em 0}.meta{color:#57606a;font-size:13px}
+blockquote{margin:.3em 0 1em;padding:.4em 1em;border-left:4px solid #d0d7de;background:#f6f8fa;
+white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
+"""
+_NUMERIC = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?([kMB]|s|m\d\ds|h\d\dm)?( ± [\d,.e+-]+)?( / [\d.,]+[kMB]?)?$")
+
+
+def _html_text(text: str) -> str:
+    import html
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def html_table(table: pd.DataFrame) -> str:
+    """A plain HTML table: numeric-looking cells right-aligned, status cells coloured, everything escaped."""
+    import html
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for row in table.itertuples(index=False):
+        cells = []
+        for col, value in zip(table.columns, row):
+            text = str(value)
+            cls = f"status-{text}" if col == "status" else "num" if _NUMERIC.match(text) else ""
+            cells.append(f'<td class="{cls}">{html.escape(text)}</td>' if cls else f"<td>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def render_html(title: str, intro: list[str], sections: Sequence[Section]) -> str:
+    """One self-contained page: inline CSS, plots embedded as base64 PNG, no external resource."""
+    import base64
+    import html
+
+    parts = [f"<h1>{html.escape(title)}</h1>", *[f'<p class="meta">{_html_text(p)}</p>' for p in intro]]
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        parts += [f"<p>{_html_text(p)}</p>" for p in s.paragraphs]
+        if s.table is not None and not s.table.empty:
+            table = html_table(s.table)
+            parts.append(f"<details><summary>{len(s.table)} rows</summary>{table}</details>" if s.collapsed else table)
+        for p in s.images:
+            data = base64.b64encode(p.read_bytes()).decode("ascii")
+            parts.append(f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}">')
+        for i, (cell, items) in enumerate(s.samples):
+            body = "".join(f'<div class="meta">{html.escape(label)}</div><blockquote>{html.escape(text)}</blockquote>'
+                           for label, text in items)
+            if s.collapsed:  # every cell behind its own toggle, the first one open
+                parts.append(f'<details{" open" if i == 0 else ""}><summary><b>{html.escape(cell)}</b></summary>'
+                             f"{body}</details>")
+            else:
+                parts.append(f"<h3>{html.escape(cell)}</h3>{body}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing types (an axis of ints and strings, None) become strings so pyarrow accepts them."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            kinds = {type(v) for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            if len(kinds) > 1 or (kinds and not kinds <= {str}):
+                out[col] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in out[col]]
+    return out
+
+
+def val_curve(run: Run) -> pd.DataFrame:
+    """(cell, step, wall_s, val_loss) rows of one run: the untrained evaluation (as step 0) and every evaluation,
+    one row per step (the final re-evaluation replaces the periodic one at the same step)."""
+    m = run.metrics
+    if m.empty or "step" not in m or not {"val_loss", "untrained_val_loss"} & set(m.columns):
+        return pd.DataFrame()
+    loss = m["val_loss"] if "val_loss" in m else pd.Series(math.nan, index=m.index)
+    if "untrained_val_loss" in m:
+        loss = loss.fillna(m["untrained_val_loss"])
+    rows = pd.DataFrame({"cell": run.cell, "step": m["step"], "wall_s": m.get("wall_s"), "val_loss": loss})
+    return rows[rows["val_loss"].notna()].drop_duplicates("step", keep="last")
+
+
+def size_points(frame: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.DataFrame:
+    """One point per configuration (completed cells grouped by the factors, seeds averaged): label, num_params,
+    mean and std of `metric`, and the factor columns."""
+    done = frame[(frame["status"] == "completed")]
+    if done.empty or metric not in done or "num_params" not in done:
+        return pd.DataFrame()
+    rows = []
+    for key, row, part in completed_groups(done, factors, placeholder="_all"):
+        row.update(label=" / ".join(str(v) for v in key) if factors else "", num_params=part["num_params"].mean(),
+                   **{metric: part[metric].mean(), f"{metric}_std": part[metric].std(ddof=1)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_plots(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    curves = [c for c in (val_curve(r) for r in runs) if not c.empty]
+    curves_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    axes = axis_names(runs)
+    labels = display_names(axes)
+    factors = factor_columns(frame, axes)
+    hue = next((f for f in factors if f in ("family", "tokenizer", *FIXED_AXES["family"], *FIXED_AXES["tokenizer"])),
+               factors[0] if factors else "family")
+    metric = rank_metric(frame) or "val_bpb"
+    found = {
+        "curves": plots.plot_val_curves(curves_frame, out_dir / "plot_val_loss.png"),
+        "bpb": plots.plot_bpb_vs_params(size_points(frame, factors, metric), out_dir / "plot_bpb_vs_params.png",
+                                        metric, hue, labels.get(hue, hue)),
+        "samplers": plots.plot_sampler_tradeoff(samplers, out_dir / "plot_samplers.png", coherence_column(samplers)),
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def write_report(runs: Sequence[Run], out_dir: Path, title: str, source: str) -> Path:
+    """Write report.md, report.html, runs.csv, runs.parquet, samplers.csv and plot_*.png into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = runs_frame(runs)
+    frame.to_csv(out_dir / "runs.csv", index=False)
+    _parquet_safe(frame).to_parquet(out_dir / "runs.parquet", index=False)
+    samplers, sampler_source = sampler_frame(runs)
+    if not samplers.empty:
+        samplers.to_csv(out_dir / "samplers.csv", index=False)
+    images = make_plots(runs, frame, samplers, out_dir) if not frame.empty else {}
+    sections = build_sections(runs, frame, samplers, sampler_source, images) if not frame.empty else []
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    intro = [f"Source: {source}. Generated {stamp} by `lmbench report`. {_status_line(frame)}"]
+    (out_dir / "report.html").write_text(render_html(title, intro, sections), encoding="utf-8")
+    md_path = out_dir / "report.md"
+    md_path.write_text(render_markdown(title, intro, sections), encoding="utf-8")
+    return md_path
+
+
+def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
+    """Report of results/<spec name> written next to the cells (or into `out_dir`); returns report.md's path."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise SpecError("results_dir", f"{results_dir} is not a folder (expected results/<spec name>)")
+    runs = load_runs(results_dir)
+    return write_report(runs, Path(out_dir) if out_dir else results_dir, f"lmbench report: {results_dir.name}",
+                        f"`{results_dir.name}/` ({len(runs)} cell folders)")
+
+
+def cmd_report(args: Any) -> int:
+    """`lmbench report results/<spec name> [--out DIR]` or `lmbench report --wandb ENTITY/PROJECT [--out DIR]`."""
+    if args.wandb:
+        if args.wandb.count("/") != 1:
+            raise SpecError("--wandb", f"expected ENTITY/PROJECT, got {args.wandb!r}")
+        runs = load_wandb_runs(args.wandb)
+        out = Path(args.out) if args.out else Path("results") / "wandb-reports" / args.wandb.replace("/", "__")
+        path = write_report(runs, out, f"lmbench report: W&B {args.wandb}", f"W&B project `{args.wandb}` "
+                                                                               f"({len(runs)} runs)")
+    elif args.results_dir:
+        path = build_report(Path(args.results_dir), Path(args.out) if args.out else None)
+    else:
+        raise SpecError("results_dir", "give a results folder (results/<spec name>) or --wandb ENTITY/PROJECT")
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0

@@ -1,0 +1,105 @@
+"""`lmbench sample RUN_DIR --prompt ... --sampler KIND key=value ... -n N --max-new-tokens T`.
+
+Loads a finished (or checkpointed) run: its spec.yaml, tokenizer/ and checkpoint/model.safetensors (weights are
+read only from safetensors), and prints the generated texts.
+
+    lmbench sample results/tinystories/cell-0 --prompt "Once upon a time" --sampler top_p top_p=0.9 -n 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lmbench.errors import SpecError, range_error
+from lmbench.models.base import LanguageModel
+from lmbench.spec import ExperimentSpec, SampleSpec, SamplerSpec, check_sampler, load_spec, typed_params
+from lmbench.tokenizers.base import Tokenizer
+
+# Convenience names for KIND: the strategy they mean (the key=value parameters still set the values).
+KIND_ALIASES = {"top_k": "sample", "top_p": "sample", "nucleus": "sample", "min_p": "sample",
+                "temperature": "sample", "multinomial": "sample", "beam_search": "beam"}
+WEIGHTS = Path("checkpoint") / "model.safetensors"
+
+
+def parse_sampler(words: list[str], path: str = "--sampler") -> SamplerSpec:
+    """``["top_p", "top_p=0.9", "temperature=0.8"]`` -> a checked SamplerSpec; SpecError names the bad field.
+
+    Values are read as YAML scalars (``null``, ``true``, numbers); a bare ``KIND`` may be an alias such as
+    ``top_p`` (multinomial sampling).
+    """
+    if not words:
+        raise SpecError(path, "expected a sampler kind, e.g. --sampler sample top_p=0.9")
+    kind, *pairs = words
+    if "=" in kind:
+        kind, pairs = "sample", list(words)
+    params: dict[str, Any] = {"kind": KIND_ALIASES.get(kind, kind)}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError(path, f"{pair!r} is not of the form key=value")
+        params[key] = _scalar(value)
+    sampler = typed_params(SamplerSpec, params, path)
+    check_sampler(path, sampler)
+    return sampler
+
+
+def _scalar(value: str) -> Any:
+    """A YAML scalar: 0.9 -> float, 40 -> int, true -> bool, null -> None, anything else stays a string."""
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]  # type: ignore[index]
+    except (OmegaConfBaseException, ValueError):
+        return value
+
+
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer, ExperimentSpec]:
+    """The trained model (eval mode, on `device`), tokenizer and spec of a run directory."""
+    from lmbench.training.checkpoint import load_weights
+    from lmbench.models import build_model
+    from lmbench.tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    for needed in ("spec.yaml", "tokenizer", str(WEIGHTS)):
+        if not (run_dir / needed).exists():
+            raise SpecError("run_dir", f"{run_dir} has no {needed} (is it a run directory with a checkpoint?)")
+    spec = load_spec(run_dir / "spec.yaml")
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    model = build_model(spec.model, tokenizer)
+    load_weights(model, run_dir / WEIGHTS)
+    return model.to(device).eval(), tokenizer, spec
+
+
+def sample_spec_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> SampleSpec:
+    """The run's `sample` section with the command line's prompts, sampler, counts and seed."""
+    if args.num_samples < 1:
+        raise range_error("--num-samples", args.num_samples, ">= 1")
+    if args.max_new_tokens < 1:
+        raise range_error("--max-new-tokens", args.max_new_tokens, ">= 1")
+    prompts = list(args.prompt) if args.prompt else list(spec.sample.prompts)
+    return dataclasses.replace(spec.sample, prompts=prompts, num_samples=args.num_samples,
+                               max_new_tokens=args.max_new_tokens, seed=args.seed,
+                               samplers=[parse_sampler(list(args.sampler))])
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Print every generated text of the run at `args.run_dir`; returns the exit code."""
+    from lmbench.sampling.search import prompt_start_id, sample_texts
+
+    sampler = parse_sampler(list(args.sampler))  # fail on a bad sampler before loading anything
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, spec = load_run(Path(args.run_dir), device)
+    sample_spec = sample_spec_from_args(args, spec)
+    rows = sample_texts(model, tokenizer, sample_spec, device, start_id=prompt_start_id(spec.data, tokenizer))
+    for row in rows:
+        eos = " <eos>" if row["ended_with_eos"] else ""
+        print(f"=== {row['sampler']} | prompt {row['prompt']!r} | sample {row['index']} | "
+              f"{row['num_new_tokens']} new tokens{eos} | {row['tokens_per_s']:.0f} tokens/s")
+        print(row["text"])
+    print(f"# {sampler.kind}: {len(rows)} texts", flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""lmbench tests; the layout mirrors the package (tests/<subpackage>/test_<module>.py)."""

@@ -1,0 +1,236 @@
+"""Reports from a results folder built by hand: rows, pivot, ranking, seed aggregation, files, HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lmbench.reporting import report
+from lmbench.errors import SpecError
+
+AXES = ("model.family", "tokenizer.kind", "seed")
+# cell -> (family, tokenizer, seed, status, val_bpb, num_params)
+CELLS = {
+    "family=lstm,kind=char,seed=0": ("lstm", "char", 0, "completed", 2.1034, 52_000),
+    "family=lstm,kind=char,seed=1": ("lstm", "char", 1, "completed", 2.1476, 52_000),
+    "family=gru,kind=word,seed=0": ("gru", "word", 0, "completed", 1.9512, 1_250_000),
+    "family=rnn,kind=char,seed=0": ("rnn", "char", 0, "failed", None, 31_000),
+}
+RUNNING = "family=gru,kind=char,seed=0"  # started (cell.json, metrics), no summary yet
+MISSING = "family=rnn,kind=word,seed=0"  # listed in cells.json, never started
+
+
+def summary_of(name: str, family: str, kind: str, seed: int, status: str, bpb: float | None, num_params: int) -> dict:
+    summary = {"status": status, "cell": name, "spec_name": "demo", "num_params": num_params,
+               "num_trainable_params": num_params if family != "gru" else num_params - 50_000,
+               "axes": {"model.family": family, "tokenizer.kind": kind, "seed": seed}, "steps": 200,
+               "tokens": 409_600, "wall_s": 75.5 + seed, "train_s": 60.2 + seed, "train_tokens_per_s": 5425.2}
+    if status == "failed":
+        return {**summary, "error": "RuntimeError: CUDA out of memory | tried to allocate 2.00 GiB"}
+    loss = bpb * (4.2 if kind == "word" else 1.1) * math.log(2)
+    summary.update(val_loss=loss, val_ppl=math.exp(loss), val_bpb=bpb, val_bits_per_char=bpb * 1.01,
+                   val_word_ppl=2 ** (bpb * 5.3), test_loss=loss + 0.01, test_ppl=math.exp(loss + 0.01),
+                   test_bpb=bpb + 0.01)
+    if family == "gru":
+        summary.update(untrained_val_loss=9.57, untrained_val_ppl=14_358.0, untrained_val_bpb=7.9)
+    return summary
+
+
+def write_cell(root: Path, name: str, family: str, kind: str, seed: int, status: str, bpb: float | None,
+               num_params: int) -> None:
+    cell = root / name
+    cell.mkdir(parents=True)
+    spec = {"name": "demo", "seed": seed, "model": {"family": family, "params": {"d_hidden": 64}},
+            "tokenizer": {"kind": kind, "params": {}}, "train": {"max_steps": 200}}
+    (cell / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (cell / "cell.json").write_text(json.dumps({"cell": name, "axes": {"model.family": family,
+                                                                       "tokenizer.kind": kind, "seed": seed}}))
+    rows = [{"step": s, "tokens": s * 2048, "wall_s": s * 0.4, "train_loss": 4 - s / 100, "lr": 1e-3,
+             "tokens_per_s": 5000.0} for s in range(0, 201, 50)]
+    rows += [{"step": s, "tokens": s * 2048, "wall_s": s * 0.4 + 0.1, "val_loss": 3.5 - s / 150 + seed / 50,
+              "val_ppl": math.exp(3.5 - s / 150), "val_bpb": 3 - s / 200} for s in (100, 200)]
+    (cell / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    if status == "running":
+        return
+    (cell / "summary.json").write_text(json.dumps(summary_of(name, family, kind, seed, status, bpb, num_params)))
+    if status == "completed":
+        samples = [{"sampler": sampler, "prompt": "Once upon a time", "index": i, "num_new_tokens": 12 + i,
+                    "ended_with_eos": i == 0, "tokens_per_s": 900.0,
+                    "text": f"there was a {family} that said the same the same the same thing {i} | pipes"}
+                   for sampler in ("greedy", "top_k=40") for i in range(2)]
+        (cell / "samples.jsonl").write_text("\n".join(json.dumps(r) for r in samples) + "\n")
+
+
+def make_results(root: Path) -> Path:
+    """results/demo with 2 seeds of lstm/char, one gru/word, a failed rnn, a running and a missing cell."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, values in CELLS.items():
+        write_cell(root, name, *values)
+    write_cell(root, RUNNING, "gru", "char", 0, "running", None, 0)
+    listing = [{"index": i, "name": n, "axes": {"model.family": n.split(",")[0][7:], "tokenizer.kind":
+                                                n.split(",")[1][5:], "seed": 0}}
+               for i, n in enumerate([*CELLS, RUNNING, MISSING])]
+    (root / "cells.json").write_text(json.dumps({"grid": "demo", "cells": listing}))
+    # The runner's model-based sampler metrics for one cell: they win over the text-only ones.
+    pd.DataFrame([{"sampler": "greedy", "distinct-2": 0.31, "self ppl": 3.2, "reference_ppl": 5.5},
+                  {"sampler": "top_k=40", "distinct-2": 0.72, "self ppl": 9.1, "reference_ppl": 14.0}]).to_csv(
+        root / "family=gru,kind=word,seed=0" / "sampler_metrics.csv", index=False)
+    return root
+
+
+def parse_md_table(markdown: str, heading: str) -> pd.DataFrame:
+    """The first GitHub table under `## heading` as strings."""
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    split = lambda ln: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", ln.strip())[1:-1]]  # noqa: E731
+    return pd.DataFrame([split(ln) for ln in lines[2:]], columns=split(lines[0]))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = make_results(tmp_path_factory.mktemp("results") / "demo")
+    md_path = report.build_report(root)
+    return root, md_path.read_text()
+
+
+def test_rows_and_status(built: tuple[Path, str]) -> None:
+    root, md = built
+    runs = parse_md_table(md, "Runs")
+    assert list(runs["cell"]) == [*CELLS, RUNNING, MISSING]  # grid order from cells.json
+    status = dict(zip(runs["cell"], runs["status"]))
+    assert status == {**{n: v[3] for n, v in CELLS.items()}, RUNNING: "incomplete", MISSING: "missing"}
+    assert {"family", "tokenizer", "seed", "params (trainable / total)", "val_loss", "val_ppl", "val_bpb",
+            "val_word_ppl", "test_bpb", "tokens", "train time", "wall time", "tokens/s"} <= set(runs.columns)
+    gru = runs[runs["cell"] == "family=gru,kind=word,seed=0"].iloc[0]
+    assert gru["params (trainable / total)"] == "1.20M / 1.25M" and gru["wall time"] == "1m16s"
+    assert gru["train time"] == "1m00s"
+
+
+def test_numbers_equal_summary(built: tuple[Path, str]) -> None:
+    root, md = built
+    runs = parse_md_table(md, "Runs").set_index("cell")
+    for name in CELLS:
+        summary = json.loads((root / name / "summary.json").read_text())
+        for col, tol in (("val_loss", 5e-5), ("val_bpb", 5e-5), ("val_ppl", 5e-3), ("val_word_ppl", 5e-3),
+                         ("test_bpb", 5e-5)):
+            text = runs.loc[name, col]
+            if summary.get(col) is None:
+                assert text == ""
+            else:
+                assert float(text.replace(",", "")) == pytest.approx(summary[col], abs=tol), (name, col)
+
+
+def test_ranking_by_bpb(built: tuple[Path, str]) -> None:
+    _, md = built
+    ranking = parse_md_table(md, "Ranking by val_bpb")
+    assert list(ranking["cell"]) == ["family=gru,kind=word,seed=0", "family=lstm,kind=char,seed=0",
+                                     "family=lstm,kind=char,seed=1"]
+    assert list(ranking["rank"]) == ["1", "2", "3"]
+    assert "not comparable across tokenizers" in md
+
+
+def test_pivot_family_by_tokenizer(built: tuple[Path, str]) -> None:
+    _, md = built
+    table = parse_md_table(md, "Pivot: family × tokenizer → val_bpb").set_index("family \u2193 / tokenizer \u2192")
+    assert float(table.loc["lstm", "char"]) == pytest.approx((2.1034 + 2.1476) / 2, abs=5e-5)
+    assert float(table.loc["gru", "word"]) == pytest.approx(1.9512, abs=5e-5)
+    assert table.loc["gru", "char"] == "" and "rnn" not in table.index  # no completed cell there
+
+
+def test_seeds_mean_std(built: tuple[Path, str]) -> None:
+    _, md = built
+    seeds = parse_md_table(md, "Seeds aggregated")
+    lstm = seeds[(seeds["family"] == "lstm") & (seeds["tokenizer"] == "char")].iloc[0]
+    values = pd.Series([2.1034, 2.1476])
+    assert lstm["n"] == "2"
+    assert lstm["val_bpb"] == f"{values.mean():.4f} ± {values.std():.4f}"
+    assert seeds[seeds["family"] == "gru"].iloc[0]["n"] == "1"
+
+
+def test_untrained_samplers_samples_failures(built: tuple[Path, str]) -> None:
+    _, md = built
+    untrained = parse_md_table(md, "Untrained vs trained")
+    assert list(untrained["cell"]) == ["family=gru,kind=word,seed=0"]
+    assert untrained.iloc[0]["untrained_val_ppl"] == "14,358.00"
+    overview = parse_md_table(md, "Samplers").set_index("sampler")
+    assert overview.loc["greedy", "cells"] == "3"
+    samplers = parse_md_table(md, "Samplers per cell").set_index(["cell", "sampler"])
+    gru = samplers.loc[("family=gru,kind=word,seed=0", "greedy")]
+    assert gru["distinct_2"] == "0.3100" and gru["reference_ppl"] == "5.50"  # from sampler_metrics.csv
+    lstm = samplers.loc[("family=lstm,kind=char,seed=0", "greedy")]
+    assert lstm["num_samples"] == "2" and lstm["eos_fraction"] == "0.5000" and float(lstm["rep_4gram"]) > 0
+    assert "### family=lstm,kind=char,seed=1" in md and "> there was a lstm" in md
+    failures = parse_md_table(md, "Cells not completed").set_index("cell")
+    assert failures.loc["family=rnn,kind=char,seed=0", "error"].startswith("RuntimeError: CUDA out of memory | tried")
+
+
+def test_files_written(built: tuple[Path, str]) -> None:
+    root, md = built
+    for name in ("report.md", "report.html", "runs.csv", "runs.parquet", "samplers.csv", "plot_val_loss.png",
+                 "plot_bpb_vs_params.png", "plot_samplers.png"):
+        assert (root / name).is_file(), name
+    csv, parquet = pd.read_csv(root / "runs.csv"), pd.read_parquet(root / "runs.parquet")
+    assert len(csv) == len(parquet) == 6 and list(csv["cell"]) == list(parquet["cell"])
+    completed = parquet.set_index("cell").loc["family=lstm,kind=char,seed=1"]
+    assert completed["val_bpb"] == 2.1476 and completed["model.family"] == "lstm"
+    assert str(root) not in md and "![plot_val_loss](plot_val_loss.png)" in md  # relative links only
+
+
+def test_html_single_file_with_embedded_images(built: tuple[Path, str]) -> None:
+    root, _ = built
+    page = (root / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing external
+    assert "<table>" in page and 'class="status-failed"' in page
+
+
+def test_report_from_copied_folder_and_cli(tmp_path: Path, built: tuple[Path, str]) -> None:
+    root, _ = built
+    copy = tmp_path / "elsewhere" / "demo"
+    shutil.copytree(root, copy)
+    out = tmp_path / "out"
+    args = argparse.Namespace(results_dir=str(copy), wandb=None, out=str(out))
+    assert report.cmd_report(args) == 0
+    assert (out / "report.html").is_file() and "family=gru,kind=word,seed=0" in (out / "report.md").read_text()
+
+
+def test_edge_cases(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "No cells found" in report.build_report(empty).read_text()
+    single = tmp_path / "single" / "main"  # a one-cell spec, failed before writing anything but its summary
+    single.mkdir(parents=True)
+    (single / "summary.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    assert "boom" in report.build_report(single.parent).read_text()
+    with pytest.raises(SpecError, match="results_dir"):
+        report.build_report(tmp_path / "nope")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_html_renders_in_headless_chromium(built: tuple[Path, str], tmp_path: Path) -> None:
+    root, _ = built
+    shot = tmp_path / "report.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+           (root / "report.html").resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels[..., :3].std() > 0.05  # not a blank page: text, tables and plots

@@ -1,0 +1,140 @@
+"""Checkpoints: round trip of model/optimizer/RNG/trainer state, atomic swap and recovery, safe loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lmbench.training import checkpoint as ckpt
+from lmbench.training.runner import _reset_accelerate
+
+
+def tiny_model() -> nn.Module:
+    from lmbench.models.transformer import Config, TransformerLM
+
+    return TransformerLM(Config(num_layers=1, num_heads=2, d_model=8, block_size=8), vocab_size=11, pad_id=0)
+
+
+def accelerator() -> object:
+    from accelerate import Accelerator
+
+    _reset_accelerate()
+    return Accelerator(cpu=True)
+
+
+def prepared() -> tuple[object, nn.Module, torch.optim.Optimizer]:
+    acc = accelerator()
+    torch.manual_seed(0)
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model, opt = acc.prepare(model, opt)
+    model(torch.randint(0, 11, (2, 6))).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    return acc, model, opt
+
+
+def test_write_json_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    ckpt.write_json_atomic(path, {"a": 1, "p": Path("x"), "t": torch.tensor(2.5)})
+    ckpt.write_json_atomic(path, {"a": 2, "t": torch.tensor(2.5)})
+    assert json.loads(path.read_text()) == {"a": 2, "t": 2.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left behind
+
+
+def test_round_trip_restores_everything(tmp_path: Path) -> None:
+    acc, model, opt = prepared()
+    carry = {"0.h": torch.randn(1, 2, 3)}
+    ckpt.save_checkpoint(acc, tmp_path, {"step": 7, "tokens": 99}, carry)
+    expected_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    expected_opt = {k: v.clone() for k, v in opt.state_dict()["state"][0].items()}
+    after_save = torch.rand(3)
+    folder = tmp_path / "checkpoint"
+    assert {"model.safetensors", "optimizer.bin", "trainer_state.json", "carry_0.safetensors"} <= {
+        p.name for p in folder.iterdir()}
+    assert not (tmp_path / "checkpoint.tmp").exists() and not (tmp_path / "checkpoint.old").exists()
+
+    with torch.no_grad():  # disturb everything
+        for p in model.parameters():
+            p.add_(1.0)
+    model(torch.randint(0, 11, (2, 6))).sum().backward()
+    opt.step()
+    torch.manual_seed(123)
+
+    state, loaded_carry = ckpt.load_checkpoint(acc, folder)
+    assert state == {"step": 7, "tokens": 99}
+    assert torch.equal(loaded_carry["0.h"], carry["0.h"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, expected_weights[k]), k
+    assert model.head.weight is model.tok_emb.weight  # tied weights survive loading
+    for k, v in opt.state_dict()["state"][0].items():
+        assert torch.equal(v, expected_opt[k]), k
+    assert torch.equal(torch.rand(3), after_save)  # RNG restored
+
+
+def test_loading_uses_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    acc, model, opt = prepared()
+    ckpt.save_checkpoint(acc, tmp_path, {"step": 1})
+    calls: list[object] = []
+    real_load = torch.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    ckpt.load_checkpoint(acc, tmp_path / "checkpoint")
+    assert calls and all(w is True for w in calls)
+
+
+def test_recover_interrupted_swap(tmp_path: Path) -> None:
+    old = tmp_path / "checkpoint.old"
+    old.mkdir()
+    ckpt.write_json_atomic(old / ckpt.TRAINER_STATE, {"step": 3})
+    (tmp_path / "checkpoint.tmp").mkdir()  # a half-written newer one
+    found = ckpt.recover(tmp_path)
+    assert found == tmp_path / "checkpoint" and ckpt.read_trainer_state(found) == {"step": 3}
+    assert not old.exists() and not (tmp_path / "checkpoint.tmp").exists()
+    assert ckpt.recover(tmp_path / "nothing") is None
+
+
+def test_incomplete_checkpoint_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "model.safetensors").write_bytes(b"partial")
+    assert ckpt.recover(tmp_path) is None and ckpt.checkpoint_dir(tmp_path) is None
+
+
+def test_best_is_kept_across_checkpoints_and_loads(tmp_path: Path) -> None:
+    acc, model, opt = prepared()
+    bare = acc.unwrap_model(model)
+    ckpt.save_best(bare, tmp_path, {"step": 1, "val_loss": 2.0})
+    best_weights = {k: v.clone() for k, v in bare.state_dict().items()}
+    for step in (2, 3):
+        with torch.no_grad():
+            bare.tok_emb.weight.add_(1.0)
+        ckpt.save_checkpoint(acc, tmp_path, {"step": step})
+    best = tmp_path / "checkpoint" / "best"
+    assert json.loads((best / ckpt.BEST_INFO).read_text())["step"] == 1
+    fresh = ckpt.load_weights(tiny_model(), best / ckpt.WEIGHTS)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, best_weights[k]), k
+    last = ckpt.load_weights(tiny_model(), tmp_path)  # a run folder: checkpoint/model.safetensors
+    assert torch.equal(last.tok_emb.weight, bare.tok_emb.weight)
+    assert last.head.weight is last.tok_emb.weight
+
+
+def test_state_tensors_round_trip() -> None:
+    from lmbench.models.recurrent import RecurrentState
+
+    for state in (RecurrentState(torch.randn(2, 3, 4), torch.randn(2, 3, 4)), RecurrentState(torch.randn(1, 2, 3))):
+        flat = ckpt.state_to_tensors(state)
+        back = ckpt.tensors_to_state(RecurrentState(torch.zeros(1), torch.zeros(1) if state.c is not None else None),
+                                     flat)
+        assert torch.equal(back.h, state.h)
+        assert (back.c is None) == (state.c is None) and (back.c is None or torch.equal(back.c, state.c))
+    pair = (torch.ones(2), torch.zeros(2))
+    assert all(torch.equal(a, b) for a, b in zip(ckpt.tensors_to_state(pair, ckpt.state_to_tensors(pair)), pair))

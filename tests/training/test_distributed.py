@@ -1,0 +1,97 @@
+"""Several processes on this CPU machine: `accelerate launch --multi_gpu` starts gloo processes (the runner asks
+accelerate for the CPU), and the results equal one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_trainer import DRIVER, REPO, tiny_cfg
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ACCELERATE = shutil.which("accelerate")
+METRICS = ("val_loss", "val_bpb", "test_loss")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+
+def spec_file(tmp_path: Path, family: str, **sections: Any) -> Path:
+    cfg = tiny_cfg(tmp_path, family, **sections)
+    cfg["model"]["params"]["dropout"] = 0.0  # dropout masks depend on the per-process batch shape
+    cfg["sample"] = {"samplers": []}
+    path = tmp_path / f"{family}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def run_single(spec: Path, run_dir: Path) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, str(DRIVER), str(spec), str(run_dir), "--expect-world", "1"], env=env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def launch(args: list[str], spec: Path, run_dir: Path) -> subprocess.Popen:
+    cmd = [ACCELERATE, "launch", *args, str(DRIVER), str(spec), str(run_dir), "--expect-world", "2"]
+    return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    assert "WORLD 2 STATUS completed" in out, out[-2000:]  # the world size was asserted inside
+    return out
+
+
+def assert_same_metrics(one: dict[str, Any], two: dict[str, Any]) -> None:
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert (two["steps"], two["tokens"], two["val_tokens"], two["test_tokens"]) == \
+        (one["steps"], one["tokens"], one["val_tokens"], one["test_tokens"])  # no double-counted eval items
+    for key in METRICS:
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI not installed")
+@pytest.mark.parametrize("family,sections", [
+    ("transformer", {"data": {"batching": "documents"}, "train": {"max_steps": 5, "eval_every": 5}}),
+    ("lstm", {"train": {"max_steps": 5, "grad_accum_steps": 2, "eval_every": 5}}),
+])
+def test_two_processes_equal_one(tmp_path: Path, family: str, sections: dict[str, Any]) -> None:
+    """Same global batch: 1 process vs 2 gloo processes (documents: odd number of eval items, padded duplicates
+    must be dropped; lstm: carried state per process lane and gradient accumulation)."""
+    spec = spec_file(tmp_path, family, **sections)
+    one = run_single(spec, tmp_path / "one")
+    out = finish(launch(["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())], spec,
+                        tmp_path / "two"))
+    assert_same_metrics(one, json.loads((tmp_path / "two" / "summary.json").read_text()))
+    assert "random_states_1.pkl" in os.listdir(tmp_path / "two" / "checkpoint"), out[-1000:]
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI not installed")
+def test_two_machines_on_loopback(tmp_path: Path) -> None:
+    """Two `accelerate launch` invocations (machine ranks 0 and 1) complete one run together."""
+    spec = spec_file(tmp_path, "transformer", train={"max_steps": 4, "eval_every": 2})
+    one = run_single(spec, tmp_path / "one")
+    port = str(free_port())
+    procs = [launch(["--multi_gpu", "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip",
+                     "127.0.0.1", "--main_process_port", port, "--num_processes", "2"], spec, tmp_path / "two")
+             for rank in (0, 1)]
+    for proc in procs:
+        finish(proc)
+    assert_same_metrics(one, json.loads((tmp_path / "two" / "summary.json").read_text()))

@@ -1,0 +1,246 @@
+"""Corpus-level metrics: sums equal hand computations; sliding windows equal token-by-token scoring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmbench.data.cache import SplitStats, TokenSplit
+from lmbench.training.evaluate import (EvalResult, build_items, document_arrays, evaluate_split, row_spans, stream_arrays,
+                              window_spans)
+
+BOS, EOS, PAD = 1, 2, 0
+V = 7
+
+
+def make_split(docs: list[list[int]], prompt_lens: list[int] | None = None, *, num_bytes: int = 100,
+               num_chars: int = 90, num_words: int = 20) -> TokenSplit:
+    lengths = [len(d) for d in docs]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = np.asarray([t for d in docs for t in d], dtype=np.uint16)
+    stats = SplitStats(len(docs), int(offsets[-1]), num_bytes, num_chars, num_words)
+    return TokenSplit(tokens, offsets, None if prompt_lens is None else np.asarray(prompt_lens, np.int64), stats)
+
+
+class BigramLM(nn.Module):
+    """Logits depend only on the current token: a fixed table (V, V); receptive field 1."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.table = nn.Parameter(torch.randn(V, V, generator=g))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.table[input_ids]  # (B, T, V)
+
+
+class WindowLM(nn.Module):
+    """Causal model whose logits at t depend on tokens t-k+1..t (a causal convolution): receptive field k."""
+
+    def __init__(self, k: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.k = k
+        self.emb = nn.Parameter(torch.randn(V, 5, generator=g))
+        self.conv = nn.Parameter(torch.randn(V, 5, k, generator=g) * 0.5)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        x = self.emb[input_ids].transpose(1, 2)  # (B, 5, T)
+        x = F.pad(x, (self.k - 1, 0))
+        return F.conv1d(x, self.conv).transpose(1, 2)  # (B, T, V)
+
+
+@torch.no_grad()
+def hand_nll(model: nn.Module, inputs: list[int], targets: list[int], context: int) -> tuple[float, int]:
+    """Score every target from its own forward over the last `context` inputs (token by token)."""
+    nll, count = 0.0, 0
+    for t, y in enumerate(targets):
+        if y == -100:
+            continue
+        ctx = torch.tensor([inputs[max(0, t - context + 1):t + 1]])
+        logp = torch.log_softmax(model(ctx)[0, -1].double(), -1)
+        nll -= float(logp[y])
+        count += 1
+    return nll, count
+
+
+DOCS = [[3, 4, 5, 6, 3, 3], [4, 4], [5, 6, 3, 4, 5, 6, 6, 5, 4, 3, 3]]
+
+
+def test_eval_result_formulas() -> None:
+    r = EvalResult(nll_nats=12.0, num_tokens=10, num_bytes=8, num_chars=6, num_words=3)
+    assert r.loss == pytest.approx(1.2)
+    assert r.ppl == pytest.approx(math.exp(1.2))  # exp, never 2 ** loss
+    assert r.bpb == pytest.approx(12.0 / (math.log(2) * 8))
+    assert r.bits_per_char == pytest.approx(12.0 / (math.log(2) * 6))
+    assert r.word_ppl == pytest.approx(math.exp(4.0))
+    m = r.metrics("val")
+    assert m["val_loss"] == r.loss and m["val_tokens"] == 10 and m["val_nll_nats"] == 12.0
+    assert math.isnan(EvalResult(0.0, 0).loss)
+
+
+@pytest.mark.parametrize("n,block,stride", [(1, 4, 2), (10, 4, 2), (11, 4, 3), (8, 8, 4), (30, 8, 1), (9, 8, 8)])
+def test_window_spans_tile_targets_once(n: int, block: int, stride: int) -> None:
+    spans = window_spans(n, block, stride)
+    scored = [t for _, end, start in spans for t in range(start, end)]
+    assert scored == list(range(n))
+    for begin, end, start in spans:
+        assert end - begin <= block and begin <= start
+        assert start - begin >= min(block - stride, start)  # context of the first scored target
+
+
+def test_row_spans_cover() -> None:
+    assert row_spans(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert row_spans(2, 5) == [(0, 1), (1, 2)]
+
+
+def test_stream_arrays_masks_prompts() -> None:
+    split = make_split([[3, 9, 4], [5, 9, 6, 6]], prompt_lens=[2, 2])  # "3 <sep>=9" and "5 <sep>" prompts
+    inputs, targets = stream_arrays(split, EOS)
+    assert inputs.tolist() == [3, 9, 4, EOS, 5, 9, 6, 6]
+    # targets: 9 (prompt) 4, EOS, 5 (prompt), 9 (prompt), 6, 6, EOS
+    assert targets.tolist() == [-100, 4, EOS, -100, -100, 6, 6, EOS]
+    x, y = document_arrays(split, 1, BOS, EOS)
+    assert x.tolist() == [BOS, 5, 9, 6, 6] and y.tolist() == [-100, -100, 6, 6, EOS]
+
+
+def test_metric_sums_equal_hand_computation_packed() -> None:
+    model, split = BigramLM(), make_split(DOCS)
+    result = evaluate_split(model, split, mode="packed", block_size=4, stride=2, batch_size=3, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    stream = [t for d in DOCS for t in d + [EOS]]
+    nll, count = hand_nll(model, stream[:-1], stream[1:], context=1)
+    assert result.num_tokens == count == len(stream) - 1
+    assert result.nll_nats == pytest.approx(nll, rel=1e-6)
+    assert (result.num_bytes, result.num_chars, result.num_words) == (100, 90, 20)
+    assert result.bpb == pytest.approx(nll / (math.log(2) * 100), rel=1e-6)
+
+
+def test_metric_sums_equal_hand_computation_documents_with_prompt() -> None:
+    model, split = BigramLM(seed=1), make_split(DOCS, prompt_lens=[2, 0, 3])
+    result = evaluate_split(model, split, mode="documents", block_size=4, stride=3, batch_size=2, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    nll, count = 0.0, 0
+    for i in range(len(DOCS)):
+        x, y = document_arrays(split, i, BOS, EOS)
+        doc_nll, doc_count = hand_nll(model, x.tolist(), y.tolist(), context=1)
+        nll, count = nll + doc_nll, count + doc_count
+    assert count == sum(len(d) + 1 for d in DOCS) - 5
+    assert result.num_tokens == count
+    assert result.nll_nats == pytest.approx(nll, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["packed", "documents"])
+@pytest.mark.parametrize("block,stride", [(6, 2), (6, 4), (5, 1)])
+def test_sliding_window_equals_token_by_token(mode: str, block: int, stride: int) -> None:
+    """With receptive field k <= block - stride + 1, every scored target sees its full field: the sliding
+    window equals scoring each token from its own forward."""
+    k = block - stride + 1
+    model = WindowLM(k=k)
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode=mode, block_size=block, stride=stride, batch_size=2, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    if mode == "packed":
+        seqs = [stream_arrays(split, EOS)]
+    else:
+        seqs = [document_arrays(split, i, BOS, EOS) for i in range(len(DOCS))]
+    nll = count = 0
+    for x, y in seqs:
+        n, c = hand_nll(model, x.tolist(), y.tolist(), context=k)
+        nll, count = nll + n, count + c
+    assert result.num_tokens == count
+    assert result.nll_nats == pytest.approx(nll, rel=1e-6)
+
+
+def tiny_transformer(block: int) -> nn.Module:
+    from lmbench.models.transformer import Config, TransformerLM
+
+    torch.manual_seed(0)
+    return TransformerLM(Config(num_layers=1, num_heads=2, d_model=8, block_size=block), vocab_size=V, pad_id=PAD)
+
+
+def test_transformer_stride_one_equals_token_by_token_with_block_context() -> None:
+    block = 5
+    model = tiny_transformer(block).eval()
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode="packed", block_size=block, stride=1, batch_size=4, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    x, y = stream_arrays(split, EOS)
+    with torch.no_grad():
+        nll, count = hand_nll(model, x.tolist(), y.tolist(), context=block)
+    assert result.num_tokens == count
+    assert result.nll_nats == pytest.approx(nll, rel=1e-5)
+
+
+@torch.no_grad()
+def documents_nll(model: nn.Module, split: TokenSplit) -> float:
+    """Summed NLL of every document of `split`, each scored by one plain forward over BOS + document."""
+    nll = 0.0
+    for i in range(len(DOCS)):
+        x, y = document_arrays(split, i, BOS, EOS)
+        logits = model(torch.from_numpy(x)[None])
+        nll += float(F.cross_entropy(logits[0].double(), torch.from_numpy(y), reduction="sum"))
+    return nll
+
+
+def test_transformer_short_documents_one_forward() -> None:
+    """Documents shorter than the block: one window each, equal to a plain forward over BOS + doc."""
+    model = tiny_transformer(16).eval()
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode="documents", block_size=16, batch_size=3, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    assert result.nll_nats == pytest.approx(documents_nll(model, split), rel=1e-5)
+
+
+def tiny_lstm() -> nn.Module:
+    from lmbench.models.recurrent import Config, LSTMLM
+
+    torch.manual_seed(0)
+    return LSTMLM(Config(d_embed=6, d_hidden=8, num_layers=2), vocab_size=V, pad_id=PAD)
+
+
+def test_recurrent_carries_state_over_whole_stream() -> None:
+    """One row (batch_size=1): chunks of block_size with carried state equal one forward over the stream."""
+    model = tiny_lstm().eval()
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode="packed", block_size=4, batch_size=1, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    x, y = stream_arrays(split, EOS)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)[None])
+    expected = float(F.cross_entropy(logits[0].double(), torch.from_numpy(y), reduction="sum"))
+    assert result.num_tokens == len(y)
+    assert result.nll_nats == pytest.approx(expected, rel=1e-5)
+
+
+def test_recurrent_documents_whole_document_state() -> None:
+    model = tiny_lstm().eval()
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode="documents", block_size=3, batch_size=2, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    assert result.nll_nats == pytest.approx(documents_nll(model, split), rel=1e-5)
+
+
+def test_recurrent_stream_rows_score_every_target_once() -> None:
+    model = tiny_lstm()
+    split = make_split(DOCS)
+    items = build_items(split, mode="packed", recurrent=True, block_size=4, stride=2, num_rows=3, bos_id=BOS,
+                        eos_id=EOS)
+    assert sum(int((items[i]["labels"] != -100).sum()) for i in range(len(items))) == sum(len(d) + 1 for d in DOCS) - 1
+    result = evaluate_split(model, split, mode="packed", block_size=4, batch_size=3, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    assert result.num_tokens == sum(len(d) + 1 for d in DOCS) - 1
+    assert model.training  # the previous mode is restored
+
+
+def test_eval_is_independent_of_batch_size() -> None:
+    model = tiny_transformer(6)
+    split = make_split(DOCS)
+    a, b = (evaluate_split(model, split, mode="documents", block_size=6, stride=3, batch_size=bs, bos_id=BOS,
+                           eos_id=EOS, pad_id=PAD) for bs in (1, 5))
+    assert a.num_tokens == b.num_tokens and a.nll_nats == pytest.approx(b.nll_nats, rel=1e-6)

@@ -1,0 +1,77 @@
+"""AdamW parameter groups: decay only weight matrices; frozen parameters left out; tied ones once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lmbench.training.optim import build_optimizer, no_decay_names, param_groups
+
+
+def transformer() -> nn.Module:
+    from lmbench.models.transformer import Config, TransformerLM
+
+    return TransformerLM(Config(num_layers=2, num_heads=2, d_model=8, block_size=8), vocab_size=11, pad_id=0)
+
+
+def lstm(**kw: object) -> nn.Module:
+    from lmbench.models.recurrent import Config, LSTMLM
+
+    return LSTMLM(Config(d_embed=4, d_hidden=6, num_layers=1, **kw), vocab_size=11, pad_id=0)
+
+
+def names_of(model: nn.Module, group: dict) -> set[str]:
+    ids = {id(p) for p in group["params"]}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_transformer_groups() -> None:
+    model = transformer()
+    groups = {g["name"]: g for g in param_groups(model, 0.1)}
+    decay, rest = names_of(model, groups["decay"]), names_of(model, groups["no_decay"])
+    assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
+    assert decay and all(n.endswith(".weight") and "ln" not in n for n in decay)
+    assert {"tok_emb.weight", "pos_emb.weight", "ln_f.weight"} <= rest  # embeddings (tied head), norms
+    assert all(n.endswith("bias") for n in rest if "blocks" in n and "ln" not in n)
+    assert "blocks.0.attn.qkv.weight" in decay and "blocks.0.mlp.fc.weight" in decay
+    counted = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert counted == model.num_params()  # the tied head counted once
+
+
+def test_recurrent_groups_and_frozen_embedding() -> None:
+    model = lstm()
+    model.embed.weight.requires_grad_(False)
+    groups = {g["name"]: g for g in param_groups(model, 0.01)}
+    decay, rest = names_of(model, groups["decay"]), names_of(model, groups["no_decay"])
+    assert "embed.weight" not in decay | rest  # frozen: not optimised at all
+    assert {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "head.weight"} <= decay
+    assert {"rnn.bias_ih_l0", "rnn.bias_hh_l0", "head.bias"} <= rest
+
+
+def test_no_decay_names_sees_norms_by_class_name() -> None:
+    class RMSNormish(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(4, 4))  # 2-D on purpose: exempt because it is a norm
+
+    model = nn.Sequential(nn.Linear(4, 4), RMSNormish())
+    assert no_decay_names(model) == {"0.bias", "1.weight"}
+
+
+@pytest.mark.parametrize("name,cls", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam)])
+def test_build_optimizer(name: str, cls: type) -> None:
+    model = transformer()
+    opt = build_optimizer(model, name=name, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    assert isinstance(opt, cls)
+    assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["fused"] is True  # one fused CPU kernel
+    decays = sorted(g["weight_decay"] for g in opt.param_groups)
+    assert decays == ([0.0, 0.1] if name == "adamw" else [0.0, 0.0])  # Adam: no decay at all
+    loss = model(torch.randint(0, 11, (2, 5))).sum()
+    loss.backward()
+    opt.step()  # runs
+
+
+def test_unknown_optimizer() -> None:
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(transformer(), name="sgd", lr=1e-3)

@@ -1,0 +1,267 @@
+"""The runner: results layout, budgets, accumulation, non-finite loss, early stopping, resume (also after SIGKILL)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lmbench.training import checkpoint as ckpt
+from lmbench.training import runner as cell
+from lmbench.training import trainer as train
+from lmbench.training.evaluate import EvalResult
+from lmbench.spec import to_spec
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("run_cell_driver.py")
+FAMILY_PARAMS = {
+    "transformer": {"num_layers": 1, "num_heads": 2, "d_model": 16, "block_size": 16, "dropout": 0.1},
+    "lstm": {"d_embed": 8, "d_hidden": 16, "num_layers": 2, "dropout": 0.1},
+}
+
+
+def corpus(path: Path, num_lines: int = 300) -> Path:
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(num_lines)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_cfg(tmp_path: Path, family: str = "transformer", **sections: dict[str, Any]) -> dict[str, Any]:
+    text = tmp_path / "corpus.txt"
+    if not text.exists():
+        corpus(text)
+    cfg: dict[str, Any] = {
+        "name": "runner-test", "seed": 3,
+        "data": {"source": "text", "path": str(text), "unit": "line", "block_size": 16,
+                 "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.1, "test_fraction": 0.1},
+        "tokenizer": {"kind": "char"},
+        "model": {"family": family, "params": dict(FAMILY_PARAMS[family])},
+        "train": {"batch_size": 4, "max_steps": 6, "eval_every": 3, "log_every": 2, "lr": 3e-3},
+        "eval": {"batch_size": 8},
+        "sample": {"prompts": ["the"], "max_new_tokens": 5},
+        "tracking": {"backends": ["none"]},
+    }
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    return cell.run_cell(to_spec(cfg), run_dir, cell_name=run_dir.name)
+
+
+def rows(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+FINAL_KEYS = ("val_loss", "val_nll_nats", "test_loss", "steps", "tokens")
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+def test_total_steps_from_budgets(tmp_path: Path) -> None:
+    spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 1.5, "max_tokens": 10_000}))
+    assert train.total_steps(spec, steps_per_epoch=10, tokens_per_step=64.0) == 15
+    spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": None, "max_tokens": 640}))
+    assert train.total_steps(spec, 10, 64.0) == 10
+    spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 5.0}))
+    assert train.total_steps(spec, 10, 64.0) is None
+
+
+# ------------------------------------------------------------------------------------------ whole runs
+def test_run_cell_writes_the_results_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "results" / "runner-test" / "cell0"
+    summary = run(tiny_cfg(tmp_path, eval={"untrained": True}), run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["tokens"] == 6 * 4 * 16
+    for key in ("num_params", "num_trainable_params", "val_loss", "val_ppl", "val_bpb", "val_bits_per_char",
+                "val_word_ppl", "test_loss", "untrained_val_loss", "untrained_test_bpb", "train_tokens_per_s",
+                "wall_s", "cell", "spec_name", "axes", "mixed_precision", "best_val_loss"):
+        assert key in summary, key
+    assert summary["mixed_precision"] == "no"  # auto: a tiny model
+    assert summary["val_ppl"] == pytest.approx(np.exp(summary["val_loss"]))
+    assert summary["untrained_val_loss"] > summary["val_loss"]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    for name in ("spec.yaml", "metrics.jsonl", "samples.jsonl", "env.json", "tokenizer", "checkpoint/model.safetensors",
+                 "checkpoint/trainer_state.json", "checkpoint/best/model.safetensors"):
+        assert (run_dir / name).exists(), name
+    logged = rows(run_dir)
+    train_rows = [r for r in logged if "train_loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6]
+    assert {"step", "tokens", "wall_s", "train_loss", "lr", "tokens_per_s"} <= set(train_rows[0])
+    assert [r["step"] for r in logged if "val_loss" in r and not r.get("final")] == [3, 6]
+    assert logged[0]["step"] == 0 and "untrained_val_loss" in logged[0]
+    samples = [json.loads(ln) for ln in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 1 and samples[0]["prompt"] == "the"
+    # the inference weights load into a bare model built from the saved tokenizer
+    from lmbench.models import build_model
+    from lmbench.tokenizers import load_tokenizer
+
+    model = ckpt.load_weights(build_model(to_spec(tiny_cfg(tmp_path)).model, load_tokenizer(run_dir / "tokenizer")),
+                              run_dir)
+    assert model.head.weight is model.tok_emb.weight
+
+
+def test_recurrent_packed_carries_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = train.TrainModule.forward
+
+    def spy(self: train.TrainModule, input_ids: Any, labels: Any, attention_mask: Any = None, state: Any = None) -> Any:
+        seen.append(state is not None)
+        return real(self, input_ids, labels, attention_mask, state)
+
+    monkeypatch.setattr(train.TrainModule, "forward", spy)
+    run_dir = tmp_path / "lstm"
+    summary = run(tiny_cfg(tmp_path, "lstm", train={"max_steps": 4}), run_dir)
+    assert summary["status"] == "completed"
+    assert seen == [False, True, True, True]  # fresh state at the start of the stream, then carried
+    assert (run_dir / "checkpoint" / "carry_0.safetensors").exists()
+
+
+def test_documents_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
+    """The step loss is the global batch's summed NLL over its targets: micro-batches with different numbers of
+    targets (documents of different lengths) give the same update as one batch."""
+    base = {"data": {"batching": "documents", "bucket_by_length": True}, "train": {"max_steps": 3, "eval_every": None},
+            "model": {"family": "transformer", "params": {**FAMILY_PARAMS["transformer"], "dropout": 0.0}}}
+    one = run(tiny_cfg(tmp_path, **copy.deepcopy(base)), tmp_path / "accum1")
+    cfg = tiny_cfg(tmp_path, **copy.deepcopy(base))
+    cfg["train"]["grad_accum_steps"] = 2
+    two = run(cfg, tmp_path / "accum2")
+    assert one["tokens"] == two["tokens"]
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+
+
+def test_budgets_end_training(tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path, train={"max_steps": None, "max_tokens": 200, "eval_every": None},
+                   eval={"splits": ["validation"]}, sample={"samplers": []})
+    summary = run(cfg, tmp_path / "tokens")
+    assert summary["stop_reason"] == "max_tokens" and summary["steps"] == 4 and summary["tokens"] == 256
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 1000, "max_seconds": 0.3, "eval_every": None},
+                   eval={"splits": ["validation"]}, sample={"samplers": []})
+    summary = run(cfg, tmp_path / "seconds")
+    assert summary["stop_reason"] == "max_seconds" and 0 < summary["steps"] < 1000
+
+
+def test_non_finite_loss_fails_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = train.TrainModule.forward
+
+    def poisoned(self: train.TrainModule, *args: Any, **kwargs: Any) -> Any:
+        nll, state = real(self, *args, **kwargs)
+        calls["n"] += 1
+        return (nll * float("nan") if calls["n"] == 3 else nll), state
+
+    monkeypatch.setattr(train.TrainModule, "forward", poisoned)
+    run_dir = tmp_path / "nan"
+    summary = run(tiny_cfg(tmp_path, train={"checkpoint_every": 1, "eval_every": None}), run_dir)
+    assert summary["status"] == "failed" and summary["failed_step"] == 3
+    assert "non-finite loss" in summary["error"] and "step 3" in summary["error"]
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["status"] == "failed" and "step 3" in on_disk["error"]
+    assert ckpt.read_trainer_state(run_dir / "checkpoint")["step"] == 2  # the last good one
+
+
+def test_huge_learning_rate_fails_cleanly(tmp_path: Path) -> None:
+    summary = run(tiny_cfg(tmp_path, train={"lr": 1e30, "max_steps": 20, "eval_every": None, "grad_clip": None,
+                                            "checkpoint_every": 1}), tmp_path / "lr")
+    assert summary["status"] == "failed" and f"at step {summary['failed_step']}" in summary["error"]
+    assert ckpt.read_trainer_state(tmp_path / "lr" / "checkpoint")["step"] == summary["failed_step"] - 1
+
+
+def test_early_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+
+    def fake_evaluate(self: train.Trainer, names: list[str]) -> dict[str, EvalResult]:
+        if names == ["validation"]:
+            return {"validation": EvalResult(next(losses) * 100, 100, 100, 100, 10)}
+        return {}
+
+    monkeypatch.setattr(train.Trainer, "evaluate", fake_evaluate)
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 100, "eval_every": 1, "early_stopping_patience": 2})
+    summary = run(cfg, tmp_path / "early")
+    assert summary["steps"] == 4 and summary["stop_reason"].startswith("early stopping")
+    assert summary["best_step"] == 2 and summary["best_val_loss"] == pytest.approx(2.0)
+    assert json.loads((tmp_path / "early" / "checkpoint" / "best" / "best.json").read_text())["step"] == 2
+
+
+@pytest.mark.parametrize("family", ["transformer", "lstm"])
+def test_resume_after_interruption_gives_the_same_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          family: str) -> None:
+    cfg = tiny_cfg(tmp_path, family, train={"max_steps": 7, "checkpoint_every": 2, "eval_every": 3},
+                   sample={"samplers": []})
+    straight = run(cfg, tmp_path / "straight")
+    real = train.Trainer.train_step
+
+    def interrupted(self: train.Trainer, step: int) -> Any:
+        if step == 5:
+            raise KeyboardInterrupt  # dies mid-run after the checkpoint of step 4
+        return real(self, step)
+
+    monkeypatch.setattr(train.Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "resumed")
+    assert ckpt.read_trainer_state(tmp_path / "resumed" / "checkpoint")["step"] == 4
+    monkeypatch.setattr(train.Trainer, "train_step", real)
+    resumed = run(cfg, tmp_path / "resumed")
+    assert resumed["resumed_from"] == [4]
+    for key in FINAL_KEYS:
+        assert resumed[key] == straight[key], key
+    assert [r["step"] for r in rows(tmp_path / "resumed")] == [r["step"] for r in rows(tmp_path / "straight")]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_resume_after_sigkill_subprocess(tmp_path: Path) -> None:
+    """Kill -9 a training process mid-run; the same command finishes with the uninterrupted run's metrics."""
+    cfg = tiny_cfg(tmp_path, "lstm", train={"max_steps": 30, "checkpoint_every": 3, "eval_every": 10},
+                   sample={"samplers": []})
+    spec_json = tmp_path / "spec.json"
+    spec_json.write_text(json.dumps(cfg))
+    straight = run(cfg, tmp_path / "straight")
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, str(DRIVER), str(spec_json), str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([*cmd, "--step-sleep", "0.15"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state_file = run_dir / "checkpoint" / ckpt.TRAINER_STATE
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["step"] >= 9:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = ckpt.read_trainer_state(ckpt.checkpoint_dir(run_dir))["step"]
+    assert 9 <= killed_at < 30
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["resumed_from"] == [killed_at]
+    for key in FINAL_KEYS:
+        assert resumed[key] == straight[key], key
+
+
+def test_decaying_schedule_needs_a_step_budget(tmp_path: Path) -> None:
+    from lmbench.errors import SpecError
+
+    with pytest.raises(SpecError, match="train.schedule"):
+        to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 10.0, "schedule": "cosine"}))
+    to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 10.0, "schedule": "warmup_constant"}))
+
+
+def test_force_cpu_only_for_multi_process_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cell.launched_world_size() == 1 and not cell.force_cpu()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cell.force_cpu() == (not torch.cuda.is_available())
