@@ -17,7 +17,7 @@ from lmbench.errors import SpecError
 HANDLERS: dict[str, tuple[str, str]] = {
     "run": ("lmbench.experiment.launch", "cmd_run"),
     "show": ("lmbench.show", "cmd_show"),
-    "data": ("lmbench.data.cache", "cmd_data"),
+    "data": ("lmbench.show", "cmd_data"),
     "sample": ("lmbench.sample", "cmd_sample"),
     "report": ("lmbench.reporting.report", "cmd_report"),
     "slurm": ("lmbench.experiment.slurm", "cmd_slurm"),
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="cells to run at once (CPU threads are divided)")
     p.add_argument("--results", help="results root (default: tracking.results_dir)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--runner", metavar="MODULE:FUNCTION",
+                   help="a custom cell runner called as fn(spec, run_dir, *, cell_name, group, axes) -> summary "
+                        "(default: lmbench's own training runner)")
 
     p = sub.add_parser("show", help="print the resolved spec, grid cells, data/tokenizer summary and model sizes")
     _spec_args(p)

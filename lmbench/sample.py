@@ -18,14 +18,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmbench.errors import SpecError, range_error
-from lmbench.models.base import LanguageModel
-from lmbench.spec import ExperimentSpec, SampleSpec, SamplerSpec, check_sampler, load_spec, typed_params
-from lmbench.tokenizers.base import Tokenizer
+from lmbench.spec import ExperimentSpec, SampleSpec, SamplerSpec, check_sampler, typed_params
 
 # Convenience names for KIND: the strategy they mean (the key=value parameters still set the values).
 KIND_ALIASES = {"top_k": "sample", "top_p": "sample", "nucleus": "sample", "min_p": "sample",
                 "temperature": "sample", "multinomial": "sample", "beam_search": "beam"}
-WEIGHTS = Path("checkpoint") / "model.safetensors"
 
 
 def parse_sampler(words: list[str], path: str = "--sampler") -> SamplerSpec:
@@ -58,23 +55,6 @@ def _scalar(value: str) -> Any:
         return value
 
 
-def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer, ExperimentSpec]:
-    """The trained model (eval mode, on `device`), tokenizer and spec of a run directory."""
-    from lmbench.training.checkpoint import load_weights
-    from lmbench.models import build_model
-    from lmbench.tokenizers import load_tokenizer
-
-    run_dir = Path(run_dir)
-    for needed in ("spec.yaml", "tokenizer", str(WEIGHTS)):
-        if not (run_dir / needed).exists():
-            raise SpecError("run_dir", f"{run_dir} has no {needed} (is it a run directory with a checkpoint?)")
-    spec = load_spec(run_dir / "spec.yaml")
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    model = build_model(spec.model, tokenizer)
-    load_weights(model, run_dir / WEIGHTS)
-    return model.to(device).eval(), tokenizer, spec
-
-
 def sample_spec_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> SampleSpec:
     """The run's `sample` section with the command line's prompts, sampler, counts and seed."""
     if args.num_samples < 1:
@@ -93,6 +73,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     sampler = parse_sampler(list(args.sampler))  # fail on a bad sampler before loading anything
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from lmbench.training.checkpoint import load_run
+
     model, tokenizer, spec = load_run(Path(args.run_dir), device)
     sample_spec = sample_spec_from_args(args, spec)
     rows = sample_texts(model, tokenizer, sample_spec, device, start_id=prompt_start_id(spec.data, tokenizer))

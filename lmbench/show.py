@@ -1,8 +1,11 @@
-"""`lmbench show SPEC`: the resolved spec, the grid cells, the data/tokenizer summary and each cell's model size."""
+"""Looking at a spec without training it: `lmbench show SPEC` (the resolved spec, the grid cells, the
+data/tokenizer summary and each cell's model size) and `lmbench data SPEC` (build the token cache and print
+corpus and token statistics)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lmbench.spec import ExperimentSpec, spec_to_yaml
@@ -39,7 +42,7 @@ def describe_data(spec: ExperimentSpec) -> str:
 
 def model_rows(cells: list[Any]) -> list[dict[str, Any]]:
     """Build each cell's model on its (cached) tokenizer to count parameters; the data cache is prepared once."""
-    from lmbench.data.cache import prepare_data
+    from lmbench.data import prepare_data
     from lmbench.models import build_model
 
     rows = []
@@ -75,4 +78,46 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not args.no_models:
         print()
         print(_table(model_rows(cells)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- lmbench data
+DATA_COLUMNS = (("split", "{}"), ("docs", "{:,}"), ("tokens", "{:,}"), ("bytes", "{:,}"), ("chars", "{:,}"),
+           ("words", "{:,}"), ("tokens/doc", "{:.1f}"), ("bytes/token", "{:.2f}"), ("tok MB/s", "{:.2f}"))
+
+
+def format_data_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table per split plus the tokenizer, cache and reuse lines."""
+    rows = [[name, s["num_docs"], s["num_tokens"], s["num_bytes"], s["num_chars"], s["num_words"],
+             s["tokens_per_doc"], s["bytes_per_token"], s["tokenize_mb_per_s"]]
+            for name, s in summary["splits"].items()]
+    cells = [[h for h, _ in DATA_COLUMNS]] + [[fmt.format(v) for (_, fmt), v in zip(DATA_COLUMNS, row)] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(DATA_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    tok = summary["tokenizer"]
+    how = "reused, nothing tokenized" if summary["reused"] else f"built in {summary['build_seconds']:.1f} s"
+    lines += ["", f"tokenizer: {tok['kind']}, vocab size {tok['vocab_size']:,} ({tok['dtype']} ids)",
+              f"cache: {summary['cache_dir']} ({how})", f"fingerprint: {summary['fingerprint'][:16]}"]
+    if "sha256" in summary["source"]:
+        src = summary["source"]
+        lines.append(f"builtin corpus: Python {src['python']}, {src['num_docs']:,} docs, sha256 {src['sha256'][:16]}")
+    lines.append(f"peak RSS: {summary['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """`lmbench data SPEC [key=value ...] [--json PATH]`: validate, prepare the cache, print the statistics."""
+    from lmbench.data.cache import data_summary, prepare_data
+    from lmbench.results import write_json_atomic
+    from lmbench.spec import load_spec
+    from lmbench.validate import validate
+
+    spec = load_spec(args.spec, args.overrides)
+    validate(spec)
+    summary = data_summary(prepare_data(spec, progress=True))
+    print(format_data_summary(summary))
+    if getattr(args, "json_out", None):
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(args.json_out), summary, sort_keys=True)
     return 0

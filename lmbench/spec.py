@@ -310,6 +310,13 @@ def check_sampler(path: str, s: SamplerSpec) -> None:
         raise range_error(f"{path}.num_return_sequences", s.num_return_sequences, f"<= num_beams ({s.num_beams})")
 
 
+def check_batch_split(train: TrainSpec, num_processes: int) -> None:
+    """`train.batch_size` is the global batch: it must split evenly over processes x accumulation steps."""
+    if train.batch_size % (num_processes * train.grad_accum_steps):
+        raise SpecError("train.batch_size", f"{train.batch_size} is not divisible by processes x grad_accum_steps "
+                                            f"({num_processes} x {train.grad_accum_steps})")
+
+
 def check_spec(spec: ExperimentSpec) -> None:
     """Choices and ranges that need no registry, no torch and no data."""
     if not spec.name.strip():
@@ -349,8 +356,7 @@ def check_spec(spec: ExperimentSpec) -> None:
         # decaying schedules need the run's length in steps; max_seconds alone does not give it (runner)
         raise SpecError("train.schedule", f"{t.schedule!r} decays over the run and needs max_steps, epochs or "
                                           "max_tokens (max_seconds alone gives no step count)")
-    if t.batch_size % t.grad_accum_steps:
-        raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by grad_accum_steps ({t.grad_accum_steps})")
+    check_batch_split(t, 1)
     _positive("eval.batch_size", e.batch_size, allow_none=False)
     _positive("eval.stride", e.stride)
     for i, split in enumerate(e.splits):

@@ -6,11 +6,12 @@ SpecError naming the field, and reads at most the first record of a data file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from lmbench.errors import SpecError
-from lmbench.spec import ExperimentSpec, typed_params
+from lmbench.spec import ExperimentSpec, check_batch_split, typed_params
 
 
 def model_config(spec: ExperimentSpec) -> Any:
@@ -36,6 +37,8 @@ def validate(spec: ExperimentSpec) -> None:
     TOKENIZERS.get(spec.tokenizer.kind).check_spec(tok_cfg, spec)
     model_cfg = model_config(spec)
     MODELS.get(spec.model.family).check_spec(model_cfg, spec)
+    # under accelerate launch / torchrun every process knows the world size before anything runs
+    check_batch_split(spec.train, int(os.environ.get("WORLD_SIZE", "1") or 1))
     ref = spec.sample.reference_run
     if ref is not None and not Path(ref).is_dir() and not ref.startswith("cell:"):
         raise SpecError("sample.reference_run", f"{ref!r} is neither a run directory nor 'cell:<name>' of this grid")

@@ -16,7 +16,7 @@ _EXPORTS = {
     "Document": "sources", "Source": "sources", "SOURCES": "sources",
     "split_names": "corpus", "iter_documents": "corpus",
     "prepare_data": "cache", "PreparedData": "cache", "TokenSplit": "cache", "SplitStats": "cache",
-    "data_fingerprint": "cache", "cmd_data": "cache",
+    "data_fingerprint": "cache",
     "PackedDataset": "batching", "StreamSampler": "batching", "DocumentDataset": "batching",
     "collate_documents": "batching", "LengthBucketSampler": "batching",
 }

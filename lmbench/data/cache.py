@@ -40,6 +40,7 @@ import numpy as np
 from lmbench.data.corpus import iter_documents, make_source, split_names
 from lmbench.data.sources import SPLITS, Document
 from lmbench.errors import SpecError
+from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict
 from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, tokenizer_fingerprint
 
@@ -220,7 +221,7 @@ def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bo
                       "sep_id": tokenizer.sep_id},
         "splits": splits, "build_seconds": round(time.perf_counter() - started, 3),
     }
-    _write_json(directory / META_FILE, meta)  # last: its presence marks the cache complete
+    write_json_atomic(directory / META_FILE, meta, sort_keys=True)  # last: its presence marks the cache complete
 
 
 def _training_texts(spec: ExperimentSpec) -> Iterator[str]:
@@ -275,7 +276,7 @@ class _SplitWriter:
             np.save(d / f"{n}.{kind}.npy", np.fromfile(raw, dtype=np.int64))
             raw.unlink()
         stats = SplitStats(**self.counts)
-        _write_json(d / f"{n}.stats.json", dataclasses.asdict(stats))
+        write_json_atomic(d / f"{n}.stats.json", dataclasses.asdict(stats), sort_keys=True)
         return stats
 
 
@@ -311,13 +312,7 @@ def _encode(tokenizer: Tokenizer, batch: Sequence[Document], prompted: bool
     return [p + sep + s for p, s in zip(prompt_ids, ids)], [len(p) + 1 for p in prompt_ids]
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------- lmbench data
+# ---------------------------------------------------------------------------------------------- statistics
 
 
 def data_summary(data: PreparedData) -> dict[str, Any]:
@@ -340,42 +335,3 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
-
-
-COLUMNS = (("split", "{}"), ("docs", "{:,}"), ("tokens", "{:,}"), ("bytes", "{:,}"), ("chars", "{:,}"),
-           ("words", "{:,}"), ("tokens/doc", "{:.1f}"), ("bytes/token", "{:.2f}"), ("tok MB/s", "{:.2f}"))
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table per split plus the tokenizer, cache and reuse lines."""
-    rows = [[name, s["num_docs"], s["num_tokens"], s["num_bytes"], s["num_chars"], s["num_words"],
-             s["tokens_per_doc"], s["bytes_per_token"], s["tokenize_mb_per_s"]]
-            for name, s in summary["splits"].items()]
-    cells = [[h for h, _ in COLUMNS]] + [[fmt.format(v) for (_, fmt), v in zip(COLUMNS, row)] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in cells]
-    tok = summary["tokenizer"]
-    how = "reused, nothing tokenized" if summary["reused"] else f"built in {summary['build_seconds']:.1f} s"
-    lines += ["", f"tokenizer: {tok['kind']}, vocab size {tok['vocab_size']:,} ({tok['dtype']} ids)",
-              f"cache: {summary['cache_dir']} ({how})", f"fingerprint: {summary['fingerprint'][:16]}"]
-    if "sha256" in summary["source"]:
-        src = summary["source"]
-        lines.append(f"builtin corpus: Python {src['python']}, {src['num_docs']:,} docs, sha256 {src['sha256'][:16]}")
-    lines.append(f"peak RSS: {summary['peak_rss_mb']:.0f} MB")
-    return "\n".join(lines)
-
-
-def cmd_data(args: Any) -> int:
-    """`lmbench data SPEC [key=value ...] [--json PATH]`: validate, prepare the cache, print the statistics."""
-    from lmbench.spec import load_spec
-    from lmbench.validate import validate
-
-    spec = load_spec(args.spec, args.overrides)
-    validate(spec)
-    summary = data_summary(prepare_data(spec, progress=True))
-    print(format_summary(summary))
-    if getattr(args, "json_out", None):
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        _write_json(Path(args.json_out), summary)
-    return 0

@@ -1,19 +1,20 @@
-"""`lmbench run` over the cells of a grid (lmbench.experiment.grid turns a spec's `grid:` block into those cells).
+"""`lmbench run` over the cells of a grid (grid.py turns a spec's `grid:` block into those cells).
 
 `lmbench run` validates every cell before training, skips cells whose summary.json says completed (re-running
 resumes a grid; the runner resumes a killed cell from its checkpoint), records a failed cell and goes on, locks
-each cell (lmbench.experiment.locks) so that launchers sharing a results folder never run one cell twice, and exits 1 when
-a cell failed. `LMBENCH_RUNNER=module:function` swaps the runner (default lmbench.training.runner:run_cell) for tests and
-custom runners: it is called as `fn(spec, run_dir, cell_name=..., group=...)` (plus `axes=` when it takes that
-argument) and returns the summary dict; lmbench adds cell, cell_index, cell_id, spec_name and axes to summary.json.
+each cell (locks.py) so that launchers sharing a results folder never run one cell twice, and exits 1 when a
+cell failed.
+
+A cell runner is any callable `runner(spec, run_dir, *, cell_name, group, axes) -> Summary` (`CellRunner`); the
+default trains the cell (`lmbench.training.runner.run_cell`). `run_cells(..., runner=...)` takes another one from
+Python, and `lmbench run --runner module:function` from the command line (also passed to `--jobs` workers); the
+launcher adds cell, cell_index, cell_id, spec_name and axes to the summary it returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
-import json
 import os
 import subprocess
 import sys
@@ -23,28 +24,42 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lmbench.errors import SpecError
 from lmbench.experiment.grid import SINGLE_CELL_NAME, Cell, find_cell, load_cells
 from lmbench.experiment.locks import CellLock, is_locked
+from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, Summary, read_summary, write_json_atomic,
+                             write_summary)
 from lmbench.spec import ExperimentSpec
 
-RUNNER_ENV = "LMBENCH_RUNNER"  # module:function replacing lmbench.training.runner:run_cell (tests, custom runners)
 THREADS_ENV = "LMBENCH_NUM_THREADS"  # set by `run --jobs` for its workers: torch threads per cell
 STARTED_ENV = "LMBENCH_LAUNCH_STARTED"  # set by `run --jobs` for its workers: the parent's start time
-DEFAULT_RUNNER = "lmbench.training.runner:run_cell"
-
-COMPLETED, FAILED = "completed", "failed"
 
 
-def resolve_runner() -> Callable[..., dict[str, Any]]:
-    """The cell runner named by $LMBENCH_RUNNER (module:function), default lmbench.training.runner:run_cell."""
-    target = os.environ.get(RUNNER_ENV) or DEFAULT_RUNNER
+class CellRunner(Protocol):
+    """Trains one cell into `run_dir` and returns its summary (lmbench.training.runner.run_cell)."""
+
+    def __call__(self, spec: ExperimentSpec, run_dir: Path, *, cell_name: str, group: str | None,
+                 axes: dict[str, Any]) -> Summary: ...
+
+
+def default_runner() -> CellRunner:
+    """lmbench's own cell runner (imported on use: it brings torch)."""
+    from lmbench.training.runner import run_cell
+
+    return run_cell
+
+
+def import_runner(target: str) -> CellRunner:
+    """The runner named `module:function` (`lmbench run --runner`), for custom runners and tests."""
     module_name, _, attr = target.partition(":")
-    if not attr:
-        raise SpecError(RUNNER_ENV, f"{target!r} is not of the form module:function")
-    return getattr(importlib.import_module(module_name), attr)
+    if not module_name or not attr:
+        raise SpecError("--runner", f"{target!r} is not of the form module:function")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError("--runner", f"cannot import {target!r}: {exc}") from None
 
 
 def cpu_count() -> int:
@@ -53,21 +68,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic write: readers see the old file or the new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class _Ranks:
@@ -130,7 +130,8 @@ class _Launch:
     root: Path  # <results>/<grid name>
     results: Path  # <results>
     group: str | None
-    runner: Callable[..., dict[str, Any]] | None
+    runner: CellRunner | None  # None in the parent of --jobs workers (they run the cells)
+    runner_target: str | None  # --runner module:function, passed on to workers
     ranks: _Ranks
     started: float  # failures recorded after this were made by a concurrent launcher: not retried
     num_threads: int | None  # torch threads per cell (set by --jobs), None = spec's own
@@ -196,12 +197,12 @@ def _run_locked(cell: Cell, run_dir: Path, ctx: _Launch) -> str:
     assert ctx.runner is not None
     if ctx.ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "cell.json", _cell_facts(cell))
+        write_json_atomic(run_dir / CELL_FILE, _cell_facts(cell))
         _say(ctx, cell, "running" + (" (resuming from checkpoint)" if (run_dir / "checkpoint").exists() else ""))
     start = time.time()
-    extra = {"axes": cell.axes} if _takes_axes(ctx.runner) else {}
     try:
-        summary = ctx.runner(_runtime_spec(cell.spec, ctx), run_dir, cell_name=cell.name, group=ctx.group, **extra)
+        summary = ctx.runner(_runtime_spec(cell.spec, ctx), run_dir, cell_name=cell.name, group=ctx.group,
+                             axes=cell.axes)
     except Exception as exc:  # KeyboardInterrupt/SystemExit pass: an interrupted cell resumes next time
         _record_failure(cell, run_dir, ctx, exc, time.time() - start)
         return FAILED
@@ -210,21 +211,15 @@ def _run_locked(cell: Cell, run_dir: Path, ctx: _Launch) -> str:
     return status
 
 
-def _takes_axes(runner: Callable[..., Any]) -> bool:
-    """Whether the runner accepts `axes=` (lmbench.training.runner.run_cell does: it writes them into summary.json)."""
-    params = inspect.signature(runner).parameters.values()
-    return any(p.name == "axes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
 def _finish_summary(cell: Cell, run_dir: Path, ctx: _Launch, summary: Any, wall_s: float) -> str:
     """Add the cell facts (axes, id, index) the runner does not know to summary.json; return its status."""
     on_disk = read_summary(run_dir)
-    data = on_disk if on_disk is not None else (dict(summary) if isinstance(summary, dict) else {})
+    data: dict[str, Any] = dict(on_disk) if on_disk is not None else (dict(summary) if isinstance(summary, dict) else {})
     data.setdefault("status", COMPLETED)
     data.setdefault("wall_s", wall_s)
     missing = {k: v for k, v in _cell_facts(cell).items() if data.get(k) in (None, {}) and v not in (None, {})}
     if ctx.ranks.main and (missing or on_disk is None):
-        _write_json(run_dir / "summary.json", {**data, **missing})
+        write_summary(run_dir, Summary(**{**data, **missing}))  # type: ignore[typeddict-item]
     return FAILED if data["status"] == FAILED else COMPLETED
 
 
@@ -238,7 +233,7 @@ def _record_failure(cell: Cell, run_dir: Path, ctx: _Launch, exc: Exception, wal
     if ctx.ranks.main:
         summary = {**(read_summary(run_dir) or {}), **_cell_facts(cell),
                    "status": FAILED, "error": error, "wall_s": wall_s}
-        _write_json(run_dir / "summary.json", summary)
+        write_summary(run_dir, Summary(**summary))  # type: ignore[typeddict-item]
         _say(ctx, cell, f"FAILED: {error} (traceback: {log})")
 
 
@@ -274,7 +269,8 @@ def _run_serial(cells: Sequence[Cell], ctx: _Launch, wait_first: bool = False) -
 def _spawn(cell: Cell, args: Any, ctx: _Launch, env: dict[str, str]) -> subprocess.Popen:
     """Run one cell in a worker process: `lmbench run SPEC ... --cell NAME`, output to run_dir/run.log."""
     cmd = [sys.executable, "-m", "lmbench", "run", str(args.spec), *(args.overrides or []), "--cell", cell.name,
-           "--results", str(ctx.results), "--no-report"]
+           "--results", str(ctx.results), "--no-report",
+           *(["--runner", ctx.runner_target] if ctx.runner_target else [])]
     run_dir = ctx.run_dir(cell)
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "run.log").open("a") as log:
@@ -295,7 +291,7 @@ def _reap(cell: Cell, proc: subprocess.Popen, ctx: _Launch) -> str:
             try:
                 facts = {**summary, **_cell_facts(cell), "status": FAILED,
                          "error": f"worker exited with code {proc.returncode}"}
-                _write_json(run_dir / "summary.json", facts)
+                write_summary(run_dir, Summary(**facts))  # type: ignore[typeddict-item]
             finally:
                 lock.release()
     _say(ctx, cell, f"FAILED (exit code {proc.returncode}; log: {run_dir / 'run.log'})")
@@ -366,7 +362,15 @@ def _print_outcomes(ctx: _Launch, cells: Sequence[Cell], outcomes: dict[str, str
 
 
 def cmd_run(args: Any) -> int:
-    """`lmbench run SPEC [key=value ...] [--cell NAME|INDEX] [--jobs N] [--results DIR] [--no-report]`."""
+    """`lmbench run SPEC [key=value ...] [--cell NAME|INDEX] [--jobs N] [--results DIR] [--no-report]
+    [--runner module:function]`."""
+    target = getattr(args, "runner", None)
+    return run_cells(args, runner=import_runner(target) if target else None, runner_target=target)
+
+
+def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | None = None) -> int:
+    """Run the cells `args` names (the parsed `lmbench run` arguments) with `runner` (default: lmbench's own);
+    returns the exit code. `runner_target` is the runner's module:function for --jobs workers."""
     started = float(os.environ.get(STARTED_ENV) or time.time())
     overrides = list(args.overrides or [])
     grid_name, cells = load_cells(args.spec, overrides)
@@ -379,13 +383,14 @@ def cmd_run(args: Any) -> int:
     parallel = num_jobs > 1 and args.cell is None and len(cells) > 1
     ctx = _Launch(root=results / grid_name, results=results,
                   group=cells[0].spec.tracking.group or (grid_name if is_grid else None),
-                  runner=None if parallel else resolve_runner(), ranks=ranks,
+                  runner=None if parallel else (runner or default_runner()), runner_target=runner_target,
+                  ranks=ranks,
                   started=started,
                   num_threads=int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None)
     if ranks.main:
         ctx.root.mkdir(parents=True, exist_ok=True)
         listing = [{"index": c.index, "name": c.name, "id": c.id, "axes": c.axes} for c in cells]
-        _write_json(ctx.root / "cells.json", {"grid": grid_name, "cells": listing})
+        write_json_atomic(ctx.root / CELLS_FILE, {"grid": grid_name, "cells": listing})
     if args.cell is not None:
         cells = [find_cell(cells, str(args.cell))]
     else:

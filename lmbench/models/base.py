@@ -23,10 +23,14 @@ class LanguageModel(nn.Module, abc.ABC):
     """A causal language model that knows only `vocab_size` and `pad_id`.
 
     Subclasses define a `Config` dataclass (validated from `model.params`), take `(config, vocab_size, pad_id)`
-    and register under `MODELS`.
+    and register under `MODELS`. Callers use only what is declared here: `forward` (training, scoring),
+    `init_state` + `step` (decoding), and `forward_with_state` where `carries_state` is True.
     """
 
     Config: ClassVar[type]
+    # True for families whose state runs on across windows of one stream (rnn/lstm/gru): training carries it
+    # from window to window (truncated BPTT) and evaluation over a whole sequence, through forward_with_state.
+    carries_state: ClassVar[bool] = False
 
     @abc.abstractmethod
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -36,14 +40,23 @@ class LanguageModel(nn.Module, abc.ABC):
         left padding for batched prompts); padded positions must not change the real positions' logits.
         """
 
+    def forward_with_state(self, input_ids: Tensor, state: DecodeState | None,
+                           attention_mask: Tensor | None = None) -> tuple[Tensor, DecodeState]:
+        """(B, T) ids and the state left by the previous window of each row (None: a fresh state) -> (B, T, V)
+        logits and the state after this window. Only families with `carries_state` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry state across windows")
+
     @abc.abstractmethod
     def init_state(self, batch_size: int, device: torch.device) -> DecodeState: ...
 
     @abc.abstractmethod
-    def step(self, input_ids: Tensor, state: DecodeState, attention_mask: Tensor | None = None) -> tuple[Tensor, DecodeState]:
+    def step(self, input_ids: Tensor, state: DecodeState, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, DecodeState]:
         """Consume (B, t) new ids (a prompt prefill or one token) -> (B, t, V) logits and the advanced state.
 
         `attention_mask`, when given, covers everything consumed so far plus the new ids: (B, past + t).
+        `logits_to_keep` > 0 returns only the last that many positions' logits, (B, logits_to_keep, V), as
+        transformers' argument of that name: a prefill needs only the last one.
         """
 
     @classmethod
@@ -64,3 +77,9 @@ class LanguageModel(nn.Module, abc.ABC):
 
 
 MODELS: Registry[type[LanguageModel]] = Registry("model.family")
+
+
+def positions_from_mask(mask: Tensor) -> Tensor:
+    """(B, T) 0/1 attention mask -> (B, T) position ids counted from each row's first real token (pads: 0), so a
+    left-padded prompt gets the positions it would have unpadded."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)

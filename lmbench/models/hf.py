@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lmbench.errors import SpecError
-from lmbench.models.base import MODELS, LanguageModel
+from lmbench.models.base import MODELS, LanguageModel, positions_from_mask
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def position_ids_from_mask(mask: Tensor) -> Tensor:
-    """(B, T) 0/1 mask -> (B, T) positions counted from each row's first real token (pads get 0)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+def _keep_argument(model: Any) -> str | None:
+    """The name of the "project only the last positions" argument of `model.forward`: `logits_to_keep`
+    (transformers >= 4.50), `num_logits_to_keep` (4.45-4.49), or None (then all positions are projected)."""
+    params = inspect.signature(model.forward).parameters
+    return next((name for name in ("logits_to_keep", "num_logits_to_keep") if name in params), None)
 
 
 @dataclass
@@ -108,7 +110,7 @@ class HFCausalLM(LanguageModel):
 
     Config = Config
 
-    def __init__(self, config: Config, vocab_size: int, pad_id: int, **extras: Any) -> None:
+    def __init__(self, config: Config, vocab_size: int, pad_id: int) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM
 
@@ -131,10 +133,11 @@ class HFCausalLM(LanguageModel):
             self.model.resize_token_embeddings(vocab_size)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.cache_arg = cache_argument(self.model)
+        self.keep_arg = _keep_argument(self.model)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T) ids -> (B, T, V) logits. With a mask, positions count from each row's first real token."""
-        position_ids = None if attention_mask is None else position_ids_from_mask(attention_mask)
+        position_ids = None if attention_mask is None else positions_from_mask(attention_mask)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=False)
         return out.logits  # (B, T, V)
@@ -142,22 +145,25 @@ class HFCausalLM(LanguageModel):
     def init_state(self, batch_size: int, device: torch.device) -> HFState:
         return HFState(None, torch.zeros(batch_size, 0, dtype=torch.long, device=device))
 
-    def step(self, input_ids: Tensor, state: HFState, attention_mask: Tensor | None = None) -> tuple[Tensor, HFState]:
+    def step(self, input_ids: Tensor, state: HFState, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, HFState]:
         """Consume (B, t) new ids -> (B, t, V) logits and a new state (`state` stays valid)."""
         num_new = input_ids.size(1)
         if attention_mask is None:
             new = torch.ones_like(input_ids, dtype=state.mask.dtype)
             attention_mask = torch.cat([state.mask, new], dim=1)
         attention_mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
-        position_ids = position_ids_from_mask(attention_mask)[:, -num_new:]
+        position_ids = positions_from_mask(attention_mask)[:, -num_new:]
         cache = _copy_cache(state.cache)
         if cache is None:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.model.config)
+        keep = {self.keep_arg: logits_to_keep} if logits_to_keep and self.keep_arg else {}
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=True, **{self.cache_arg: cache})
-        return out.logits, HFState(getattr(out, self.cache_arg), attention_mask)
+                         use_cache=True, **{self.cache_arg: cache}, **keep)
+        logits = out.logits[:, -logits_to_keep:] if logits_to_keep else out.logits  # a model without the argument
+        return logits, HFState(getattr(out, self.cache_arg), attention_mask)
 
     def _shape(self) -> tuple[int | None, int | None]:
         c = self.model.config

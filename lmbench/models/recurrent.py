@@ -75,10 +75,11 @@ class RecurrentLM(LanguageModel):
     """
 
     Config = Config
+    carries_state = True
     cell: ClassVar[str]
 
     def __init__(self, config: Config, vocab_size: int, pad_id: int, embedding_matrix: Tensor | None = None,
-                 embedding_coverage: dict[str, Any] | None = None, **extras: Any) -> None:
+                 embedding_coverage: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config, self.vocab_size, self.pad_id = config, vocab_size, pad_id
         d_embed = self._d_embed(config, embedding_matrix)
@@ -117,6 +118,10 @@ class RecurrentLM(LanguageModel):
                            attention_mask: Tensor | None = None) -> tuple[Tensor, RecurrentState]:
         """(B, T) ids and the state after the previous window of each row's stream -> (B, T, V) logits and the
         state after this window (truncated BPTT: the caller detaches it before the next window)."""
+        return self._run(input_ids, state, attention_mask, 0)
+
+    def _run(self, input_ids: Tensor, state: RecurrentState | None, attention_mask: Tensor | None,
+             logits_to_keep: int) -> tuple[Tensor, RecurrentState]:
         x = self.embed(input_ids)  # (B, T, E)
         hx = None if state is None else state.hx()
         # The recurrence runs in its weights' dtype (float32) even under bf16/fp16 autocast: in bf16 the carried
@@ -129,7 +134,9 @@ class RecurrentLM(LanguageModel):
                 out, hx = self.rnn(x, hx)  # fused full-sequence fast path
             else:
                 out, hx = self._run_masked(x, attention_mask, hx)
-        logits = self.head(self.proj(self.drop(out)))  # (B, T, V)
+        if logits_to_keep:  # only the last positions need the vocabulary projection (a prefill)
+            out = out[:, -logits_to_keep:]
+        logits = self.head(self.proj(self.drop(out)))  # (B, T or logits_to_keep, V)
         return logits, RecurrentState.from_hx(hx)
 
     def _run_masked(self, x: Tensor, mask: Tensor, hx: Any) -> tuple[Tensor, Any]:
@@ -163,11 +170,11 @@ class RecurrentLM(LanguageModel):
         h = torch.zeros(shape, device=device, dtype=dtype)
         return RecurrentState(h, torch.zeros_like(h) if self.cell == "lstm" else None)
 
-    def step(self, input_ids: Tensor, state: RecurrentState,
-             attention_mask: Tensor | None = None) -> tuple[Tensor, RecurrentState]:
+    def step(self, input_ids: Tensor, state: RecurrentState, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, RecurrentState]:
         """Consume (B, t) new ids; `attention_mask` covers past + new, only its last t columns matter here."""
         new_mask = None if attention_mask is None else attention_mask[:, -input_ids.size(1):]
-        return self.forward_with_state(input_ids, state, new_mask)
+        return self._run(input_ids, state, new_mask, logits_to_keep)
 
     # --- accounting ------------------------------------------------------------------------------------------
 

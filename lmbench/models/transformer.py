@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmbench.errors import SpecError, choice_error, range_error
-from lmbench.models.base import MODELS, LanguageModel
+from lmbench.models.base import MODELS, LanguageModel, positions_from_mask
 from lmbench.models.kv_cache import KV, KVState, KVWriter
 
 POSITIONS = ("learned", "rotary")
@@ -148,7 +148,7 @@ class TransformerLM(LanguageModel):
 
     Config = Config
 
-    def __init__(self, config: Config, vocab_size: int, pad_id: int, **extras: Any) -> None:
+    def __init__(self, config: Config, vocab_size: int, pad_id: int) -> None:
         super().__init__()
         self.config, self.vocab_size, self.pad_id = config, vocab_size, pad_id
         d = config.d_model
@@ -207,7 +207,7 @@ class TransformerLM(LanguageModel):
             positions = torch.arange(T, device=input_ids.device).unsqueeze(0)
             return self._run(input_ids, positions, None, T > 1)
         key_mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
-        positions = _positions(attention_mask)
+        positions = positions_from_mask(attention_mask)
         return self._run(input_ids, positions, attention_mask_for(key_mask, T), False)
 
     # --- decoding --------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ class TransformerLM(LanguageModel):
         if mask.size(1) > self.config.block_size:
             logits, cropped = self._step_cropped(ids, mask, t)
             return (logits[:, -logits_to_keep:] if logits_to_keep else logits), cropped
-        positions = _positions(mask)[:, -t:]
+        positions = positions_from_mask(mask)[:, -t:]
         if state.num_past == 0 and bool(mask.all()):
             attn, is_causal = None, t > 1
         elif t == 1 and bool(mask.all()):
@@ -295,11 +295,6 @@ class TransformerLM(LanguageModel):
         if spec.data.block_size > config.block_size:
             raise SpecError("data.block_size", f"{spec.data.block_size} is longer than the transformer's "
                                                f"model.params.block_size ({config.block_size})")
-
-
-def _positions(mask: Tensor) -> Tensor:
-    """(B, T) 0/1 mask -> (B, T) positions from each row's first real token (pads: 0)."""
-    return (mask.long().cumsum(1) - 1).clamp(min=0)
 
 
 def _has_pad_before_real(mask: Tensor) -> bool:

@@ -3,9 +3,9 @@
     lmbench report results/<spec name>            # writes report.md, report.html, runs.csv, runs.parquet, plot_*.png
     lmbench report --wandb ENTITY/PROJECT         # the same tables from W&B runs (needs the network)
 
-The cells are loaded and aggregated by `lmbench.reporting.load`; this module turns its tables into sections, renders them as
-Markdown and as one self-contained HTML page, draws the plots and writes the files, with only relative links, so a
-folder copied from a cluster works.
+The cells are loaded by load.py and aggregated by tables.py; this module turns the tables into sections, renders
+them as Markdown and as one self-contained HTML page, draws the plots (plots.py) and writes the files, with only
+relative links, so a folder copied from a cluster works.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 
 import pandas as pd
 
-from lmbench.reporting import plots
 from lmbench.errors import SpecError
-from lmbench.reporting.load import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, Run, axis_names, coherence_column,
-                          completed_groups, display_names, factor_columns, fmt, formatted, load_runs, load_wandb_runs,
-                          pivot, rank_metric, runs_frame, sampler_frame, seed_table)
+from lmbench.reporting import plots
+from lmbench.reporting.load import Run, load_runs, load_wandb_runs
+from lmbench.reporting.tables import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, axis_names, coherence_column,
+                                      completed_groups, display_names, factor_columns, fmt, formatted, pivot,
+                                      rank_metric, runs_frame, sampler_frame, seed_table)
 
 SPLIT_METRICS = ("loss", "ppl", "bpb", "word_ppl")
 SAMPLES_PER_CELL = 3

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -103,11 +102,11 @@ def left_pad(prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> 
 def _prefill(model: LanguageModel, ids: Tensor, mask: Tensor | None, copies: int) -> tuple[Tensor, object]:
     """Consume the (B, P) prompts once, then repeat each row `copies` times -> (B*copies, V) last logits, state.
 
-    A model whose `step` takes `logits_to_keep` (as transformers' forward does) is asked for the last
-    position's logits only: the (B, P, V) prompt logits are most of a prefill's cost with a large vocabulary.
+    Only the last position's logits are asked for: the (B, P, V) prompt logits are most of a prefill's cost
+    with a large vocabulary.
     """
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.step).parameters else {}
-    logits, state = model.step(ids, model.init_state(ids.size(0), ids.device), attention_mask=mask, **extra)
+    logits, state = model.step(ids, model.init_state(ids.size(0), ids.device), attention_mask=mask,
+                               logits_to_keep=1)
     last = logits[:, -1].float()  # (B, V)
     if copies > 1:
         expand = torch.arange(ids.size(0), device=ids.device).repeat_interleave(copies)

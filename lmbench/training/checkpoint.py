@@ -29,31 +29,17 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
+from lmbench.errors import SpecError
+from lmbench.models.base import LanguageModel
+from lmbench.results import write_json_atomic
+from lmbench.spec import ExperimentSpec, load_spec
+from lmbench.tokenizers.base import Tokenizer
+
 CHECKPOINT = "checkpoint"
 TRAINER_STATE = "trainer_state.json"
 WEIGHTS = "model.safetensors"
 BEST = "best"
 BEST_INFO = "best.json"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` through a temporary file and os.replace (readers never see half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
 
 
 def is_complete(directory: Path) -> bool:
@@ -111,7 +97,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, trainer_state: dict[str, An
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _link_tree(final / BEST, tmp / BEST)
-        write_json_atomic(tmp / TRAINER_STATE, trainer_state)
+        write_json_atomic(tmp / TRAINER_STATE, trainer_state, sort_keys=True)
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
@@ -155,7 +141,7 @@ def save_best(model: nn.Module, run_dir: Path, info: dict[str, Any]) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_weights(model, tmp / WEIGHTS)
-    write_json_atomic(tmp / BEST_INFO, info)
+    write_json_atomic(tmp / BEST_INFO, info, sort_keys=True)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -218,5 +204,19 @@ def tensors_to_state(template: Any, tensors: dict[str, Tensor], prefix: str = ""
     raise TypeError(f"cannot rebuild a carried state of type {type(template).__name__}")
 
 
-def device_tensors(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device) for k, v in tensors.items()}
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[LanguageModel, Tokenizer, ExperimentSpec]:
+    """The trained model (eval mode, on `device`), tokenizer and spec of a run directory: its spec.yaml,
+    tokenizer/ and checkpoint/model.safetensors (weights are read only from safetensors)."""
+    from lmbench.models import build_model
+    from lmbench.tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    weights = Path(CHECKPOINT) / WEIGHTS
+    for needed in ("spec.yaml", "tokenizer", str(weights)):
+        if not (run_dir / needed).exists():
+            raise SpecError("run_dir", f"{run_dir} has no {needed} (is it a run directory with a checkpoint?)")
+    spec = load_spec(run_dir / "spec.yaml")
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    model = build_model(spec.model, tokenizer)
+    load_weights(model, run_dir / weights)
+    return model.to(device).eval(), tokenizer, spec

@@ -10,9 +10,9 @@ Every split is scored in full, never a handful of random batches:
 Transformers see at most `block_size` tokens: a sequence longer than that is scored with a sliding window of
 `block_size` moved by `stride`; each window scores only the targets no earlier window scored, so every target
 is scored once, with at least block_size - stride tokens of context (the HF "perplexity of fixed-length models"
-recipe; the last window is aligned to the sequence end for the most context). Recurrent models (those with
-`forward_with_state`) carry their state over the whole sequence instead, run in `block_size` chunks. A
-stream is cut into `batch_size` contiguous rows, each scored from a fresh state.
+recipe; the last window is aligned to the sequence end for the most context). Models that carry state
+(`LanguageModel.carries_state`: rnn/lstm/gru) carry it over the whole sequence instead, run in `block_size`
+chunks. A stream is cut into `batch_size` contiguous rows, each scored from a fresh state.
 
 Reported (lm-evaluation-harness definitions; nats throughout):
 loss = nll/tokens, ppl = exp(loss), bpb = nll/(ln 2 x bytes), bits_per_char = nll/(ln 2 x chars),
@@ -28,16 +28,19 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-IGNORE = -100
+from lmbench.data.batching import IGNORE_INDEX
+from lmbench.models.base import LanguageModel
+from lmbench.spec import ExperimentSpec
+
 LN2 = math.log(2.0)
 
 
@@ -136,7 +139,7 @@ def stream_arrays(split: Any, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
         starts = offsets[:-1] + np.arange(len(offsets) - 1)  # document starts in the stream
         for start, length in zip(starts, np.asarray(prompt_lens, dtype=np.int64)):
             lo, hi = max(start - 1, 0), start - 1 + length  # targets at stream positions start..start+len-1
-            targets[lo:max(hi, lo)] = IGNORE
+            targets[lo:max(hi, lo)] = IGNORE_INDEX
     return stream[:-1], targets
 
 
@@ -147,7 +150,7 @@ def document_arrays(split: Any, index: int, bos_id: int, eos_id: int) -> tuple[n
     targets = seq[1:].copy()
     prompt_lens = getattr(split, "prompt_lens", None)
     if prompt_lens is not None:
-        targets[: int(prompt_lens[index])] = IGNORE
+        targets[: int(prompt_lens[index])] = IGNORE_INDEX
     return seq[:-1], targets
 
 
@@ -174,7 +177,7 @@ class SpanItems(Dataset):
         seq_id, begin, end, score_from = self.spans[i]
         inputs, targets = self._sequence(seq_id)
         labels = torch.from_numpy(targets[begin:end].copy())
-        labels[: max(0, score_from - begin)] = IGNORE
+        labels[: max(0, score_from - begin)] = IGNORE_INDEX
         return {"input_ids": torch.from_numpy(inputs[begin:end].copy()), "labels": labels}
 
 
@@ -182,7 +185,7 @@ def pad_items(items: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
     """Right-pad to the longest item: input_ids with pad_id, labels with -100 -> (B, T) each."""
     length = max(int(item["input_ids"].numel()) for item in items)
     ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
     for row, item in enumerate(items):
         n = item["input_ids"].numel()
         ids[row, :n], labels[row, :n] = item["input_ids"], item["labels"]
@@ -215,18 +218,13 @@ def build_items(split: Any, *, mode: str, recurrent: bool, block_size: int, stri
 
 
 # ------------------------------------------------------------------------------------------- scoring
-def is_recurrent(model: nn.Module) -> bool:
-    """Models that can carry state across windows (rnn/lstm/gru) expose `forward_with_state`."""
-    return callable(getattr(model, "forward_with_state", None))
-
-
 def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
     """(B, T, V) logits, (B, T) labels -> (B, T) NLL in nats (float32; 0 where labels == -100)."""
-    flat = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="none")
+    flat = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
     return flat.view(labels.shape)
 
 
-def score_batch(model: nn.Module, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
+def score_batch(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
     """(B, 2) float64 [nll_nats, scored tokens] per row of a right-padded batch.
 
     Transformers: one forward (right pads cannot affect earlier positions under causal attention).
@@ -242,7 +240,7 @@ def score_batch(model: nn.Module, batch: dict[str, Tensor], *, recurrent: bool, 
             piece = slice(start, start + chunk)
             logits, state = model.forward_with_state(ids[:, piece], state)
             nll += token_nll(logits, labels[:, piece]).double().sum(1)
-    count = (labels != IGNORE).sum(1).double()
+    count = (labels != IGNORE_INDEX).sum(1).double()
     return torch.stack([nll, count], dim=1)
 
 
@@ -260,7 +258,7 @@ def _batches(items: SpanItems, batch_size: int, pad_id: int, accelerator: Any) -
 
 @torch.no_grad()
 def evaluate_split(
-    model: nn.Module,
+    model: LanguageModel,
     split: Any,
     *,
     mode: str = "packed",
@@ -280,7 +278,7 @@ def evaluate_split(
     each process takes batch_size // num_processes of them. `autocast` is a context-manager factory
     (e.g. `accelerator.autocast`) for mixed precision; None runs in the parameters' dtype.
     """
-    recurrent = is_recurrent(model)
+    recurrent = model.carries_state
     stride = stride or max(1, block_size // 2)
     items = build_items(split, mode=mode, recurrent=recurrent, block_size=block_size, stride=min(stride, block_size),
                         num_rows=batch_size, bos_id=bos_id, eos_id=eos_id)
@@ -301,3 +299,58 @@ def evaluate_split(
     stats = split.stats
     return EvalResult(float(total[0]), int(round(float(total[1]))), int(stats.num_bytes), int(stats.num_chars),
                       int(stats.num_words))
+
+
+# ------------------------------------------------------------------------------------------- one cell
+SPLIT_PREFIX = {"train": "train", "validation": "val", "test": "test"}  # metric names: val_loss, test_bpb, ...
+
+
+class Evaluator:
+    """Full passes over one cell's splits with its data and eval settings; used for the periodic evaluations
+    during training and the final one alike, so both score the same targets the same way.
+
+    `<unk>` shares (word tokenizers) are counted once per split, the first time the split is evaluated: they
+    depend on the tokens only, not on the model.
+    """
+
+    def __init__(self, splits: dict[str, Any], tokenizer: Any, spec: ExperimentSpec, accelerator: Any = None) -> None:
+        self.splits, self.tokenizer, self.accelerator = splits, tokenizer, accelerator
+        self.data, self.eval = spec.data, spec.eval
+        self._unk_rates: dict[str, float | None] = {}
+
+    def evaluate(self, model: LanguageModel, split_names: list[str]) -> dict[str, EvalResult]:
+        """Results of the named splits that exist and have tokens (all processes take part), in the given order."""
+        tok, acc = self.tokenizer, self.accelerator
+        results = {}
+        for name in split_names:
+            split = self.splits.get(name)
+            if split is None or split.stats.num_tokens == 0:
+                continue
+            result = evaluate_split(model, split, mode=self.data.batching, block_size=self.data.block_size,
+                                    stride=self.eval.stride, batch_size=self.eval.batch_size, bos_id=tok.bos_id,
+                                    eos_id=tok.eos_id, pad_id=tok.pad_id, accelerator=acc,
+                                    autocast=None if acc is None else acc.autocast)
+            results[name] = replace(result, unk_rate=self.unk_rate(name))
+        return results
+
+    def unk_rate(self, name: str) -> float | None:
+        """Share of split `name`'s tokens that are `<unk>`; None when the tokenizer has no separate `<unk>`.
+
+        `<unk>` targets are cheap to predict but stand for whole words, so bits per byte flatters models that
+        use them; reports show the share beside the metrics."""
+        if name not in self._unk_rates:
+            tok, split = self.tokenizer, self.splits[name]
+            if tok.unk_id in (tok.eos_id, tok.pad_id, tok.bos_id):
+                self._unk_rates[name] = None
+            else:
+                unk = int(np.count_nonzero(np.asarray(split.tokens) == tok.unk_id))
+                self._unk_rates[name] = unk / max(1, split.stats.num_tokens)
+        return self._unk_rates[name]
+
+
+def flatten_results(results: dict[str, EvalResult], prefix: str = "") -> dict[str, Any]:
+    """{val_loss, val_ppl, ..., test_bpb, ...} of several splits (with `prefix`, e.g. untrained_val_loss)."""
+    out: dict[str, Any] = {}
+    for name, result in results.items():
+        out.update(result.metrics(prefix + SPLIT_PREFIX.get(name, name)))
+    return out

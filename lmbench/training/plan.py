@@ -1,4 +1,4 @@
-"""Which batches each optimizer step reads.
+"""Which batches each optimizer step reads (the training side of the data: lmbench.data builds the splits).
 
 Each optimizer step consumes global batch `step` of a seeded, per-epoch order (shuffled windows or documents,
 length buckets, or StreamSampler lanes for recurrent models on packed data), so the data position is a pure
@@ -65,20 +65,32 @@ class BatchPlan:
 
 @dataclass
 class TrainData:
+    """The training split as the Trainer reads it: items, which items form each global batch, how a micro-batch
+    is collated, and whether recurrent state runs on from one step to the next."""
+
     dataset: Any
     plan: BatchPlan
     collate: Any
-    carry: bool  # recurrent model on a packed stream: carry state across steps
+    carry: bool  # a model that carries state on a packed stream: carry it across steps (truncated BPTT)
     tokens_per_item: float  # mean targets per item (schedule/ETA estimate for max_tokens)
 
+    def micro_batch_size(self, num_processes: int, grad_accum_steps: int) -> int:
+        """Sequences per forward: the global batch split over processes and accumulation steps (the spec was
+        checked to divide evenly before anything ran: `lmbench.spec.check_batch_split`)."""
+        micro, rest = divmod(self.plan.batch_size, num_processes * grad_accum_steps)
+        if rest or micro < 1:
+            raise ValueError(f"a global batch of {self.plan.batch_size} does not split into {num_processes} "
+                             f"processes x {grad_accum_steps} accumulation steps")
+        return micro
 
-def make_train_data(spec: ExperimentSpec, split: Any, tokenizer: Any, recurrent: bool) -> TrainData:
+
+def make_train_data(spec: ExperimentSpec, split: Any, tokenizer: Any, carries_state: bool) -> TrainData:
     from lmbench.data.batching import DocumentDataset, PackedDataset, collate_documents
 
     d, B = spec.data, spec.train.batch_size
     if d.batching == "packed":
         dataset = PackedDataset(split, d.block_size, tokenizer.eos_id)
-        plan = BatchPlan("stream" if recurrent else "shuffle", len(dataset), B, spec.seed)
+        plan = BatchPlan("stream" if carries_state else "shuffle", len(dataset), B, spec.seed)
         collate, per_item = _stack, float(d.block_size)
     else:
         dataset = DocumentDataset(split, d.block_size, tokenizer.bos_id, tokenizer.eos_id)
@@ -92,7 +104,7 @@ def make_train_data(spec: ExperimentSpec, split: Any, tokenizer: Any, recurrent:
 
         raise SpecError("train.batch_size", f"{B} is larger than the {plan.num_items} training "
                                             f"{'windows' if d.batching == 'packed' else 'documents'}")
-    return TrainData(dataset, plan, collate, recurrent and d.batching == "packed", per_item)
+    return TrainData(dataset, plan, collate, carries_state and d.batching == "packed", per_item)
 
 
 def _stack(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:

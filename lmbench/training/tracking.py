@@ -4,7 +4,7 @@ The runner calls, in order::
 
     accelerator = Accelerator(**accelerator_kwargs(spec, run_dir), ...)
     start(accelerator, spec, run_dir, cell_name, group)       # every process; trackers start on the main one
-    accelerator.log({...}, step=step)                          # step and evaluation metrics
+    log = MetricsLog(run_dir / "metrics.jsonl", accelerator)   # log.append({...}): metrics.jsonl + trackers
     log_samples(accelerator, rows)                             # samples.jsonl rows -> wandb.Table
     write_env_json(run_dir, spec, accelerator, {"data": ..., "tokenizer": ...})
     finish(accelerator, summary)                               # every process, last: calls end_training()
@@ -21,16 +21,15 @@ import json
 import os
 import platform
 import re
-import struct
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict
 
 PACKAGES = ("torch", "accelerate", "transformers", "datasets", "tokenizers", "sentencepiece", "wandb", "pandas",
@@ -161,6 +160,41 @@ def flat_scalars(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class MetricsLog:
+    """metrics.jsonl of a run plus the trackers: one row per logged step (training window, evaluation, final).
+
+    Every process may call `append`; only the main one writes. A resumed run drops the rows logged after its
+    checkpoint (`truncate`), which it is about to log again; a run that starts over drops them all (`clear`).
+    """
+
+    def __init__(self, path: Path, accelerator: Any) -> None:
+        self.path, self.accelerator = Path(path), accelerator
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append `row` (flushed at once) and send its numbers to the trackers at step `row["step"]`."""
+        if not self.accelerator.is_main_process:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+            f.flush()
+        self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["step"])
+
+    def truncate(self, step: int) -> None:
+        """Drop the rows logged after `step` (main process)."""
+        if not self.accelerator.is_main_process or not self.path.exists():
+            return
+        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        """Remove every row (a run killed before its first checkpoint starts over)."""
+        if self.accelerator.is_main_process and self.path.exists():
+            self.path.unlink()
+
+
 def _tracker(accelerator: Any, name: str) -> Any | None:
     return next((t for t in accelerator.trackers if t.name == name), None)
 
@@ -289,76 +323,5 @@ def write_env_json(run_dir: Path, spec: ExperimentSpec, accelerator: Any, finger
         "wandb_mode": wandb_mode(spec) if "wandb" in spec.tracking.backends else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(scrub(env), indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, scrub(env))
     return path
-
-
-# ---------------------------------------------------------------------------------------------- reading back
-def offline_runs(run_dir: Path) -> list[Path]:
-    """W&B run folders under run_dir/wandb (offline-run-* and run-*), oldest first."""
-    root = Path(run_dir) / "wandb"
-    return sorted(p for p in root.glob("*run-*") if p.is_dir() and not p.is_symlink())
-
-
-def read_wandb_records(wandb_file: Path) -> Iterator[Any]:
-    """Yield the protobuf `Record`s of a `.wandb` transaction log (what `wandb sync` uploads).
-
-    wandb >= 0.2x dropped its Python reader (the Go core reads these files); the format is LevelDB's log format
-    behind a 7-byte ":W&B" header: 32 KiB blocks of chunks (crc32 u32, length u16, type u8: 1 full, 2 first,
-    3 middle, 4 last), each record a serialized `wandb_internal_pb2.Record`.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    block = 32768
-    data = Path(wandb_file).read_bytes()
-    ident, _magic, _version = struct.unpack("<4sHB", data[:7])
-    if ident != b":W&B":
-        raise ValueError(f"{wandb_file} is not a W&B transaction log")
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if left < 7 or (length == 0 and kind == 0):  # block trailer / zero padding
-            pos += left
-            continue
-        if pos + 7 + length > len(data):  # a record still being written
-            return
-        pending += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
-def read_offline_history(run_path: Path, wait_s: float = 15.0) -> tuple[list[dict[str, Any]], dict[str, Any],
-                                                                   dict[str, Any]]:
-    """(history rows, final summary, config) of one offline W&B run folder, read from its `.wandb` file.
-
-    wandb's core process may still be writing the file when `run.finish()` returns, so this waits up to `wait_s`
-    seconds for the final `exit` record (then reads whatever is there).
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        records = [r for f in sorted(Path(run_path).glob("*.wandb")) for r in read_wandb_records(f)]
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    history, summary, config = [], {}, {}
-    for record in records:
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
-        elif kind == "summary":
-            summary.update({_key(i): json.loads(i.value_json) for i in record.summary.update})
-        elif kind in ("config", "run"):  # wandb.init(config=...) arrives inside the run record
-            updates = record.config.update if kind == "config" else record.run.config.update
-            config.update({i.key: json.loads(i.value_json) for i in updates if i.key != "_wandb"})
-    return history, summary, config
-
-
-def _key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)

@@ -112,11 +112,11 @@ class RecomputeLM(LanguageModel):
     def init_state(self, batch_size: int, device: torch.device) -> PrefixState:
         return PrefixState(torch.zeros(batch_size, 0, dtype=torch.long, device=device), None)
 
-    def step(self, input_ids: Tensor, state: PrefixState,
-             attention_mask: Tensor | None = None) -> tuple[Tensor, PrefixState]:
+    def step(self, input_ids: Tensor, state: PrefixState, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, PrefixState]:
         ids = torch.cat([state.ids, input_ids], dim=1)
         logits = self.inner(ids, attention_mask)  # (B, T, V): the whole prefix again
-        return logits[:, -input_ids.size(1):], PrefixState(ids, attention_mask)
+        return logits[:, -(logits_to_keep or input_ids.size(1)):], PrefixState(ids, attention_mask)
 
     def flops_per_token(self, seq_len: int) -> float:
         return self.inner.flops_per_token(seq_len)

@@ -42,9 +42,9 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from lmbench import cell as lmcell  # noqa: E402
-from lmbench import precision as lmprecision  # noqa: E402
-from lmbench import train as lmtrain  # noqa: E402
+from lmbench.training import precision as lmprecision  # noqa: E402
+from lmbench.training.runner import build_trainer  # noqa: E402
+from lmbench.training.trainer import Trainer  # noqa: E402
 from lmbench.spec import to_spec  # noqa: E402
 
 SIZES = {
@@ -121,18 +121,18 @@ def lstm_spec(precision: str, data_root: Path, cache: Path) -> dict[str, Any]:
     }
 
 
-def lmbench_trainer(cfg: dict[str, Any], workdir: Path) -> lmtrain.Trainer:
-    return lmcell.build_trainer(to_spec(cfg), workdir, "bench", tracking_kwargs=False)
+def lmbench_trainer(cfg: dict[str, Any], workdir: Path) -> Trainer:
+    return build_trainer(to_spec(cfg), workdir, "bench")
 
 
-def lmbench_runner(trainer: lmtrain.Trainer) -> Callable[[int], None]:
+def lmbench_runner(trainer: Trainer) -> Callable[[int], None]:
     """One optimizer step through the runner's own code (Trainer.train_step)."""
     def step(index: int) -> None:
         trainer.train_step(index)
     return step
 
 
-def same_batches(trainer: lmtrain.Trainer, num_steps: int) -> list[dict[str, torch.Tensor]]:
+def same_batches(trainer: Trainer, num_steps: int) -> list[dict[str, torch.Tensor]]:
     """The global batches lmbench trains on at steps 0..num_steps-1, collated, for the plain loops."""
     return [trainer.train_data.collate(trainer.global_items(i)) for i in range(num_steps)]
 

@@ -1,6 +1,6 @@
 """`lmbench run` orchestration: running cells, skipping completed ones, failures, locks, --jobs, resuming.
 
-Orchestration tests use a fake runner (FAKE_RUNNER below, injected through LMBENCH_RUNNER=module:function): it
+Orchestration tests use a fake runner (FAKE_RUNNER below, passed as `lmbench run --runner module:function`): it
 records every call in a JSON-lines log, can sleep, fail, and notes whether it found a checkpoint (a resume).
 """
 
@@ -19,8 +19,8 @@ import pytest
 
 from lmbench.cli import main
 from lmbench.experiment.grid import load_cells
-from lmbench.experiment.launch import read_summary
 from lmbench.experiment.locks import CellLock, is_locked
+from lmbench.results import read_summary
 
 from .grid_helpers import FAMILY_SEED, write_spec
 
@@ -42,7 +42,7 @@ def _write(run_dir, data):
     os.replace(tmp, run_dir / "summary.json")
 
 
-def run_cell(spec, run_dir, *, cell_name, group=None):
+def run_cell(spec, run_dir, *, cell_name, group, axes):
     run_dir = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
     resumed = (run_dir / "checkpoint").exists()
@@ -64,7 +64,7 @@ def run_cell(spec, run_dir, *, cell_name, group=None):
         time.sleep(0.02)  # held until the test opens the gate
     if cell_name in os.environ.get("FAKE_FAIL", "").split("|"):
         raise RuntimeError(f"boom in {cell_name}")
-    summary = {"status": "completed", "cell": cell_name, "group": group, "resumed": resumed,
+    summary = {"status": "completed", "cell": cell_name, "group": group, "resumed": resumed, "runner_axes": axes,
                "world_size": world_size, "seed": spec.seed, "family": spec.model.family,
                "num_threads": spec.train.num_threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "results_dir": spec.tracking.results_dir}
@@ -80,14 +80,14 @@ def run_cell(spec, run_dir, *, cell_name, group=None):
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """LMBENCH_RUNNER -> the fake runner module; .runs() lists its calls; .env is for subprocesses."""
+    """The fake runner module on sys.path (and PYTHONPATH for subprocesses); .runs() lists its calls; every
+    `lmbench run` of these tests passes `--runner` FAKE (RUNNER_ARGS)."""
     mods = tmp_path / "fakemods"
     mods.mkdir()
     (mods / "lmbench_fake_runner.py").write_text(FAKE_RUNNER)
     monkeypatch.syspath_prepend(str(mods))
     log = tmp_path / "runs.jsonl"
     log.touch()
-    monkeypatch.setenv("LMBENCH_RUNNER", "lmbench_fake_runner:run_cell")
     monkeypatch.setenv("FAKE_RUNS_LOG", str(log))
     for var in ("FAKE_FAIL", "FAKE_SLEEP", "FAKE_HOLD", "RANK", "WORLD_SIZE", "LMBENCH_NUM_THREADS",
                 "LMBENCH_LAUNCH_STARTED"):
@@ -100,8 +100,11 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespa
     return types.SimpleNamespace(runs=runs, results=tmp_path / "results", root=tmp_path / "results" / "tiny")
 
 
+RUNNER_ARGS = ("--runner", "lmbench_fake_runner:run_cell")
+
+
 def run(spec: Path, fake: types.SimpleNamespace, *extra: str) -> int:
-    return main(["run", str(spec), "--results", str(fake.results), "--no-report", *extra])
+    return main(["run", str(spec), "--results", str(fake.results), "--no-report", *RUNNER_ARGS, *extra])
 
 
 def test_run_completes_every_cell_then_skips_them(tmp_path: Path, fake: types.SimpleNamespace) -> None:
@@ -111,11 +114,22 @@ def test_run_completes_every_cell_then_skips_them(tmp_path: Path, fake: types.Si
     summary = read_summary(fake.root / "family=lstm,seed=1")
     assert summary is not None
     assert summary["status"] == "completed" and summary["axes"] == {"model.family": "lstm", "seed": 1}
+    assert summary["runner_axes"] == {"model.family": "lstm", "seed": 1}  # the runner is told its cell's axes
     assert (summary["group"], summary["family"], summary["seed"]) == ("tiny", "lstm", 1)
     assert summary["results_dir"] == str(fake.results) and summary["cell_index"] == 3
     assert json.loads((fake.root / "cells.json").read_text())["cells"][3]["name"] == "family=lstm,seed=1"
     assert run(spec, fake) == 0
     assert len(fake.runs()) == 4  # nothing ran twice
+
+
+def test_a_runner_that_cannot_be_imported_is_a_spec_error(tmp_path: Path, fake: types.SimpleNamespace,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, FAMILY_SEED)
+    for target, says in (("no_colon", "not of the form module:function"), ("lmbench_nowhere:run", "cannot import"),
+                         ("lmbench_fake_runner:missing", "cannot import")):
+        assert main(["run", str(spec), "--results", str(fake.results), "--runner", target]) == 2
+        assert "--runner: " in (err := capsys.readouterr().err) and says in err, err
+    assert fake.runs() == [] and not fake.root.exists()  # refused before anything ran or was written
 
 
 def test_rerun_resumes_a_killed_cell(tmp_path: Path, fake: types.SimpleNamespace) -> None:
@@ -175,12 +189,12 @@ def test_report_is_written_at_the_end(tmp_path: Path, fake: types.SimpleNamespac
 
     report.build_report = build_report  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "lmbench.reporting.report", report)
-    assert main(["run", str(spec), "--results", str(fake.results)]) == 0
+    assert main(["run", str(spec), "--results", str(fake.results), *RUNNER_ARGS]) == 0
     assert calls == [fake.root]
-    assert main(["run", str(spec), "--results", str(fake.results), "--cell", "0"]) == 0
+    assert main(["run", str(spec), "--results", str(fake.results), "--cell", "0", *RUNNER_ARGS]) == 0
     assert len(calls) == 1  # --cell: no report
     monkeypatch.setitem(sys.modules, "lmbench.reporting.report", None)  # not written yet: a warning, exit 0
-    assert main(["run", str(spec), "--results", str(fake.results)]) == 0
+    assert main(["run", str(spec), "--results", str(fake.results), *RUNNER_ARGS]) == 0
     assert "no report written" in capsys.readouterr().err
 
 
@@ -221,7 +235,8 @@ def test_locks_are_exclusive_and_released(tmp_path: Path) -> None:
 
 
 def launcher(spec: Path, fake: types.SimpleNamespace, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lmbench", "run", str(spec), "--results", str(fake.results), "--no-report", *extra]
+    cmd = [sys.executable, "-m", "lmbench", "run", str(spec), "--results", str(fake.results), "--no-report",
+           *RUNNER_ARGS, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -296,7 +311,7 @@ def test_one_cell_under_accelerate_launch_with_two_processes(tmp_path: Path, fak
     spec = write_spec(tmp_path, FAMILY_SEED)
     cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--machine_rank", "0", "--main_process_port", str(29500 + os.getpid() % 1000), "--dynamo_backend", "no",
-           "-m", "lmbench", "run", str(spec), "--cell", "1", "--results", str(fake.results)]
+           "-m", "lmbench", "run", str(spec), "--cell", "1", "--results", str(fake.results), *RUNNER_ARGS]
     for _ in range(2):  # the second launch finds the cell completed: all ranks skip it together
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -320,9 +335,7 @@ grid: {axes: {model.family: [rnn, gru]}}
 
 @pytest.fixture
 def e2e_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """E2E_SPEC written under tmp_path, for the real cell runner (no LMBENCH_RUNNER stand-in)."""
-    pytest.importorskip("lmbench.training.runner")
-    monkeypatch.delenv("LMBENCH_RUNNER", raising=False)
+    """E2E_SPEC written under tmp_path, for the real cell runner (no --runner stand-in)."""
     spec = tmp_path / "e2e.yaml"
     spec.write_text(E2E_SPEC.replace("CACHE", str(tmp_path / "cache")))
     return spec

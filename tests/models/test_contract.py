@@ -44,6 +44,32 @@ def test_step_matches_forward(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 @torch.no_grad()
+def test_step_keeps_only_the_last_logits_when_asked(family: str) -> None:
+    model, ids = make_tiny(family), random_ids(2, 6)
+    full, _ = model.step(ids, model.init_state(2, ids.device))
+    last, state = model.step(ids, model.init_state(2, ids.device), logits_to_keep=2)
+    assert last.shape == (2, 2, VOCAB)
+    close(last, full[:, -2:])
+    nxt, _ = model.step(ids[:, :1], state)  # the state is complete although only two positions were projected
+    close(nxt[:, -1], model(torch.cat([ids, ids[:, :1]], 1))[:, -1])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_forward_with_state_only_where_state_carries(family: str) -> None:
+    """Families that carry state continue a sequence across windows exactly; the others say they cannot."""
+    model, ids = make_tiny(family), random_ids(2, 8)
+    if not model.carries_state:
+        with pytest.raises(NotImplementedError):
+            model.forward_with_state(ids, None)
+        return
+    first, state = model.forward_with_state(ids[:, :5], None)
+    second, _ = model.forward_with_state(ids[:, 5:], state)
+    close(torch.cat([first, second], dim=1), model(ids))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
 def test_causal(family: str) -> None:
     model, ids = make_tiny(family), random_ids(2, 8)
     changed = ids.clone()

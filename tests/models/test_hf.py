@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmbench.errors import SpecError
-from lmbench.models.hf import Config, HFCausalLM, position_ids_from_mask
+from lmbench.models.hf import Config, HFCausalLM
 from lmbench.spec import ExperimentSpec, ModelSpec, TokenizerSpec
 
 TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64}
@@ -51,11 +51,6 @@ def test_old_state_stays_valid_after_step() -> None:
         third, _ = model.step(ids[:, 4:], state)
     torch.testing.assert_close(first, again)
     torch.testing.assert_close(first, third)
-
-
-def test_position_ids_from_left_padded_mask() -> None:
-    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
 
 
 def test_small_vocab_config_has_no_out_of_range_special_ids() -> None:

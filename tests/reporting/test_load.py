@@ -1,17 +1,15 @@
-"""Loading and aggregating runs: cell status from the lock, pivot order, column labels, text sampler metrics, W&B."""
+"""Loading runs: cell status from the lock, unreadable summaries, W&B runs through its API."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from lmbench.reporting import report
 from lmbench.errors import SpecError
-from lmbench.reporting.load import display_names, load_run, load_wandb_runs, pivot, text_sampler_metrics
+from lmbench.reporting import report
+from lmbench.reporting.load import load_run, load_runs, load_wandb_runs
 
 
 def test_running_cell_needs_a_held_lock(tmp_path: Path) -> None:
@@ -29,23 +27,18 @@ def test_running_cell_needs_a_held_lock(tmp_path: Path) -> None:
     assert load_run(cell).status == "incomplete"  # the launcher died: the lock file stays, unheld
 
 
-def test_pivot_orders_numbers_and_names() -> None:
-    frame = pd.DataFrame({"status": "completed", "model.params.d_hidden": [128, 64, 256, 64],
-                          "arch": ["lstm", "gru", "lstm", "gru"], "val_bpb": [2.0, 2.5, 1.5, 2.7]})
-    table = pivot(frame, "model.params.d_hidden", "arch", "val_bpb")
-    assert list(table.index) == [64, 128, 256] and list(table.columns) == ["lstm", "gru"]
-    assert table.loc[64, "gru"] == pytest.approx(2.6) and math.isnan(table.loc[64, "lstm"])
-    names = display_names(["model.family", "tokenizer.kind", "model.params.d_hidden", "a.x", "b.x", "seed"])
-    assert names == {"model.family": "family", "tokenizer.kind": "tokenizer", "model.params.d_hidden": "d_hidden",
-                     "a.x": "a.x", "b.x": "b.x", "seed": "seed"}
-
-
-def test_text_sampler_metrics() -> None:
-    samples = pd.DataFrame([{"sampler": "s", "text": "a b a b a b", "ended_with_eos": True},
-                            {"sampler": "s", "text": "c d", "ended_with_eos": False}])
-    row = text_sampler_metrics(samples).iloc[0]
-    assert row["distinct_1"] == pytest.approx(4 / 8) and row["distinct_2"] == pytest.approx(3 / 6)
-    assert row["rep_4gram"] == pytest.approx(1 / 3) and row["eos_fraction"] == 0.5 and row["mean_length"] == 4
+def test_damaged_and_missing_summaries_show_as_such(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    for name in ("torn", "never", "done"):
+        (root / name).mkdir(parents=True)
+    (root / "torn" / "summary.json").write_text('{"status": "compl')
+    (root / "done" / "summary.json").write_text(json.dumps({"status": "completed", "val_bpb": 1.5}))
+    (root / "cells.json").write_text(json.dumps({"grid": "demo", "cells": [
+        {"index": 0, "name": "torn", "axes": {}}, {"index": 1, "name": "never", "axes": {}},
+        {"index": 2, "name": "done", "axes": {}}, {"index": 3, "name": "gone", "axes": {}}]}))
+    runs = {r.cell: r for r in load_runs(root)}
+    assert runs["torn"].status == "failed" and "summary.json is unreadable" in runs["torn"].summary["error"]
+    assert (runs["never"].status, runs["gone"].status, runs["done"].status) == ("missing", "missing", "completed")
 
 
 class FakeWandbRun:

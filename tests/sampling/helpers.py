@@ -62,8 +62,9 @@ class UnigramLM(LanguageModel):
     def init_state(self, batch_size: int, device: torch.device) -> NoState:
         return NoState()
 
-    def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None) -> tuple[Tensor, Any]:
-        return self.forward(input_ids), state
+    def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, Any]:
+        return self.forward(input_ids[:, -logits_to_keep:] if logits_to_keep else input_ids), state
 
     def flops_per_token(self, seq_len: int) -> float:
         return 0.0
@@ -85,9 +86,10 @@ class CountingLM(LanguageModel):
     def init_state(self, batch_size: int, device: torch.device) -> Any:
         return self.inner.init_state(batch_size, device)
 
-    def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None) -> tuple[Tensor, Any]:
+    def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, Any]:
         self.calls.append(tuple(input_ids.shape))
-        return self.inner.step(input_ids, state, attention_mask)
+        return self.inner.step(input_ids, state, attention_mask, logits_to_keep)
 
     def flops_per_token(self, seq_len: int) -> float:
         return 0.0

@@ -313,14 +313,14 @@ def test_lmbench_transformer_generates_what_gpt2_generates_with_the_same_weights
                                                    length_penalty=lp, early_stopping=es, num_return_sequences=beams)
 
 
-def test_prefill_asks_for_the_last_logits_only_when_the_model_can() -> None:
-    class LastOnly(CountingLM):
-        def step(self, input_ids, state, attention_mask=None, logits_to_keep=None):
+def test_prefill_asks_for_the_last_logits_only() -> None:
+    class Keeps(CountingLM):
+        def step(self, input_ids, state, attention_mask=None, logits_to_keep=0):
             self.calls.append((tuple(input_ids.shape), logits_to_keep))
-            logits, state = self.inner.step(input_ids, state, attention_mask)
-            return (logits if logits_to_keep is None else logits[:, -logits_to_keep:]), state
+            logits, state = self.inner.step(input_ids, state, attention_mask)  # all positions
+            return (logits[:, -logits_to_keep:] if logits_to_keep else logits), state
 
-    model = LastOnly(tiny_model("lstm"))
+    model = Keeps(tiny_model("lstm"))
     plain = ours(tiny_model("lstm"), SamplerSpec(kind="beam", num_beams=2), None, 3)
     assert ours(model, SamplerSpec(kind="beam", num_beams=2), None, 3) == plain
-    assert [keep for _, keep in model.calls] == [1, None, None]
+    assert [keep for _, keep in model.calls] == [1, 0, 0]

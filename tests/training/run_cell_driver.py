@@ -20,8 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from lmbench.training import runner as cell  # noqa: E402
-from lmbench.training import trainer as train  # noqa: E402
+from lmbench.training.runner import run_cell  # noqa: E402
+from lmbench.training.trainer import Trainer  # noqa: E402
 from lmbench.spec import to_spec  # noqa: E402
 
 
@@ -34,15 +34,15 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.step_sleep:
-        real_step = train.Trainer.train_step
+        real_step = Trainer.train_step
 
-        def slow_step(self: train.Trainer, step: int) -> tuple[float, int, float | None]:
+        def slow_step(self: Trainer, step: int) -> tuple[float, int, float | None]:
             time.sleep(args.step_sleep)
             return real_step(self, step)
 
-        train.Trainer.train_step = slow_step  # type: ignore[method-assign]
+        Trainer.train_step = slow_step  # type: ignore[method-assign]
     spec = to_spec(json.loads(Path(args.spec_json).read_text()))
-    summary = cell.run_cell(spec, Path(args.run_dir), cell_name=Path(args.run_dir).name)
+    summary = run_cell(spec, Path(args.run_dir), cell_name=Path(args.run_dir).name)
     if args.expect_world is not None:
         assert summary["world_size"] == args.expect_world, f"expected {args.expect_world} processes: {summary}"
     print("WORLD", summary["world_size"], "STATUS", summary["status"], flush=True)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmbench.training import checkpoint as ckpt
-from lmbench.training.runner import _reset_accelerate
+from lmbench.training.processes import reset_accelerate
 
 
 def tiny_model() -> nn.Module:
@@ -22,7 +22,7 @@ def tiny_model() -> nn.Module:
 def accelerator() -> object:
     from accelerate import Accelerator
 
-    _reset_accelerate()
+    reset_accelerate()
     return Accelerator(cpu=True)
 
 
@@ -138,3 +138,32 @@ def test_state_tensors_round_trip() -> None:
         assert (back.c is None) == (state.c is None) and (back.c is None or torch.equal(back.c, state.c))
     pair = (torch.ones(2), torch.zeros(2))
     assert all(torch.equal(a, b) for a, b in zip(ckpt.tensors_to_state(pair, ckpt.state_to_tensors(pair)), pair))
+
+
+def test_load_run_restores_the_trained_weights(tmp_path: Path) -> None:
+    from lmbench.errors import SpecError
+    from lmbench.models import build_model
+    from lmbench.spec import spec_to_yaml, to_spec
+    from lmbench.tokenizers.char import CharConfig, CharTokenizer
+
+    spec = to_spec({"name": "t", "train": {"max_steps": 1}, "data": {"block_size": 32},
+                    "model": {"family": "transformer", "params": {"num_layers": 1, "num_heads": 2, "d_model": 16,
+                                                                  "block_size": 64}}})
+    (tmp_path / "spec.yaml").write_text(spec_to_yaml(spec))
+    tokenizer = CharTokenizer.train(["the cat sat on the mat"], CharConfig())
+    tokenizer.save(tmp_path / "tokenizer")
+    torch.manual_seed(0)
+    trained = build_model(spec.model, tokenizer)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))  # weights no fresh build has
+    (tmp_path / "checkpoint").mkdir()
+    ckpt.save_weights(trained, tmp_path / "checkpoint" / ckpt.WEIGHTS)
+    model, loaded_tokenizer, loaded_spec = ckpt.load_run(tmp_path)
+    ids = torch.tensor([tokenizer.encode("the cat")])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), trained.eval()(ids))
+    assert not model.training and loaded_spec == spec and loaded_tokenizer.tokens() == tokenizer.tokens()
+    (tmp_path / "checkpoint" / ckpt.WEIGHTS).unlink()
+    with pytest.raises(SpecError, match="has no checkpoint/model.safetensors"):
+        ckpt.load_run(tmp_path)

@@ -30,6 +30,8 @@ def make_split(docs: list[list[int]], prompt_lens: list[int] | None = None, *, n
 class BigramLM(nn.Module):
     """Logits depend only on the current token: a fixed table (V, V); receptive field 1."""
 
+    carries_state = False  # scored like a transformer (windows), as LanguageModel declares it
+
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
@@ -41,6 +43,8 @@ class BigramLM(nn.Module):
 
 class WindowLM(nn.Module):
     """Causal model whose logits at t depend on tokens t-k+1..t (a causal convolution): receptive field k."""
+
+    carries_state = False
 
     def __init__(self, k: int = 3, seed: int = 0) -> None:
         super().__init__()

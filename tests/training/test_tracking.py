@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lmbench.reporting import wandb_offline
 from lmbench.training import tracking
 from lmbench.spec import ExperimentSpec, to_spec
 
@@ -101,9 +102,9 @@ def test_wandb_offline_run_reads_back(monkeypatch: pytest.MonkeyPatch, tmp_path:
     run_dir = tmp_path / "results" / "track-test" / "cell-0"
     summary = run_tiny(make_spec(backends=["wandb"]), run_dir)
 
-    runs = tracking.offline_runs(run_dir)
+    runs = wandb_offline.offline_runs(run_dir)
     assert len(runs) == 1 and runs[0].name.startswith("offline-run-")
-    history, wb_summary, config = tracking.read_offline_history(runs[0])
+    history, wb_summary, config = wandb_offline.read_offline_history(runs[0])
     train = [row for row in history if "train_loss" in row]
     assert [row["_step"] for row in train] == [0, 1, 2, 3]
     assert [row["train_loss"] for row in train] == pytest.approx([4.0, 2.0, 4 / 3, 1.0])

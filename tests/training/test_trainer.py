@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from lmbench.training import checkpoint as ckpt
-from lmbench.training import runner as cell
-from lmbench.training import trainer as train
-from lmbench.training.evaluate import EvalResult
+from lmbench.training.evaluate import EvalResult, Evaluator
+from lmbench.training.runner import run_cell
+from lmbench.training.trainer import Trainer, TrainModule, total_steps
 from lmbench.spec import to_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +59,7 @@ def tiny_cfg(tmp_path: Path, family: str = "transformer", **sections: dict[str, 
 
 
 def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    return cell.run_cell(to_spec(cfg), run_dir, cell_name=run_dir.name)
+    return run_cell(to_spec(cfg), run_dir, cell_name=run_dir.name)
 
 
 def rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -73,11 +72,11 @@ FINAL_KEYS = ("val_loss", "val_nll_nats", "test_loss", "steps", "tokens")
 # ------------------------------------------------------------------------------------------ pure parts
 def test_total_steps_from_budgets(tmp_path: Path) -> None:
     spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 1.5, "max_tokens": 10_000}))
-    assert train.total_steps(spec, steps_per_epoch=10, tokens_per_step=64.0) == 15
+    assert total_steps(spec, steps_per_epoch=10, tokens_per_step=64.0) == 15
     spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": None, "max_tokens": 640}))
-    assert train.total_steps(spec, 10, 64.0) == 10
+    assert total_steps(spec, 10, 64.0) == 10
     spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 5.0}))
-    assert train.total_steps(spec, 10, 64.0) is None
+    assert total_steps(spec, 10, 64.0) is None
 
 
 # ------------------------------------------------------------------------------------------ whole runs
@@ -115,13 +114,13 @@ def test_run_cell_writes_the_results_folder(tmp_path: Path) -> None:
 
 def test_recurrent_packed_carries_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
-    real = train.TrainModule.forward
+    real = TrainModule.forward
 
-    def spy(self: train.TrainModule, input_ids: Any, labels: Any, attention_mask: Any = None, state: Any = None) -> Any:
+    def spy(self: TrainModule, input_ids: Any, labels: Any, attention_mask: Any = None, state: Any = None) -> Any:
         seen.append(state is not None)
         return real(self, input_ids, labels, attention_mask, state)
 
-    monkeypatch.setattr(train.TrainModule, "forward", spy)
+    monkeypatch.setattr(TrainModule, "forward", spy)
     run_dir = tmp_path / "lstm"
     summary = run(tiny_cfg(tmp_path, "lstm", train={"max_steps": 4}), run_dir)
     assert summary["status"] == "completed"
@@ -155,14 +154,14 @@ def test_budgets_end_training(tmp_path: Path) -> None:
 
 def test_non_finite_loss_fails_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = train.TrainModule.forward
+    real = TrainModule.forward
 
-    def poisoned(self: train.TrainModule, *args: Any, **kwargs: Any) -> Any:
+    def poisoned(self: TrainModule, *args: Any, **kwargs: Any) -> Any:
         nll, state = real(self, *args, **kwargs)
         calls["n"] += 1
         return (nll * float("nan") if calls["n"] == 3 else nll), state
 
-    monkeypatch.setattr(train.TrainModule, "forward", poisoned)
+    monkeypatch.setattr(TrainModule, "forward", poisoned)
     run_dir = tmp_path / "nan"
     summary = run(tiny_cfg(tmp_path, train={"checkpoint_every": 1, "eval_every": None}), run_dir)
     assert summary["status"] == "failed" and summary["failed_step"] == 3
@@ -182,15 +181,15 @@ def test_huge_learning_rate_fails_cleanly(tmp_path: Path) -> None:
 def test_early_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
 
-    def fake_evaluate(self: train.Trainer, names: list[str]) -> dict[str, EvalResult]:
+    def fake_evaluate(self: Evaluator, model: Any, names: list[str]) -> dict[str, EvalResult]:
         if names == ["validation"]:
             return {"validation": EvalResult(next(losses) * 100, 100, 100, 100, 10)}
         return {}
 
-    monkeypatch.setattr(train.Trainer, "evaluate", fake_evaluate)
+    monkeypatch.setattr(Evaluator, "evaluate", fake_evaluate)
     cfg = tiny_cfg(tmp_path, train={"max_steps": 100, "eval_every": 1, "early_stopping_patience": 2})
     summary = run(cfg, tmp_path / "early")
-    assert summary["steps"] == 4 and summary["stop_reason"].startswith("early stopping")
+    assert summary["steps"] == 4 and summary["stop_reason"] == "early_stopping"
     assert summary["best_step"] == 2 and summary["best_val_loss"] == pytest.approx(2.0)
     assert json.loads((tmp_path / "early" / "checkpoint" / "best" / "best.json").read_text())["step"] == 2
 
@@ -201,18 +200,18 @@ def test_resume_after_interruption_gives_the_same_metrics(tmp_path: Path, monkey
     cfg = tiny_cfg(tmp_path, family, train={"max_steps": 7, "checkpoint_every": 2, "eval_every": 3},
                    sample={"samplers": []})
     straight = run(cfg, tmp_path / "straight")
-    real = train.Trainer.train_step
+    real = Trainer.train_step
 
-    def interrupted(self: train.Trainer, step: int) -> Any:
+    def interrupted(self: Trainer, step: int) -> Any:
         if step == 5:
             raise KeyboardInterrupt  # dies mid-run after the checkpoint of step 4
         return real(self, step)
 
-    monkeypatch.setattr(train.Trainer, "train_step", interrupted)
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "resumed")
     assert ckpt.read_trainer_state(tmp_path / "resumed" / "checkpoint")["step"] == 4
-    monkeypatch.setattr(train.Trainer, "train_step", real)
+    monkeypatch.setattr(Trainer, "train_step", real)
     resumed = run(cfg, tmp_path / "resumed")
     assert resumed["resumed_from"] == [4]
     for key in FINAL_KEYS:
@@ -258,10 +257,3 @@ def test_decaying_schedule_needs_a_step_budget(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="train.schedule"):
         to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 10.0, "schedule": "cosine"}))
     to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 10.0, "schedule": "warmup_constant"}))
-
-
-def test_force_cpu_only_for_multi_process_launches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert cell.launched_world_size() == 1 and not cell.force_cpu()
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert cell.force_cpu() == (not torch.cuda.is_available())
