@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -35,3 +36,13 @@ def choice_error(path: str, value: Any, choices: Iterable[str], what: str = "") 
 def range_error(path: str, value: Any, allowed: str) -> SpecError:
     """`train.lr = -0.001 is out of range; allowed: > 0`."""
     return SpecError(path, f"{value!r} is out of range; allowed: {allowed}")
+
+
+@contextlib.contextmanager
+def under(prefix: str) -> Iterator[None]:
+    """Re-raise a SpecError from the block with its path under `prefix`: `top_p` -> `sample.samplers[0].top_p`
+    (for checks that do not know where their part sits in the spec or on the command line)."""
+    try:
+        yield
+    except SpecError as err:
+        raise SpecError(f"{prefix}.{err.path}" if err.path else prefix, err.message) from None

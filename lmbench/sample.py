@@ -18,11 +18,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmbench.errors import SpecError, range_error
-from lmbench.spec import ExperimentSpec, SampleSpec, SamplerSpec, check_sampler, typed_params
+from lmbench.sampling.kinds import ALIASES, check_sampler
+from lmbench.spec import ExperimentSpec, SampleSpec, SamplerSpec, typed_params
 
-# Convenience names for KIND: the strategy they mean (the key=value parameters still set the values).
-KIND_ALIASES = {"top_k": "sample", "top_p": "sample", "nucleus": "sample", "min_p": "sample",
-                "temperature": "sample", "multinomial": "sample", "beam_search": "beam"}
 
 
 def parse_sampler(words: list[str], path: str = "--sampler") -> SamplerSpec:
@@ -36,7 +34,7 @@ def parse_sampler(words: list[str], path: str = "--sampler") -> SamplerSpec:
     kind, *pairs = words
     if "=" in kind:
         kind, pairs = "sample", list(words)
-    params: dict[str, Any] = {"kind": KIND_ALIASES.get(kind, kind)}
+    params: dict[str, Any] = {"kind": ALIASES.get(kind, kind)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:

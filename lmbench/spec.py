@@ -1,17 +1,21 @@
 """Experiment specs: typed dataclasses loaded from YAML with OmegaConf, plus torch-free range and choice checks.
 
-A spec names what to train and how to measure it. Family-, kind- and source-specific parameters live in
-`params` dicts that the owning class validates against its own `Config` (see `lmbench.validate`).
+A spec names what to train and how to measure it. Names that pick an implementation (data.source,
+tokenizer.kind, model.family, sample.samplers[].kind, train.optimizer, train.schedule) are checked against their
+registries, and family-, kind- and source-specific parameters against the owner's `Config`, by
+`lmbench.validate`; the closed sets of choices below are `Literal` fields that OmegaConf checks on load.
 
     spec = load_spec("experiments/quickstart.yaml", ["train.lr=1e-3", "model.family=gru"])
 """
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -30,14 +34,14 @@ from lmbench.errors import SpecError, choice_error, did_you_mean, range_error
 class DataSpec:
     """Where documents come from, how they are split and how they are batched."""
 
-    source: str = "builtin"  # builtin | text | json | jsonl | csv | parquet | hf | prompt_story
+    source: str = "builtin"  # a SOURCES name: builtin | text | json | jsonl | csv | parquet | hf | prompt_story
     path: str | None = None  # file, glob, or Hugging Face dataset id (source: hf)
     name: str | None = None  # Hugging Face dataset config name
     files: dict[str, str] = field(default_factory=dict)  # explicit split files {train, validation, test}
     text_field: str = "text"  # json/jsonl/csv/parquet/hf: column holding the text
     prompt_field: str | None = None  # prompt_story from one table: column holding the prompt
     prompt_path: str | None = None  # prompt_story from two files: line i is the prompt of story i in `path`
-    unit: str = "line"  # text source: one document per file | line | separator
+    unit: str = "line"  # text source: one document per file | line | separator (checked by the text source)
     separator: str = "<|endoftext|>"  # text source with unit: separator
     replace: dict[str, str] = field(default_factory=dict)  # literal replacements, e.g. {"<newline>": "\n"}
     lowercase: bool = False
@@ -45,12 +49,12 @@ class DataSpec:
     subsample: float = 1.0  # keep this seeded fraction of documents
     min_chars: int = 1  # drop shorter documents
     max_chars: int | None = None  # drop longer documents
-    split: str = "documents"  # documents: seeded fraction of documents | tail: last fraction of the text stream
+    split: Literal["documents", "tail"] = "documents"  # seeded fraction of documents | last fraction of the text
     val_fraction: float = 0.1  # used when the source has no validation split of its own
     test_fraction: float = 0.0
     split_seed: int = 42
     streaming: bool = False  # hf: stream instead of downloading the whole split
-    batching: str = "packed"  # packed: contiguous windows of block_size | documents: BOS + doc + EOS, padded
+    batching: Literal["packed", "documents"] = "packed"  # contiguous block_size windows | BOS + doc + EOS, padded
     block_size: int = 128  # training window (packed) or maximum document length (documents), in tokens
     bucket_by_length: bool = False  # documents: batch documents of similar length together
     cache_dir: str = "results/cache"  # token cache root, shared by all runs with the same fingerprint
@@ -58,23 +62,23 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    kind: str = "char"  # char | word | bpe | hf
+    kind: str = "char"  # a TOKENIZERS name: char | word | bpe | hf
     params: dict[str, Any] = field(default_factory=dict)  # checked against the kind's Config
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str = MISSING  # rnn | lstm | gru | transformer | hf
+    family: str = MISSING  # a MODELS name: rnn | lstm | gru | transformer | hf
     params: dict[str, Any] = field(default_factory=dict)  # checked against the family's Config
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    optimizer: str = "adamw"  # adamw | adam
+    optimizer: str = "adamw"  # an OPTIMIZERS name: adamw | adam
     lr: float = 1e-3
     weight_decay: float = 0.0  # AdamW only; never applied to biases, norms or embeddings
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "constant"  # constant | warmup_constant | cosine | linear | inverse_sqrt
+    schedule: str = "constant"  # a SCHEDULES name: constant | warmup_constant | cosine | linear | inverse_sqrt
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # cosine/linear decay floor as a fraction of lr
     batch_size: int = 16  # global batch in sequences: per process x processes x grad_accum_steps
@@ -84,7 +88,7 @@ class TrainSpec:
     epochs: float | None = None
     max_tokens: int | None = None
     max_seconds: float | None = None
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 (auto: bf16 where the device runs it fast)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it fast
     compile: bool = False
     eval_every: int | None = None  # steps between validation passes (and at the end)
     checkpoint_every: int | None = None  # steps between checkpoints (and at the end)
@@ -95,7 +99,8 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    splits: list[str] = field(default_factory=lambda: ["validation", "test"])  # those that exist are evaluated
+    splits: list[Literal["train", "validation", "test"]] = field(
+        default_factory=lambda: ["validation", "test"])  # those that exist are evaluated
     batch_size: int = 16
     stride: int | None = None  # sliding-window stride for long documents; None = block_size // 2
     untrained: bool = False  # also evaluate the freshly initialised model (untrained vs trained table)
@@ -105,7 +110,7 @@ class EvalSpec:
 class SamplerSpec:
     """One decoding strategy; the fields follow transformers' GenerationConfig names."""
 
-    kind: str = "greedy"  # greedy | sample | beam | beam_sample
+    kind: str = "greedy"  # a SAMPLERS name: greedy | sample | beam | beam_sample
     name: str | None = None  # label in tables; defaults to a name built from kind and parameters
     temperature: float = 1.0
     top_k: int | None = None
@@ -131,10 +136,10 @@ class SampleSpec:
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    backends: list[str] = field(default_factory=lambda: ["wandb"])  # wandb | tensorboard | none
+    backends: list[Literal["wandb", "tensorboard", "none"]] = field(default_factory=lambda: ["wandb"])
     project: str | None = None  # defaults to the spec name
     group: str | None = None  # defaults to the grid name
-    wandb_mode: str = "auto"  # auto (offline without an API key) | offline | online | disabled
+    wandb_mode: Literal["auto", "offline", "online", "disabled"] = "auto"  # auto: offline without an API key
     results_dir: str = "results"
 
 
@@ -150,20 +155,6 @@ class ExperimentSpec:
     sample: SampleSpec = field(default_factory=SampleSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     grid: Any = None  # axes that turn this spec into many cells (lmbench.experiment.grid)
-
-
-# Choices for fields that are not registries (registries check their own names in lmbench.validate).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.unit": ("file", "line", "separator"),
-    "data.split": ("documents", "tail"),
-    "data.batching": ("packed", "documents"),
-    "train.optimizer": ("adamw", "adam"),
-    "train.schedule": ("constant", "warmup_constant", "cosine", "linear", "inverse_sqrt"),
-    "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "tracking.wandb_mode": ("auto", "offline", "online", "disabled"),
-}
-TRACKING_BACKENDS = ("wandb", "tensorboard", "none")
-SAMPLER_KINDS = ("greedy", "sample", "beam", "beam_sample")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
@@ -227,7 +218,11 @@ def typed_params(config_cls: type, params: dict[str, Any], path: str) -> Any:
         if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
             return_msg = f"unknown key {leaf!r}{did_you_mean(leaf, known)}; known fields: {', '.join(known)}"
             raise SpecError(f"{path}.{leaf}", return_msg) from None
-        raise SpecError(f"{path}.{err.path}" if err.path else path, err.message) from None
+        literal = _literal_choices(exc)
+        full = f"{path}.{err.path}" if err.path else path
+        if literal is not None:  # name the field with its full path in the message too
+            raise choice_error(full, *literal) from None
+        raise SpecError(full, err.message) from None
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec:
@@ -245,6 +240,15 @@ def spec_to_dict(spec: ExperimentSpec) -> dict[str, Any]:
     return container  # type: ignore[return-value]
 
 
+_LITERAL_ERROR = re.compile(r"Invalid value '(.*)', expected one of (\[.*\])$")
+
+
+def _literal_choices(exc: OmegaConfBaseException) -> tuple[str, list[str]] | None:
+    """(bad value, allowed values) when `exc` is OmegaConf refusing a value of a Literal field."""
+    match = _LITERAL_ERROR.match(str(exc).splitlines()[0]) if isinstance(exc, ValidationError) else None
+    return (match.group(1), list(ast.literal_eval(match.group(2)))) if match else None
+
+
 def _translate(exc: OmegaConfBaseException) -> SpecError:
     """Turn OmegaConf's exceptions into one readable SpecError naming the field."""
     key = str(getattr(exc, "full_key", "") or "")
@@ -255,6 +259,9 @@ def _translate(exc: OmegaConfBaseException) -> SpecError:
         known = _known_fields(parent)
         choices = f"; known fields: {', '.join(known)}" if known else ""
         return SpecError(key, f"unknown key {leaf!r}{did_you_mean(leaf, known)}{choices}")
+    literal = _literal_choices(exc)
+    if literal is not None:  # a Literal field: name the allowed values as a registry does
+        return choice_error(key, *literal)
     if isinstance(exc, (ValidationError, ConfigTypeError)):
         return SpecError(key, f"wrong type: {str(exc).splitlines()[0]}")
     return SpecError(key, str(exc).splitlines()[0])
@@ -278,38 +285,6 @@ def _positive(path: str, value: float | None, allow_none: bool = True, allow_zer
         raise range_error(path, value, ">= 0" if allow_zero else "> 0")
 
 
-def _check_choice(path: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise choice_error(path, value, choices)
-
-
-def check_sampler(path: str, s: SamplerSpec) -> None:
-    """Range checks for one sampler; `path` is e.g. ``sample.samplers[2]``."""
-    _check_choice(f"{path}.kind", s.kind, SAMPLER_KINDS)
-    sampling = s.kind in ("sample", "beam_sample")
-    if s.temperature <= 0 and sampling:
-        raise range_error(f"{path}.temperature", s.temperature, "> 0 when sampling")
-    if s.top_k is not None and s.top_k < 1:
-        raise range_error(f"{path}.top_k", s.top_k, ">= 1 (or null)")
-    for name in ("top_p", "min_p"):
-        value = getattr(s, name)
-        if value is not None and not 0 < value <= 1:
-            raise range_error(f"{path}.{name}", value, "in (0, 1] (or null)")
-    if s.repetition_penalty <= 0:
-        raise range_error(f"{path}.repetition_penalty", s.repetition_penalty, "> 0")
-    _positive(f"{path}.no_repeat_ngram_size", s.no_repeat_ngram_size, allow_zero=True)
-    if s.num_beams < 1:
-        raise range_error(f"{path}.num_beams", s.num_beams, ">= 1")
-    if s.kind == "beam_sample" and s.num_beams < 2:
-        raise range_error(f"{path}.num_beams", s.num_beams, ">= 2 for beam_sample (use kind: sample for one beam)")
-    if s.kind in ("greedy", "sample") and s.num_beams != 1:
-        raise SpecError(f"{path}.num_beams", f"{s.num_beams} beams need kind: beam or beam_sample, not {s.kind!r}")
-    if s.num_return_sequences < 1:
-        raise range_error(f"{path}.num_return_sequences", s.num_return_sequences, ">= 1")
-    if s.kind in ("beam", "beam_sample") and s.num_return_sequences > s.num_beams:
-        raise range_error(f"{path}.num_return_sequences", s.num_return_sequences, f"<= num_beams ({s.num_beams})")
-
-
 def check_batch_split(train: TrainSpec, num_processes: int) -> None:
     """`train.batch_size` is the global batch: it must split evenly over processes x accumulation steps."""
     if train.batch_size % (num_processes * train.grad_accum_steps):
@@ -321,9 +296,6 @@ def check_spec(spec: ExperimentSpec) -> None:
     """Choices and ranges that need no registry, no torch and no data."""
     if not spec.name.strip():
         raise SpecError("name", "must not be empty")
-    for path, choices in CHOICES.items():
-        section, leaf = path.split(".")
-        _check_choice(path, getattr(getattr(spec, section), leaf), choices)
     d, t, e = spec.data, spec.train, spec.eval
     for path, value in (("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)):
         if not 0 <= value < 1:
@@ -352,18 +324,8 @@ def check_spec(spec: ExperimentSpec) -> None:
         _positive(f"train.{name}", getattr(t, name))
     if all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens", "max_seconds")):
         raise SpecError("train", "no budget: set at least one of max_steps, epochs, max_tokens, max_seconds")
-    if t.schedule in ("cosine", "linear") and all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens")):
-        # decaying schedules need the run's length in steps; max_seconds alone does not give it (runner)
-        raise SpecError("train.schedule", f"{t.schedule!r} decays over the run and needs max_steps, epochs or "
-                                          "max_tokens (max_seconds alone gives no step count)")
     check_batch_split(t, 1)
     _positive("eval.batch_size", e.batch_size, allow_none=False)
     _positive("eval.stride", e.stride)
-    for i, split in enumerate(e.splits):
-        _check_choice(f"eval.splits[{i}]", split, ("train", "validation", "test"))
     _positive("sample.num_samples", spec.sample.num_samples, allow_none=False)
     _positive("sample.max_new_tokens", spec.sample.max_new_tokens, allow_none=False)
-    for i, sampler in enumerate(spec.sample.samplers):
-        check_sampler(f"sample.samplers[{i}]", sampler)
-    for i, backend in enumerate(spec.tracking.backends):
-        _check_choice(f"tracking.backends[{i}]", backend, TRACKING_BACKENDS)

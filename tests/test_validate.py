@@ -58,6 +58,18 @@ def test_valid_spec_passes(spec_file: Path) -> None:
         ("model.params.d_hiden=4", "model.params.d_hiden", "did you mean 'd_hidden'"),
         ("model.params.num_layers=many", "model.params.num_layers", "many"),
         ("tokenizer.params.min_freq=x", "tokenizer.params.min_freq", "x"),
+        ("train.schedule=cosin", "train.schedule", "did you mean 'cosine'"),
+        ("train.optimizer=sgd", "train.optimizer", "choose from: adam, adamw"),
+        ("sample.samplers=[{kind: sample, top_p: 1.5}]", "sample.samplers[0].top_p", "(0, 1]"),
+        ("sample.samplers=[{kind: sample, top_p: 0}]", "sample.samplers[0].top_p", "(0, 1]"),
+        ("sample.samplers=[{kind: sample, temperature: 0}]", "sample.samplers[0].temperature", "> 0"),
+        ("sample.samplers=[{kind: sample, top_k: 0}]", "sample.samplers[0].top_k", ">= 1"),
+        ("sample.samplers=[{kind: beam, num_beams: 0}]", "sample.samplers[0].num_beams", ">= 1"),
+        ("sample.samplers=[{kind: beam_sample, num_beams: 1}]", "sample.samplers[0].num_beams", ">= 2"),
+        ("sample.samplers=[{kind: greedy, num_beams: 3}]", "sample.samplers[0].num_beams", "need kind: beam"),
+        ("sample.samplers=[{kind: beam, num_beams: 2, num_return_sequences: 3}]",
+         "sample.samplers[0].num_return_sequences", "<= num_beams (2)"),
+        ("sample.samplers=[{kind: nucleus}]", "sample.samplers[0].kind", "choose from: beam, beam_sample, greedy"),
     ],
 )
 def test_registry_and_params_errors(spec_file: Path, override: str, path: str, needle: str) -> None:
@@ -119,3 +131,17 @@ def test_no_traceback_in_a_real_process(spec_file: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "did you mean 'lstm'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_decaying_schedule_needs_a_step_budget(spec_file: Path) -> None:
+    err = _validate(spec_file, "train.max_steps=null", "train.max_seconds=10", "train.schedule=cosine")
+    assert err.path == "train.schedule" and "max_seconds alone" in str(err)
+    validate(load_spec(spec_file, ["train.max_steps=null", "train.max_seconds=10", "train.schedule=warmup_constant"]))
+
+
+def test_the_global_batch_must_split_over_the_launched_processes(spec_file: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    err = _validate(spec_file, "train.batch_size=4")
+    assert err.path == "train.batch_size" and "(3 x 1)" in str(err)
+    validate(load_spec(spec_file, ["train.batch_size=6"]))

@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Document": "sources", "Source": "sources", "SOURCES": "sources",
+    "Document": "sources", "Source": "sources", "SOURCES": "sources", "make_source": "sources",
     "split_names": "corpus", "iter_documents": "corpus",
     "prepare_data": "cache", "PreparedData": "cache", "TokenSplit": "cache", "SplitStats": "cache",
     "data_fingerprint": "cache",

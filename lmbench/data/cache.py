@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from lmbench.data.corpus import iter_documents, make_source, split_names
-from lmbench.data.sources import SPLITS, Document
+from lmbench.data.corpus import iter_documents, split_names
+from lmbench.data.sources import SPLITS, Document, make_source
 from lmbench.errors import SpecError
 from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict

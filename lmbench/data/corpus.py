@@ -19,13 +19,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 
-from lmbench.data.sources import SOURCES, SPLITS, Document, Source
+from lmbench.data.sources import SPLITS, Document, make_source
 from lmbench.errors import SpecError
 from lmbench.spec import DataSpec
-
-
-def make_source(spec: DataSpec) -> Source:
-    return SOURCES.get(spec.source)(spec)
 
 
 def carved_fractions(spec: DataSpec, native: list[str]) -> dict[str, float]:

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 from lmbench.errors import SpecError
 from lmbench.experiment.grid import SINGLE_CELL_NAME, Cell, find_cell, load_cells
 from lmbench.experiment.locks import CellLock, is_locked
-from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, Summary, read_summary, write_json_atomic,
-                             write_summary)
+from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, SUMMARY_FILE, Summary, read_summary,
+                             write_json_atomic, write_summary)
 from lmbench.spec import ExperimentSpec
 
 THREADS_ENV = "LMBENCH_NUM_THREADS"  # set by `run --jobs` for its workers: torch threads per cell
@@ -152,7 +152,7 @@ def _verdict(run_dir: Path, started: float) -> str | None:
     status = (summary or {}).get("status")
     if status == COMPLETED:
         return "done"
-    if status == FAILED and (run_dir / "summary.json").stat().st_mtime >= started:
+    if status == FAILED and (run_dir / SUMMARY_FILE).stat().st_mtime >= started:
         return "failed-elsewhere"  # a concurrent launcher ran it in our lifetime: running it again = twice
     return None
 

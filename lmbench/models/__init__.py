@@ -12,12 +12,12 @@ from lmbench.models import hf, recurrent, transformer  # noqa: F401  (each modul
 from lmbench.models.base import MODELS, DecodeState, LanguageModel
 from lmbench.spec import ModelSpec, typed_params
 
-__all__ = ["MODELS", "DecodeState", "LanguageModel", "build_model", "model_config"]
+__all__ = ["MODELS", "DecodeState", "LanguageModel", "build_model", "resolve_config"]
 
 log = logging.getLogger(__name__)
 
 
-def model_config(spec: ModelSpec) -> Any:
+def resolve_config(spec: ModelSpec) -> Any:
     """The family's typed Config for `spec.params` (SpecError under model.params otherwise)."""
     return typed_params(MODELS.get(spec.family).Config, dict(spec.params), "model.params")
 
@@ -46,6 +46,6 @@ def build_model(spec: ModelSpec, tokenizer: Any, *, seed: int = 0) -> LanguageMo
     seeds the rows of a pretrained-vectors matrix that the vectors do not cover.
     """
     family = MODELS.get(spec.family)
-    config = model_config(spec)
+    config = resolve_config(spec)
     extras = _glove_extras(config, tokenizer, seed) if issubclass(family, recurrent.RecurrentLM) else {}
     return family(config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, **extras)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lmbench.sampling.kinds import sampler_kind
 from lmbench.spec import SamplerSpec
 
 NEG_INF = float("-inf")
@@ -91,10 +92,6 @@ def needs_history(s: SamplerSpec) -> bool:
     return s.repetition_penalty != 1.0 or s.no_repeat_ngram_size > 0
 
 
-def is_sampling(s: SamplerSpec) -> bool:
-    return s.kind in ("sample", "beam_sample")
-
-
 def process(scores: Tensor, history: Tensor | None, s: SamplerSpec) -> Tensor:
     """All processors of sampler `s` in transformers' order. Warpers apply only to sampling kinds, and keep at
     least 2 tokens with beams (one EOS + one continuation), as transformers does."""
@@ -104,7 +101,7 @@ def process(scores: Tensor, history: Tensor | None, s: SamplerSpec) -> Tensor:
     if s.no_repeat_ngram_size > 0:
         assert history is not None
         scores = no_repeat_ngram(scores, history, s.no_repeat_ngram_size)
-    if not is_sampling(s):
+    if not sampler_kind(s).sampling:
         return scores
     keep = 2 if s.num_beams > 1 else 1
     if s.temperature != 1.0:

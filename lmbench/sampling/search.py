@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmbench.models.base import LanguageModel
-from lmbench.sampling.filters import is_sampling, needs_history, process
+from lmbench.sampling.filters import needs_history, process
+from lmbench.sampling.kinds import sampler_kind
 from lmbench.spec import DataSpec, SampleSpec, SamplerSpec
 from lmbench.tokenizers.base import Tokenizer
 
@@ -69,7 +70,7 @@ def generate_tensors(model: LanguageModel, prompt_ids: list[list[int]], sampler:
     eos = -1 if eos_id is None else eos_id  # -1 never matches a token
     with torch.inference_mode(), eval_mode(model):
         ids, mask = left_pad(prompt_ids, pad_id, device)
-        if sampler.kind in ("beam", "beam_sample") and sampler.num_beams > 1:
+        if sampler_kind(sampler).beams and sampler.num_beams > 1:
             return _beam_search(model, ids, mask, sampler, max_new_tokens, eos, pad_id, generator)
         tokens, lengths = _decode(model, ids, mask, sampler, max_new_tokens, eos, pad_id, generator)
         num_return = sampler.num_return_sequences
@@ -141,7 +142,7 @@ def _decode(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: SamplerSp
     out = torch.full((num_rows, max_new_tokens), pad_id, dtype=torch.long, device=ids.device)
     lengths = torch.full((num_rows,), max_new_tokens, dtype=torch.long, device=ids.device)
     finished = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
-    sampling = is_sampling(s)
+    sampling = sampler_kind(s).sampling
     for t in range(max_new_tokens):
         scores = process(next_logits, None if history is None else history[:, : num_prompt + t], s)  # (N, V)
         if sampling:
@@ -180,7 +181,7 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
     vocab_size = next_logits.size(-1)
     full_mask = _full_mask(mask, k, max_new_tokens)
     prompt_history = _history(ids, mask, k, 0) if needs_history(s) else None
-    sampling = is_sampling(s)
+    sampling = sampler_kind(s).sampling
 
     running = torch.full((num_prompts, k, max_new_tokens), pad_id, dtype=torch.long, device=device)
     running_scores = torch.zeros(num_prompts, k, device=device)
@@ -278,23 +279,13 @@ class _Finished:
 
 # --------------------------------------------------------------------------------------------- texts
 
-DETERMINISTIC = ("greedy", "beam")
-NAME_FIELDS = {  # parameters that matter for each kind, in the order they appear in a name
-    "greedy": ("repetition_penalty", "no_repeat_ngram_size"),
-    "sample": ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size"),
-    "beam": ("num_beams", "length_penalty", "early_stopping", "repetition_penalty", "no_repeat_ngram_size"),
-    "beam_sample": ("num_beams", "temperature", "top_k", "top_p", "min_p", "length_penalty", "early_stopping",
-                    "repetition_penalty", "no_repeat_ngram_size"),
-}
-
-
 def sampler_name(s: SamplerSpec) -> str:
     """`s.name`, else the kind and its non-default parameters: ``greedy``, ``sample(top_p=0.95)``,
     ``beam(num_beams=5)`` (num_beams is always named for beams)."""
     if s.name:
         return s.name
     default = SamplerSpec(kind=s.kind)
-    parts = [f"{f}={getattr(s, f)}" for f in NAME_FIELDS.get(s.kind, ())
+    parts = [f"{f}={getattr(s, f)}" for f in sampler_kind(s).name_fields
              if getattr(s, f) != getattr(default, f) or f == "num_beams"]
     return f"{s.kind}({', '.join(parts)})" if parts else s.kind
 
@@ -329,8 +320,9 @@ def sample_texts(model: LanguageModel, tokenizer: Tokenizer, sample_spec: Sample
 def _sampler_rows(model: LanguageModel, tokenizer: Tokenizer, sampler: SamplerSpec, sample_spec: SampleSpec,
                   prompts: Sequence[str], prompt_ids: list[list[int]], device: torch.device | str | None,
                   batch_size: int) -> list[dict[str, Any]]:
-    repeats = 1 if sampler.kind in DETERMINISTIC else sample_spec.num_samples
-    if sampler.kind in DETERMINISTIC and sample_spec.num_samples > 1:
+    deterministic = not sampler_kind(sampler).sampling
+    repeats = 1 if deterministic else sample_spec.num_samples
+    if deterministic and sample_spec.num_samples > 1:
         log.info("%s is deterministic: one run per prompt instead of %d samples", sampler_name(sampler),
                  sample_spec.num_samples)
     jobs = [(p, rep) for p in range(len(prompts)) for rep in range(repeats)]  # (prompt, repeat)

@@ -22,7 +22,7 @@ __all__ = ["META_FILE", "TOKENIZERS", "Tokenizer", "build_tokenizer", "load_toke
            "tokenizer_fingerprint"]
 
 FINGERPRINT_VERSION = 1  # bump when a kind's encoding changes for the same config
-HF_FILES = ("tokenizer.json", "resolve_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
             "added_tokens.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 
 

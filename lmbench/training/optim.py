@@ -8,12 +8,28 @@ parameters (e.g. GloVe vectors) are left out of the optimizer altogether. Tied p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "adam")
+from lmbench.registry import Registry
+
+
+
+@dataclass(frozen=True)
+class OptimizerKind:
+    """A torch optimizer class and whether it takes decoupled weight decay (`train.weight_decay`)."""
+
+    cls: type[torch.optim.Optimizer]
+    decoupled_weight_decay: bool
+
+
+OPTIMIZERS: Registry[OptimizerKind] = Registry("train.optimizer")
+OPTIMIZERS.register("adamw")(OptimizerKind(torch.optim.AdamW, decoupled_weight_decay=True))
+# Adam's weight decay is an L2 term in the gradient, not what anyone wants here: `adam` never decays.
+OPTIMIZERS.register("adam")(OptimizerKind(torch.optim.Adam, decoupled_weight_decay=False))
 _EMBEDDING_HINTS = ("embed", "wte", "wpe", "pos_emb", "position")
 
 
@@ -68,14 +84,12 @@ def build_optimizer(
     model: nn.Module, *, name: str, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8, fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW with `param_groups`, or Adam (no weight decay: Adam's L2 form is not what anyone wants here)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, weight_decay if name == "adamw" else 0.0)
+    """The OPTIMIZERS entry `name` over `param_groups` (AdamW decays the weight matrices; Adam never decays)."""
+    kind = OPTIMIZERS.get(name)
+    groups = param_groups(model, weight_decay if kind.decoupled_weight_decay else 0.0)
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError("the model has no trainable parameters")
     if fused is None:
         fused = _fused_ok(params)
-    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    return kind.cls(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)

@@ -11,15 +11,31 @@ first update never uses lr = 0:
     inverse_sqrt      warm-up, then lr * sqrt(warmup_steps / (step + 1))          (fairseq; warmup 0 = 1 step)
 
 where `progress` = (step - warmup_steps) / (total_steps - warmup_steps) clipped to [0, 1] and
-min_lr = lr * min_lr_ratio.
+min_lr = lr * min_lr_ratio. Each is a `Schedule` in the SCHEDULES registry (`train.schedule` names one); the
+decaying ones need the run's length in steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
-SCHEDULES = ("constant", "warmup_constant", "cosine", "linear", "inverse_sqrt")
-DECAYING = ("cosine", "linear")  # need to know the total number of steps
+from lmbench.registry import Registry
+
+# (step, warmup_steps, total_steps, min_lr_ratio) -> multiplier of the peak learning rate
+Factor = Callable[[int, int, int, float], float]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate shape. `decays`: it ends at min_lr_ratio, so it needs the run's total number of steps."""
+
+    factor: Factor
+    decays: bool = False
+
+
+SCHEDULES: Registry[Schedule] = Registry("train.schedule")
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -37,27 +53,36 @@ def decay_progress(step: int, warmup_steps: int, total_steps: int) -> float:
     return min(1.0, max(0.0, (step - warmup_steps) / span))
 
 
+def _decay(shape: Callable[[float], float]) -> Factor:
+    """Warm-up, then min_lr_ratio + (1 - min_lr_ratio) * shape(progress)."""
+    def factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+        if step < warmup_steps:
+            return warmup_factor(step, warmup_steps)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * shape(decay_progress(step, warmup_steps, total_steps))
+    return factor
+
+
+def _inverse_sqrt(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    if step < warmup_steps:
+        return warmup_factor(step, warmup_steps)
+    return math.sqrt(max(warmup_steps, 1) / (step + 1))
+
+
+SCHEDULES.register("constant")(Schedule(lambda step, warmup, total, floor: 1.0))
+SCHEDULES.register("warmup_constant")(Schedule(lambda step, warmup, total, floor: warmup_factor(step, warmup)))
+SCHEDULES.register("cosine")(Schedule(_decay(lambda p: 0.5 * (1.0 + math.cos(math.pi * p))), decays=True))
+SCHEDULES.register("linear")(Schedule(_decay(lambda p: 1.0 - p), decays=True))
+SCHEDULES.register("inverse_sqrt")(Schedule(_inverse_sqrt))
+
+
 def lr_factor(
     schedule: str, step: int, *, warmup_steps: int = 0, total_steps: int | None = None, min_lr_ratio: float = 0.0
 ) -> float:
     """Multiplier of the peak learning rate for the update at `step` (0-based count of updates done)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
-    if schedule == "constant":
-        return 1.0
-    warm = warmup_factor(step, warmup_steps)
-    if schedule == "warmup_constant" or step < warmup_steps:
-        return warm
-    if schedule == "inverse_sqrt":
-        return math.sqrt(max(warmup_steps, 1) / (step + 1))
-    if total_steps is None:
+    entry = SCHEDULES.get(schedule)
+    if entry.decays and total_steps is None:
         raise ValueError(f"schedule {schedule!r} needs total_steps")
-    progress = decay_progress(step, warmup_steps, total_steps)
-    if schedule == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:  # linear
-        shape = 1.0 - progress
-    return min_lr_ratio + (1.0 - min_lr_ratio) * shape
+    return entry.factor(step, warmup_steps, total_steps or 0, min_lr_ratio)
 
 
 def lr_at(

@@ -221,15 +221,6 @@ def test_a_cell_locked_by_another_launcher_waits_then_is_rechecked(tmp_path: Pat
     assert "seed=0: locked by another launcher" in out and "seed=0: already completed" in out
 
 
-def test_locks_are_exclusive_and_released(tmp_path: Path) -> None:
-    first, second = CellLock(tmp_path), CellLock(tmp_path)
-    assert first.acquire(blocking=False) and not second.acquire(blocking=False)
-    assert is_locked(tmp_path) and str(os.getpid()) in first.holder()
-    first.release()
-    assert not is_locked(tmp_path) and second.acquire(blocking=False)
-    second.release()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Several processes
 

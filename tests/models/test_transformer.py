@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmbench.errors import SpecError
-from lmbench.models import build_model, model_config
+from lmbench.models import build_model, resolve_config
 from lmbench.models.transformer import Config, TransformerLM, attention_mask_for
 from lmbench.spec import DataSpec, ExperimentSpec, ModelSpec, load_spec
 
@@ -151,7 +151,7 @@ def test_tinystories_transformer_fits_30m_parameters() -> None:
     for path in recipes:  # the shipped recipe too, once it exists
         spec = load_spec(path)
         if spec.model.family == "transformer":
-            cfg = model_config(spec.model)
+            cfg = resolve_config(spec.model)
             TransformerLM.check_spec(cfg, spec)
             with torch.device("meta"):
                 assert TransformerLM(cfg, 50257, 50256).num_params() <= 30_000_000, path.name
@@ -165,7 +165,7 @@ def test_seed_notebook_configurations_are_expressible() -> None:
     untied = _build({**SHAKESPEARE, "tie_embeddings": False}, 65)
     assert untied.num_params() == 210_432  # the notebook's 209,729 + q/k/v biases (768) - head bias (65)
     with torch.device("meta"):
-        wp = TransformerLM(model_config(ModelSpec("transformer", WRITINGPROMPTS)), 2500, 0)
+        wp = TransformerLM(resolve_config(ModelSpec("transformer", WRITINGPROMPTS)), 2500, 0)
     TransformerLM.check_spec(wp.config, _spec(WRITINGPROMPTS, block_size=1500))
     assert wp.config.block_size == 1500 and len(wp.blocks) == 5
 

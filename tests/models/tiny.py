@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from lmbench.models import MODELS, LanguageModel, model_config
+from lmbench.models import MODELS, LanguageModel, resolve_config
 from lmbench.spec import ModelSpec
 
 VOCAB = 23
@@ -26,5 +26,5 @@ def make_tiny(family: str, seed: int = 0, **overrides: Any) -> LanguageModel:
     """A tiny model of `family` in eval mode; `overrides` replace entries of its params."""
     torch.manual_seed(seed)
     params = {**TINY_PARAMS[family], **overrides}
-    config = model_config(ModelSpec(family, params))
+    config = resolve_config(ModelSpec(family, params))
     return MODELS.get(family)(config, vocab_size=VOCAB, pad_id=PAD).eval()

@@ -103,6 +103,25 @@ def test_fingerprint_of_local_hf_directory_follows_its_files(tmp_path: Path) -> 
     assert tokenizer_fingerprint(spec) != before
 
 
+def test_fingerprint_follows_every_file_transformers_saves(tmp_path: Path) -> None:
+    """A changed tokenizer_config.json (special tokens, padding side, ...) gives a new fingerprint, so the token
+    cache is rebuilt instead of reused with the old ids; so does every other file save_pretrained writes."""
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import models
+
+    PreTrainedTokenizerFast(tokenizer_object=RustTokenizer(models.WordLevel({"a": 0, "<u>": 1}, unk_token="<u>")),
+                            unk_token="<u>").save_pretrained(str(tmp_path))
+    spec = TokenizerSpec("hf", {"name_or_path": str(tmp_path)})
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert "tokenizer_config.json" in saved
+    for name in saved:
+        before = tokenizer_fingerprint(spec)
+        path = tmp_path / name
+        path.write_text(path.read_text() + "\n")
+        assert tokenizer_fingerprint(spec) != before, name
+
+
 @pytest.mark.parametrize(("kind", "params", "path", "words"), [
     ("bpe", {"vocab_sise": 10}, "tokenizer.params.vocab_sise", "did you mean 'vocab_size'"),
     ("bpe", {"vocab_size": "many"}, "tokenizer.params.vocab_size", "many"),

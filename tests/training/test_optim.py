@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lmbench.errors import SpecError
 from lmbench.training.optim import build_optimizer, no_decay_names, param_groups
 
 
@@ -73,5 +74,6 @@ def test_build_optimizer(name: str, cls: type) -> None:
 
 
 def test_unknown_optimizer() -> None:
-    with pytest.raises(ValueError, match="unknown optimizer"):
+    with pytest.raises(SpecError, match="unknown train.optimizer 'sgd'; choose from: adam, adamw") as err:
         build_optimizer(transformer(), name="sgd", lr=1e-3)
+    assert err.value.path == "train.optimizer"

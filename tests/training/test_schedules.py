@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from lmbench.errors import SpecError
 from lmbench.training.schedules import SCHEDULES, lr_at, lr_factor
 
 
@@ -43,12 +44,17 @@ def test_lr_at_scales_and_decaying_needs_total() -> None:
     assert lr_at("cosine", 0, 2e-3, total_steps=10) == pytest.approx(2e-3)
     with pytest.raises(ValueError, match="total_steps"):
         lr_factor("linear", 5)
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(SpecError, match="unknown train.schedule 'cosin' .did you mean 'cosine'.") as err:
         lr_factor("cosin", 5)
+    assert err.value.path == "train.schedule"
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", SCHEDULES.names())
 def test_every_schedule_is_positive_and_bounded(name: str) -> None:
     for step in range(0, 300, 7):
         f = lr_factor(name, step, warmup_steps=20, total_steps=200, min_lr_ratio=0.05)
         assert 0 < f <= 1.0
+
+
+def test_only_the_decaying_schedules_need_the_run_length() -> None:
+    assert sorted(n for n in SCHEDULES.names() if SCHEDULES.get(n).decays) == ["cosine", "linear"]

@@ -1,4 +1,5 @@
-"""The runner: results layout, budgets, accumulation, non-finite loss, early stopping, resume (also after SIGKILL)."""
+"""The training loop through whole runs: budgets, carried state, accumulation, non-finite loss, early stopping,
+resume (also after SIGKILL). The results folder the runner writes around it is test_runner.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from lmbench.training import checkpoint as ckpt
@@ -80,38 +80,6 @@ def test_total_steps_from_budgets(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ whole runs
-def test_run_cell_writes_the_results_folder(tmp_path: Path) -> None:
-    run_dir = tmp_path / "results" / "runner-test" / "cell0"
-    summary = run(tiny_cfg(tmp_path, eval={"untrained": True}), run_dir)
-    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["tokens"] == 6 * 4 * 16
-    for key in ("num_params", "num_trainable_params", "val_loss", "val_ppl", "val_bpb", "val_bits_per_char",
-                "val_word_ppl", "test_loss", "untrained_val_loss", "untrained_test_bpb", "train_tokens_per_s",
-                "wall_s", "cell", "spec_name", "axes", "mixed_precision", "best_val_loss"):
-        assert key in summary, key
-    assert summary["mixed_precision"] == "no"  # auto: a tiny model
-    assert summary["val_ppl"] == pytest.approx(np.exp(summary["val_loss"]))
-    assert summary["untrained_val_loss"] > summary["val_loss"]
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
-    for name in ("spec.yaml", "metrics.jsonl", "samples.jsonl", "env.json", "tokenizer", "checkpoint/model.safetensors",
-                 "checkpoint/trainer_state.json", "checkpoint/best/model.safetensors"):
-        assert (run_dir / name).exists(), name
-    logged = rows(run_dir)
-    train_rows = [r for r in logged if "train_loss" in r]
-    assert [r["step"] for r in train_rows] == [2, 4, 6]
-    assert {"step", "tokens", "wall_s", "train_loss", "lr", "tokens_per_s"} <= set(train_rows[0])
-    assert [r["step"] for r in logged if "val_loss" in r and not r.get("final")] == [3, 6]
-    assert logged[0]["step"] == 0 and "untrained_val_loss" in logged[0]
-    samples = [json.loads(ln) for ln in (run_dir / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 1 and samples[0]["prompt"] == "the"
-    # the inference weights load into a bare model built from the saved tokenizer
-    from lmbench.models import build_model
-    from lmbench.tokenizers import load_tokenizer
-
-    model = ckpt.load_weights(build_model(to_spec(tiny_cfg(tmp_path)).model, load_tokenizer(run_dir / "tokenizer")),
-                              run_dir)
-    assert model.head.weight is model.tok_emb.weight
-
-
 def test_recurrent_packed_carries_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
     real = TrainModule.forward
@@ -249,11 +217,3 @@ def test_resume_after_sigkill_subprocess(tmp_path: Path) -> None:
     assert resumed["resumed_from"] == [killed_at]
     for key in FINAL_KEYS:
         assert resumed[key] == straight[key], key
-
-
-def test_decaying_schedule_needs_a_step_budget(tmp_path: Path) -> None:
-    from lmbench.errors import SpecError
-
-    with pytest.raises(SpecError, match="train.schedule"):
-        to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 10.0, "schedule": "cosine"}))
-    to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 10.0, "schedule": "warmup_constant"}))

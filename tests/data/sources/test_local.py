@@ -1,4 +1,4 @@
-"""Every source on small files written by the tests; check() errors; the shared corpora (integration)."""
+"""The local sources (text, tables, prompt/story) on small files written by the tests, and the shared corpora."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from lmbench.data import builtin_corpus
 from lmbench.data.corpus import iter_documents, split_names
-from lmbench.data.sources import SOURCES, Document, first_record_fields
+from lmbench.data.sources import Document, check_source, first_record_fields, make_source
 from lmbench.errors import SpecError
 
-from .helpers import data_spec, write_jsonl, write_lines
+from ..helpers import data_spec, write_jsonl, write_lines
 
 RECORDS = [{"summary": f"abstract {i}: we propose a model.", "title": f"paper {i}"} for i in range(12)]
 
 
 def docs(spec, split: str = "train") -> list[Document]:
-    return list(SOURCES.get(spec.source)(spec).documents(split))
+    return list(make_source(spec).documents(split))
 
 
 def texts(spec, split: str = "train") -> list[str]:
@@ -39,9 +38,9 @@ def test_text_units(tmp_path: Path) -> None:
 
 
 def test_separator_split_across_read_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmbench.data import sources
+    from lmbench.data.sources import local
 
-    monkeypatch.setattr(sources, "CHUNK_CHARS", 7)  # separators straddle chunk boundaries
+    monkeypatch.setattr(local, "CHUNK_CHARS", 7)  # separators straddle chunk boundaries
     stories = [f"story {i} " + "x" * (i + 1) for i in range(20)]
     path = tmp_path / "s.txt"
     path.write_text("\n<|endoftext|>\n".join(stories), "utf-8")
@@ -60,37 +59,6 @@ def test_text_native_split_files(tmp_path: Path) -> None:
     spec = data_spec(source="text", files=files, val_fraction=0.0)
     assert split_names(spec) == ["train", "test"]
     assert texts(spec, "test") == ["test 0", "test 1", "test 2"]
-
-
-@pytest.mark.parametrize("field", ["path", "files"])
-def test_missing_file_and_empty_glob(tmp_path: Path, field: str) -> None:
-    missing = str(tmp_path / "nope.txt")
-    spec = data_spec(source="text", **({"path": missing} if field == "path" else {"files": {"train": missing}}))
-    with pytest.raises(SpecError) as err:
-        SOURCES.get("text").check(spec)
-    assert err.value.path == ("data.path" if field == "path" else "data.files.train")
-    assert "not found" in err.value.message
-    with pytest.raises(SpecError, match="no file matches") as err:
-        SOURCES.get("text").check(data_spec(source="text", path=str(tmp_path / "*.nothing")))
-    assert err.value.path == "data.path"
-
-
-def test_path_required_and_split_names_checked(tmp_path: Path) -> None:
-    with pytest.raises(SpecError) as err:
-        SOURCES.get("text").check(data_spec(source="text"))
-    assert err.value.path == "data.path"
-    f = str(write_lines(tmp_path / "t.txt", ["x"]))
-    with pytest.raises(SpecError, match="did you mean 'validation'") as err:
-        SOURCES.get("text").check(data_spec(source="text", files={"train": f, "valid": f}))
-    assert err.value.path == "data.files.valid"
-    with pytest.raises(SpecError, match="needs a train file"):
-        SOURCES.get("text").check(data_spec(source="text", files={"test": f}))
-
-
-def test_unknown_source_has_a_hint() -> None:
-    with pytest.raises(SpecError, match="did you mean 'jsonl'") as err:
-        SOURCES.get("jsnl")
-    assert err.value.path == "data.source"
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -115,7 +83,7 @@ def write_table(tmp_path: Path, kind: str, records: list[dict]) -> Path:
 def test_table_sources(tmp_path: Path, kind: str) -> None:
     path = write_table(tmp_path, kind, RECORDS)
     spec = data_spec(source=kind, path=str(path), text_field="summary")
-    SOURCES.get(kind).check(spec)
+    check_source(spec)
     assert texts(spec) == [r["summary"] for r in RECORDS]
     assert first_record_fields(path, "json" if kind.startswith("json") else kind) == ["summary", "title"]
 
@@ -124,15 +92,9 @@ def test_table_sources(tmp_path: Path, kind: str) -> None:
 def test_absent_text_field_names_the_close_match(tmp_path: Path, kind: str) -> None:
     path = write_table(tmp_path, kind, RECORDS)
     with pytest.raises(SpecError) as err:
-        SOURCES.get(kind).check(data_spec(source=kind, path=str(path), text_field="summry"))
+        check_source(data_spec(source=kind, path=str(path), text_field="summry"))
     assert err.value.path == "data.text_field"
     assert err.value.message == f"'summry' not in {path}; fields: summary, title (did you mean 'summary'?)"
-
-
-def test_json_check_reads_only_the_first_record(tmp_path: Path) -> None:
-    path = tmp_path / "big.json"
-    path.write_text('[{"summary": "ok"},\n' + "{broken json" * 1000, "utf-8")
-    SOURCES.get("json").check(data_spec(source="json", path=str(path), text_field="summary"))
 
 
 # ---------------------------------------------------------------------------------------------- prompt/story
@@ -143,7 +105,7 @@ def test_prompt_story_two_files_with_replace(tmp_path: Path) -> None:
     prompts = write_lines(tmp_path / "prompts.txt", ["[ WP ] A prompt <newline> here", "[ WP ] Two"])
     spec = data_spec(source="prompt_story", path=str(stories), prompt_path=str(prompts),
                      replace={"<newline>": "\n"}, val_fraction=0.0)
-    SOURCES.get("prompt_story").check(spec)
+    check_source(spec)
     assert list(iter_documents(spec, "train")) == [Document("Once . \n The end .", "[ WP ] A prompt \n here"),
                                                    Document("Second story .", "[ WP ] Two")]
 
@@ -160,65 +122,15 @@ def test_prompt_story_misaligned_files(tmp_path: Path) -> None:
 def test_prompt_story_table_and_checks(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "wp.jsonl", [{"prompt": f"p{i}", "story": f"s{i}"} for i in range(3)])
     spec = data_spec(source="prompt_story", path=str(path), text_field="story", prompt_field="prompt")
-    SOURCES.get("prompt_story").check(spec)
+    check_source(spec)
     assert docs(spec) == [Document(f"s{i}", f"p{i}") for i in range(3)]
     with pytest.raises(SpecError, match="did you mean 'prompt'") as err:
-        SOURCES.get("prompt_story").check(data_spec(source="prompt_story", path=str(path), text_field="story",
+        check_source(data_spec(source="prompt_story", path=str(path), text_field="story",
                                                     prompt_field="promt"))
     assert err.value.path == "data.prompt_field"
     with pytest.raises(SpecError, match="exactly one of prompt_path") as err:
-        SOURCES.get("prompt_story").check(data_spec(source="prompt_story", path=str(path)))
+        check_source(data_spec(source="prompt_story", path=str(path)))
     assert err.value.path == "data.prompt_path"
-
-
-# ---------------------------------------------------------------------------------------------- hf
-
-
-def test_hf_saved_to_disk_dataset(tmp_path: Path) -> None:
-    import datasets
-
-    rows = {"train": [f"train story {i}" for i in range(5)], "validation": ["val a", "val b"]}
-    datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v, "n": list(range(len(v)))})
-                          for k, v in rows.items()}).save_to_disk(str(tmp_path / "saved"))
-    spec = data_spec(source="hf", path=str(tmp_path / "saved"))
-    SOURCES.get("hf").check(spec)
-    assert split_names(spec) == ["train", "validation"]
-    assert texts(spec, "validation") == rows["validation"]
-    streamed = data_spec(source="hf", path=str(tmp_path / "saved"), streaming=True)
-    assert texts(streamed, "train") == rows["train"]
-    with pytest.raises(SpecError, match="did you mean 'text'") as err:
-        SOURCES.get("hf").check(data_spec(source="hf", path=str(tmp_path / "saved"), text_field="txt"))
-    assert err.value.path == "data.text_field"
-
-
-def test_hf_local_folder_of_files_with_valid_split(tmp_path: Path) -> None:
-    (tmp_path / "ds").mkdir()
-    write_jsonl(tmp_path / "ds" / "train.jsonl", [{"text": f"t{i}"} for i in range(4)])
-    write_jsonl(tmp_path / "ds" / "validation.jsonl", [{"text": "v0"}])
-    spec = data_spec(source="hf", path=str(tmp_path / "ds"))
-    SOURCES.get("hf").check(spec)
-    assert split_names(spec) == ["train", "validation"]
-    assert texts(spec, "validation") == ["v0"]
-    sliced = data_spec(source="hf", path=str(tmp_path / "ds"), files={"train": "train[:2]", "validation": "validation"})
-    assert texts(sliced, "train") == ["t0", "t1"]
-
-
-def test_hf_check_never_touches_the_network() -> None:
-    """A hub id that is not in the local cache: field names cannot be checked cheaply, so check() passes."""
-    SOURCES.get("hf").check(data_spec(source="hf", path="nobody/not-a-cached-dataset", text_field="anything"))
-
-
-# ---------------------------------------------------------------------------------------------- builtin
-
-
-def test_builtin_corpus_is_deterministic_and_sizeable() -> None:
-    first = texts(data_spec(source="builtin"))
-    assert first == list(builtin_corpus.builtin_texts())
-    assert len(first) > 1000 and 0.8e6 < sum(map(len, first)) < 2e6
-    assert all(len(t) >= builtin_corpus.MIN_CHARS for t in first)
-    fp = builtin_corpus.builtin_fingerprint()
-    assert fp["num_docs"] == len(first) and len(fp["sha256"]) == 64 and fp["python"].count(".") == 2
-    assert list(builtin_corpus.MODULES) == sorted(builtin_corpus.MODULES)
 
 
 # ---------------------------------------------------------------------------------------------- shared data
@@ -250,7 +162,7 @@ def _rooted(fields: dict, root: Path) -> dict:
 @pytest.mark.parametrize("name", sorted(SHARED_SPECS))
 def test_shared_corpora_load(shared_data: Path, name: str) -> None:
     spec = data_spec(**_rooted(SHARED_SPECS[name], shared_data))
-    SOURCES.get(spec.source).check(spec)
+    check_source(spec)
     per_split = {split: list(iter_documents(spec, split)) for split in split_names(spec)}
     assert set(per_split) >= {"train", "validation"}
     assert all(per_split.values())

@@ -1,7 +1,7 @@
 """The `hf` source: `datasets.load_dataset(path, name, split=..., streaming=...)`, offline-friendly.
 
 `path` is a hub id (offline: only from the local `datasets` cache), a local folder of data files, or a folder
-written by `save_to_disk`. `check()` never touches the network: it reads column names from a local folder or
+written by `save_to_disk`. `check_spec()` never touches the network: it reads column names from a local folder or
 from the cache's `dataset_info.json`, and skips the field check when neither is there.
 """
 
@@ -10,14 +10,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmbench.data.sources import (ROWS_PER_READ, SOURCES, SPLIT_ALIASES, SPLITS, TABLE_BUILDERS, Document, Source,
-                                  as_text, check_field, check_split_files, first_record_fields, require_path,
-                                  stat_files)
+from lmbench.data.sources.base import (ROWS_PER_READ, SOURCES, SPLIT_ALIASES, SPLITS, TABLE_BUILDERS, Document,
+                                       Source, as_text, check_field, check_split_files, first_record_fields,
+                                       require_path, stat_files)
 from lmbench.errors import SpecError
-from lmbench.spec import DataSpec
+
+
+@dataclass
+class HFConfig:
+    path: str | None = None  # hub id, local folder of data files, or a folder written by save_to_disk
+    name: str | None = None  # the dataset's config name
+    files: dict[str, str] = field(default_factory=dict)  # our split -> its split expression
+    text_field: str = "text"
+    streaming: bool = False  # stream instead of downloading the whole split
 
 
 @SOURCES.register("hf")
@@ -26,50 +35,52 @@ class HFSource(Source):
     (e.g. ``{train: "train[:10%]", validation: validation}``); without it the dataset's own train/validation/test
     splits are used (``valid``/``dev`` count as validation)."""
 
+    Config = HFConfig
+
     @classmethod
-    def check(cls, spec: DataSpec) -> None:
-        path = require_path(spec)
-        check_split_files(spec)
-        fields = _hf_local_fields(path, spec.name)
+    def check_spec(cls, config: HFConfig, spec: Any) -> None:
+        path = require_path(config)
+        check_split_files(config)
+        fields = _hf_local_fields(path, config.name)
         if fields is not None:
-            check_field(fields, spec.text_field, path)
+            check_field(fields, config.text_field, path)
 
     def native_splits(self) -> list[str]:
-        if self.spec.files:
+        if self.config.files:
             return super().native_splits()
         return sorted(self._split_map(), key=SPLITS.index)
 
     def _split_map(self) -> dict[str, str]:
         """Our split name -> the dataset's split name."""
-        names = _hf_split_names(require_path(self.spec), self.spec.name)
+        names = _hf_split_names(require_path(self.config), self.config.name)
         mapping = {SPLIT_ALIASES[n]: n for n in reversed(names) if n in SPLIT_ALIASES}
         if "train" not in mapping:
-            raise SpecError("data.files", f"{self.spec.path} has splits {names} but no train split; "
+            raise SpecError("data.files", f"{self.config.path} has splits {names} but no train split; "
                                           "map ours to its splits with data.files: {train: <its split>}")
         return mapping
 
     def documents(self, split: str) -> Iterator[Document]:
-        expr = self.spec.files[split] if self.spec.files else self._split_map()[split]
-        ds = _hf_load(self.spec, expr)
-        if ds.column_names is not None and self.spec.text_field not in ds.column_names:
-            check_field(list(ds.column_names), self.spec.text_field, self.spec.path or "")
+        expr = self.config.files[split] if self.config.files else self._split_map()[split]
+        ds = _hf_load(self.config, expr)
+        if ds.column_names is not None and self.config.text_field not in ds.column_names:
+            check_field(list(ds.column_names), self.config.text_field, self.config.path or "")
         for batch in ds.iter(batch_size=ROWS_PER_READ):
-            if self.spec.text_field not in batch:  # streaming datasets may not know their columns up front
-                check_field(list(batch), self.spec.text_field, self.spec.path or "")
-            for text in batch[self.spec.text_field]:
+            if self.config.text_field not in batch:  # streaming datasets may not know their columns up front
+                check_field(list(batch), self.config.text_field, self.config.path or "")
+            for text in batch[self.config.text_field]:
                 yield Document(as_text(text))
 
     def fingerprint(self) -> dict[str, Any]:
-        local = Path(os.path.expanduser(str(self.spec.path)))
+        local = Path(os.path.expanduser(str(self.config.path)))
         files = stat_files(sorted(p for p in local.rglob("*") if p.is_file())) if local.is_dir() else []
-        return {"path": self.spec.path, "name": self.spec.name, "files": files}
+        return {"path": self.config.path, "name": self.config.name, "files": files}
 
 
 def _is_saved_to_disk(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def _hf_load(spec: DataSpec, split: str) -> Any:
+def _hf_load(spec: HFConfig, split: str) -> Any:
     import datasets
 
     local = Path(os.path.expanduser(str(spec.path)))

@@ -1,0 +1,82 @@
+"""The runner: what one cell writes (results folder, summary, samples), failures before training, reference runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmbench.results import read_summary
+from lmbench.spec import to_spec
+from lmbench.training import checkpoint as ckpt
+
+from .test_trainer import rows, run, tiny_cfg
+
+
+def test_run_cell_writes_the_results_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "results" / "runner-test" / "cell0"
+    summary = run(tiny_cfg(tmp_path, eval={"untrained": True}), run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["tokens"] == 6 * 4 * 16
+    for key in ("num_params", "num_trainable_params", "val_loss", "val_ppl", "val_bpb", "val_bits_per_char",
+                "val_word_ppl", "test_loss", "untrained_val_loss", "untrained_test_bpb", "train_tokens_per_s",
+                "wall_s", "cell", "spec_name", "axes", "mixed_precision", "best_val_loss"):
+        assert key in summary, key
+    assert summary["mixed_precision"] == "no"  # auto: a tiny model
+    assert summary["val_ppl"] == pytest.approx(np.exp(summary["val_loss"]))
+    assert summary["untrained_val_loss"] > summary["val_loss"]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    for name in ("spec.yaml", "metrics.jsonl", "samples.jsonl", "env.json", "tokenizer", "checkpoint/model.safetensors",
+                 "checkpoint/trainer_state.json", "checkpoint/best/model.safetensors"):
+        assert (run_dir / name).exists(), name
+    logged = rows(run_dir)
+    train_rows = [r for r in logged if "train_loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6]
+    assert {"step", "tokens", "wall_s", "train_loss", "lr", "tokens_per_s"} <= set(train_rows[0])
+    assert [r["step"] for r in logged if "val_loss" in r and not r.get("final")] == [3, 6]
+    assert logged[0]["step"] == 0 and "untrained_val_loss" in logged[0]
+    samples = [json.loads(ln) for ln in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 1 and samples[0]["prompt"] == "the"
+    # the inference weights load into a bare model built from the saved tokenizer
+    from lmbench.models import build_model
+    from lmbench.tokenizers import load_tokenizer
+
+    model = ckpt.load_weights(build_model(to_spec(tiny_cfg(tmp_path)).model, load_tokenizer(run_dir / "tokenizer")),
+                              run_dir)
+    assert model.head.weight is model.tok_emb.weight
+
+
+def test_a_cell_that_cannot_be_built_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no such weights")
+
+    monkeypatch.setattr("lmbench.models.build_model", broken)
+    run_dir = tmp_path / "broken"
+    with pytest.raises(RuntimeError, match="no such weights"):
+        run(tiny_cfg(tmp_path), run_dir)
+    summary = read_summary(run_dir)
+    assert summary is not None and summary["status"] == "failed"
+    assert summary["error"] == "RuntimeError: no such weights" and summary["cell"] == "broken"
+
+
+def test_samples_are_scored_by_the_reference_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """sample.reference_run: a completed run's model scores every sample (the coherence proxy of the report);
+    a reference that has not completed gives no reference perplexity, with a warning."""
+    sample = {"prompts": ["the"], "max_new_tokens": 6, "samplers": [{"kind": "greedy"}, {"kind": "sample"}]}
+    reference = tmp_path / "grid" / "ref"
+    run(tiny_cfg(tmp_path, sample=sample), reference)
+    scored = run(tiny_cfg(tmp_path, sample={**sample, "reference_run": "cell:ref"}), tmp_path / "grid" / "other")
+    table = pd.read_csv(tmp_path / "grid" / "other" / "sampler_metrics.csv")
+    assert scored["num_samples"] == 2 and list(table["sampler"]) == ["greedy", "sample"]
+    assert (table["reference_ppl"] > 1).all() and (table["self_ppl"] > 1).all()
+    (reference / "summary.json").write_text(json.dumps({"status": "running"}))
+    run(tiny_cfg(tmp_path, sample={**sample, "reference_run": "cell:ref"}), tmp_path / "grid" / "third")
+    assert table_has_no_reference(tmp_path / "grid" / "third" / "sampler_metrics.csv")
+    assert "is not completed" in caplog.text
+
+
+def table_has_no_reference(path: Path) -> bool:
+    table = pd.read_csv(path)
+    return "reference_ppl" not in table or bool(table["reference_ppl"].isna().all())
