@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from lmbench.data.batching import IGNORE_INDEX
 from lmbench.models.base import LanguageModel
 from lmbench.sampling.search import eval_mode
 from lmbench.tokenizers.base import Tokenizer
@@ -63,7 +64,7 @@ def _batch_nll(model: LanguageModel, pairs: Sequence[tuple[Sequence[int], Sequen
     length = max(len(s) for s in seqs)
     ids = torch.zeros(len(seqs), length, dtype=torch.long)
     mask = torch.zeros(len(seqs), length, dtype=torch.long)
-    labels = torch.full((len(seqs), length), -100, dtype=torch.long)  # labels[:, t] = target of position t
+    labels = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)  # labels[:, t] = target of position t
     for row, ((prompt, cont), seq) in enumerate(zip(pairs, seqs)):
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
@@ -71,8 +72,8 @@ def _batch_nll(model: LanguageModel, pairs: Sequence[tuple[Sequence[int], Sequen
             labels[row, len(prompt) - 1 : len(seq) - 1] = torch.tensor(list(cont))
     ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
     logits, _ = model.step(ids, model.init_state(len(seqs), device), attention_mask=mask)  # (B, T, V)
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return float(nll), int((labels != -100).sum())
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    return float(nll), int((labels != IGNORE_INDEX).sum())
 
 
 def same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:

@@ -165,8 +165,8 @@ def _final_results(parts: CellParts, outcome: TrainOutcome) -> dict[str, EvalRes
     metrics.jsonl."""
     names = list(parts.spec.eval.splits)
     rest = parts.evaluator.evaluate(parts.model, [n for n in names if n not in outcome.validation])
-    results = {n: r for n, r in {**outcome.validation, **rest}.items()}
-    results = {n: results[n] for n in names if n in results}
+    scored = {**outcome.validation, **rest}
+    results = {n: scored[n] for n in names if n in scored}  # in eval.splits order
     p = outcome.progress
     parts.metrics.append({"step": p.step, "tokens": p.tokens, "wall_s": parts.trainer.wall_s(), "final": True,
                           **flatten_results(results)})

@@ -5,12 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import torch
+import transformers
+from packaging.version import Version
 from torch import Tensor, nn
 
 from lmbench.models.base import LanguageModel
 
 FAMILIES = ("hf", "transformer", "lstm")
+TRANSFORMERS = Version(transformers.__version__)
+# Where lmbench follows a newer transformers than the declared floor, parity is only checked against that one.
+LEFT_PADDING_AWARE_PENALTY = "5.23.0"  # repetition penalty ignores left padding (per-row prompt_ignore_length)
+SORTED_BEAM_SAMPLE = "5.24.0"  # sampled beam candidates are sorted by score before the first num_beams may finish
+
+
+def skip_before(version: str, why: str) -> None:
+    """Skip the calling parity test on a transformers release older than `version` (lmbench follows `version`)."""
+    if TRANSFORMERS < Version(version):
+        pytest.skip(f"transformers {TRANSFORMERS}: {why} only from {version}, which lmbench follows")
 
 
 def tiny_model(family: str, vocab_size: int = 40, seed: int = 0) -> LanguageModel:

@@ -16,6 +16,8 @@ from transformers.generation.logits_process import (
 from lmbench.sampling import filters
 from lmbench.spec import SamplerSpec
 
+from .helpers import LEFT_PADDING_AWARE_PENALTY, skip_before
+
 V = 30
 
 
@@ -71,6 +73,7 @@ def test_repetition_penalty_matches_transformers(seed: int, penalty: float) -> N
 
 
 def test_repetition_penalty_ignores_left_padding_like_transformers() -> None:
+    skip_before(LEFT_PADDING_AWARE_PENALTY, "a per-row prompt_ignore_length")
     scores, history = random_scores(0, rows=2), random_history(0, rows=2)
     pads = torch.tensor([3, 0])  # leading pads per row (transformers' prompt_ignore_length from the mask)
     expected = RepetitionPenaltyLogitsProcessor(1.5, prompt_ignore_length=pads)(history, scores.clone())

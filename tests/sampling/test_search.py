@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
-from packaging.version import Version
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from lmbench.models.base import LanguageModel
@@ -22,10 +20,9 @@ from lmbench.sampling import generate
 from lmbench.sampling.search import left_pad
 from lmbench.spec import SamplerSpec
 
-from .helpers import FAMILIES, CountingLM, UnigramLM, tiny_model
+from .helpers import (FAMILIES, LEFT_PADDING_AWARE_PENALTY, SORTED_BEAM_SAMPLE, CountingLM, UnigramLM, skip_before,
+                      tiny_model)
 
-TRANSFORMERS = Version(transformers.__version__)
-SORTED_BEAM_SAMPLE = "5.24.0"  # the first release that sorts sampled beam candidates by score
 PROMPTS = [[5, 6, 7, 8], [9, 10], [3, 1, 4, 1, 5, 9]]  # different lengths: left padding
 EOS = {"hf": 22, "transformer": 5, "lstm": 18}  # ids each tiny model emits within a few tokens
 
@@ -103,11 +100,12 @@ def test_seeded_sampling_draws_what_transformers_draws(hf_model: LanguageModel, 
     """Same seed, same draws: our private generator replays the global CPU generator transformers uses.
 
     Beam sampling follows transformers >= 5.24, which sorts the drawn candidates by score before taking the
-    first num_beams as those allowed to finish; earlier releases kept the draw order, so only the draws of
-    plain sampling can be compared with them."""
-    if params["kind"] == "beam_sample" and TRANSFORMERS < Version(SORTED_BEAM_SAMPLE):
-        pytest.skip(f"transformers {TRANSFORMERS} keeps beam-sample candidates in draw order "
-                    f"(sorted by score from {SORTED_BEAM_SAMPLE}, which lmbench follows)")
+    first num_beams as those allowed to finish; earlier releases kept the draw order. The repetition penalty
+    follows >= 5.23, which leaves left padding out of the prompt it penalises."""
+    if params["kind"] == "beam_sample":
+        skip_before(SORTED_BEAM_SAMPLE, "sorted beam-sample candidates")
+    if params.get("repetition_penalty", 1.0) != 1.0:
+        skip_before(LEFT_PADDING_AWARE_PENALTY, "a repetition penalty that ignores left padding")
     s = SamplerSpec(**params)
     hf_kwargs = {k: v for k, v in params.items() if k != "kind"}
     for seed in (3, 4):
