@@ -353,7 +353,7 @@ def _print_outcomes(ctx: _Launch, cells: Sequence[Cell], outcomes: dict[str, str
     for outcome in outcomes.values():
         counts[outcome] = counts.get(outcome, 0) + 1
     failed = [c for c in cells if outcomes.get(c.name) in (FAILED, "failed-elsewhere")]
-    labels = {"completed": "completed", "done": "skipped (already completed)", FAILED: "failed",
+    labels = {COMPLETED: "completed", "done": "skipped (already completed)", FAILED: "failed",
               "failed-elsewhere": "failed elsewhere"}
     _say(ctx, None, f"{len(cells)} cells: " + ", ".join(f"{n} {labels.get(k, k)}" for k, n in counts.items()))
     for cell in failed:

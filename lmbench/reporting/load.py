@@ -16,7 +16,8 @@ import pandas as pd
 
 from lmbench.errors import SpecError
 from lmbench.experiment.locks import LOCK_NAME, is_locked
-from lmbench.results import CELL_FILE, CELLS_FILE, SUMMARY_FILE, Status, read_json, read_summary
+from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, RUNNING, SUMMARY_FILE, Status, read_json,
+                             read_summary)
 
 RUN_FILES = ("spec.yaml", SUMMARY_FILE, "metrics.jsonl", "samples.jsonl")
 
@@ -80,7 +81,7 @@ def _status_without_summary(run_dir: Path, started: bool = False) -> str:
     it here (killed, or a folder copied while running); missing: never started."""
     try:
         if is_locked(run_dir):
-            return "running"
+            return RUNNING
     except OSError:  # a read-only copy: the lock cannot be probed
         pass
     started = started or any((run_dir / name).exists() for name in ("metrics.jsonl", "checkpoint", "samples.jsonl"))
@@ -90,8 +91,8 @@ def _status_without_summary(run_dir: Path, started: bool = False) -> str:
 def load_run(run_dir: Path, axes: dict[str, Any] | None = None) -> Run:
     """Read one cell directory; axes from summary.json, else cell.json (written when the cell starts), else `axes`."""
     summary: dict[str, Any] = dict(read_summary(run_dir) or {})
-    status = str(summary.get("status") or "completed") if summary else _status_without_summary(run_dir)
-    if status == "running" and (run_dir / LOCK_NAME).exists():  # run by `lmbench run`: is it still?
+    status = str(summary.get("status") or COMPLETED) if summary else _status_without_summary(run_dir)
+    if status == RUNNING and (run_dir / LOCK_NAME).exists():  # run by `lmbench run`: is it still?
         status = _status_without_summary(run_dir, started=True)
     cell_axes = summary.get("axes") or (read_json(run_dir / CELL_FILE) or {}).get("axes") or axes or {}
     order = [*(axes or {}), *cell_axes]  # the grid's order (cells.json) over summary.json's sorted keys
@@ -144,7 +145,7 @@ def _wandb_run(wb_run: Any) -> Run:
     config = {k: v for k, v in dict(wb_run.config).items() if not k.startswith("_")}
     raw = getattr(wb_run.summary, "_json_dict", None) or dict(wb_run.summary)
     summary = {k: v for k, v in raw.items() if not k.startswith("_")}
-    state = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed"}
+    state = {"finished": COMPLETED, "crashed": FAILED, "failed": FAILED, "killed": FAILED}  # W&B run states
     status = str(summary.get("status") or state.get(wb_run.state, wb_run.state))
     metrics = pd.DataFrame(list(wb_run.scan_history()))
     if not metrics.empty:

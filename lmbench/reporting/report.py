@@ -23,6 +23,7 @@ import pandas as pd
 from lmbench.errors import SpecError
 from lmbench.reporting import plots
 from lmbench.reporting.load import Run, load_runs, load_wandb_runs
+from lmbench.results import COMPLETED
 from lmbench.reporting.tables import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, axis_names, coherence_column,
                                       completed_groups, display_names, factor_columns, fmt, formatted, pivot,
                                       rank_metric, runs_frame, sampler_frame, seed_table)
@@ -72,7 +73,7 @@ def _unaxed(axes: Sequence[str]) -> list[str]:
 
 
 def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str], metric: str) -> Section:
-    done = frame[(frame["status"] == "completed") & frame[metric].notna()].sort_values(metric, kind="stable")
+    done = frame[(frame["status"] == COMPLETED) & frame[metric].notna()].sort_values(metric, kind="stable")
     done = done.assign(rank=range(1, len(done) + 1))
     columns = ["rank", "cell", *axes, *_unaxed(axes), metric, "val_bits_per_char", "val_word_ppl", "val_ppl",
                "num_params"]
@@ -169,7 +170,7 @@ def samples_section(runs: Sequence[Run]) -> Section | None:
 
 
 def failures_section(frame: pd.DataFrame) -> Section | None:
-    bad = frame[frame["status"] != "completed"]
+    bad = frame[frame["status"] != COMPLETED]
     if bad.empty:
         return None
     errors = bad.get("error", pd.Series("", index=bad.index)).fillna("").astype(str)
@@ -314,7 +315,7 @@ def val_curve(run: Run) -> pd.DataFrame:
 def size_points(frame: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.DataFrame:
     """One point per configuration (completed cells grouped by the factors, seeds averaged): label, num_params,
     mean and std of `metric`, and the factor columns."""
-    done = frame[(frame["status"] == "completed")]
+    done = frame[(frame["status"] == COMPLETED)]
     if done.empty or metric not in done or "num_params" not in done:
         return pd.DataFrame()
     rows = []

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lmbench.reporting.load import Run
+from lmbench.results import COMPLETED
 
 RANK_METRICS = ("val_bpb", "test_bpb", "val_bits_per_char", "val_loss")
 FIXED_AXES = {"family": ("model.family", "family"), "tokenizer": ("tokenizer.kind", "tokenizer"), "seed": ("seed",)}
@@ -104,7 +105,7 @@ def rank_metric(frame: pd.DataFrame) -> str | None:
 
 def seed_table(frame: pd.DataFrame, groups: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
     """Completed cells grouped by every factor (not the seed): count, and mean ± std of each metric as text."""
-    done = frame[frame["status"] == "completed"]
+    done = frame[frame["status"] == COMPLETED]
     metrics = [m for m in metrics if m in done and done[m].notna().any()]
     if done.empty or not metrics:
         return pd.DataFrame()
@@ -145,7 +146,7 @@ def _levels(values: pd.Series) -> list[Any]:
 
 def pivot(frame: pd.DataFrame, rows: str, cols: str | None, metric: str) -> pd.DataFrame:
     """Mean `metric` of completed cells over every other axis and seed: `rows` x `cols` (or one column of `metric`)."""
-    done = frame[(frame["status"] == "completed") & frame[metric].notna()]
+    done = frame[(frame["status"] == COMPLETED) & frame[metric].notna()]
     keys = [rows] if cols is None else [rows, cols]
     done = done.assign(**{k: done[k] if pd.api.types.is_numeric_dtype(done[k]) else done[k].astype(str) for k in keys})
     means = done.groupby(keys, sort=False)[metric].mean()
