@@ -31,6 +31,8 @@ def read_wandb_records(wandb_file: Path) -> Iterator[Any]:
 
     block = 32768
     data = Path(wandb_file).read_bytes()
+    if len(data) < 7:  # wandb's core has created the file but not written its header yet
+        return
     ident, _magic, _version = struct.unpack("<4sHB", data[:7])
     if ident != b":W&B":
         raise ValueError(f"{wandb_file} is not a W&B transaction log")

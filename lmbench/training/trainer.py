@@ -130,12 +130,7 @@ class TrainOutcome:
     progress: Progress
     stop_reason: StopReason | None
     validation: dict[str, EvalResult]
-    steps_per_epoch: int
     error: NonFiniteLoss | None = None
-
-    @property
-    def epochs(self) -> float:
-        return self.progress.step / self.steps_per_epoch
 
 
 class Trainer:
@@ -185,10 +180,10 @@ class Trainer:
             reason = self._train()
         except NonFiniteLoss as exc:
             log.error("%s: %s", self.cell_name, exc)
-            return TrainOutcome(self.progress, None, {}, self.steps_per_epoch, exc)
+            return TrainOutcome(self.progress, None, {}, exc)
         validation = self._final_validation()
         self._save_if_new()
-        return TrainOutcome(self.progress, reason, validation, self.steps_per_epoch)
+        return TrainOutcome(self.progress, reason, validation)
 
     # ----- resume and checkpoints
     def _resume(self) -> bool:

@@ -71,6 +71,13 @@ def test_a_record_still_being_written_is_left_out(tmp_path: Path) -> None:
     assert [r.WhichOneof("record_type") for r in read_wandb_records(path)] == ["history"]
 
 
+def test_a_log_without_its_header_yet_has_no_records(tmp_path: Path) -> None:
+    path = tmp_path / "run.wandb"
+    for written in (b"", b":W&"):  # created, header not (fully) written: what a reader can race into
+        path.write_bytes(written)
+        assert list(read_wandb_records(path)) == []
+
+
 def test_not_a_wandb_log(tmp_path: Path) -> None:
     path = tmp_path / "x.wandb"
     path.write_bytes(b"PK\x03\x04 not a wandb file")
