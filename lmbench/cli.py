@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lmbench.errors import SpecError
 
@@ -24,14 +25,21 @@ HANDLERS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with lmbench's one-line errors: `lmbench: error: --jobs: invalid int value: 'x'`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"lmbench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=1e-3")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmbench", description="Train, evaluate, sample and compare small language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="lmbench", description="Train, evaluate, sample and compare small language models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="train + evaluate + sample every cell of a spec or grid, then report")
     _spec_args(p)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal, Required, TypedDict
 
@@ -123,8 +124,49 @@ def read_summary(run_dir: Path) -> Summary | None:
     return data  # type: ignore[return-value]
 
 
+# The record of how far a cell got: never replaced by less (a failure before training, a new session starting).
+PROGRESS_KEYS = ("steps", "tokens", "epochs", "train_s", "train_tokens_per_s", "train_flops_per_s", "best_val_loss",
+                 "best_step", "resumed_from")
+
+
 def write_summary(run_dir: Path, summary: Summary) -> None:
-    """Write `summary` to `run_dir`/summary.json atomically (main process only)."""
+    """Write `summary` to `run_dir`/summary.json atomically (main process only). While a cell is running or
+    when it failed, a summary on disk that records more training steps keeps its progress fields: no record of
+    progress is lost to a crash before training or a new session. A completed summary is written as it is."""
     if summary.get("status") not in STATUSES:
         raise ValueError(f"summary status must be one of {', '.join(STATUSES)}, got {summary.get('status')!r}")
+    previous = read_summary(run_dir) or {}
+    if summary["status"] != COMPLETED and int(previous.get("steps") or 0) > int(summary.get("steps") or 0):
+        summary = Summary(**{**summary, **{k: previous[k] for k in PROGRESS_KEYS if k in previous}})  # type: ignore[typeddict-item]
     write_json_atomic(Path(run_dir) / SUMMARY_FILE, summary, sort_keys=True)
+
+
+class DamagedFile(RuntimeError):
+    """A file of a run is unreadable in a way lmbench cannot repair; the message names the file and where."""
+
+
+def read_rows(path: Path, *, strict: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """(line, row) of each JSON-lines row of `path` (metrics.jsonl, samples.jsonl).
+
+    The last line may be torn by a kill in the middle of a write: it is dropped with a warning. Any other
+    unreadable line raises DamagedFile naming the file and the line, or with `strict=False` (reports, which
+    read running cells too) is skipped with a warning."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            torn = number == len(lines) and not text.endswith("\n")
+            if strict and not torn:
+                raise DamagedFile(f"{path}: line {number} is unreadable ({exc}); repair or delete that line") from None
+            what = "was cut off mid-write (a killed or running run)" if torn else f"is unreadable ({exc})"
+            print(f"lmbench: warning: {path}: line {number} {what}; skipped", file=sys.stderr)
+            continue
+        rows.append((line, row))
+    return rows

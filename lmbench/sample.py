@@ -53,12 +53,16 @@ def _scalar(value: str) -> Any:
         return value
 
 
-def sample_spec_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> SampleSpec:
-    """The run's `sample` section with the command line's prompts, sampler, counts and seed."""
+def check_counts(args: argparse.Namespace) -> None:
     if args.num_samples < 1:
         raise range_error("--num-samples", args.num_samples, ">= 1")
     if args.max_new_tokens < 1:
         raise range_error("--max-new-tokens", args.max_new_tokens, ">= 1")
+
+
+def sample_spec_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> SampleSpec:
+    """The run's `sample` section with the command line's prompts, sampler, counts and seed."""
+    check_counts(args)
     prompts = list(args.prompt) if args.prompt else list(spec.sample.prompts)
     return dataclasses.replace(spec.sample, prompts=prompts, num_samples=args.num_samples,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
@@ -69,7 +73,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Print every generated text of the run at `args.run_dir`; returns the exit code."""
     from lmbench.sampling.search import prompt_start_id, sample_texts
 
-    sampler = parse_sampler(list(args.sampler))  # fail on a bad sampler before loading anything
+    sampler = parse_sampler(list(args.sampler))  # fail on a bad sampler or count before loading anything
+    check_counts(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from lmbench.training.checkpoint import load_run
 

@@ -11,13 +11,16 @@ registries, and family-, kind- and source-specific parameters against the owner'
 from __future__ import annotations
 
 import ast
+import dataclasses
+import math
 import re
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -43,6 +46,7 @@ class DataSpec:
     prompt_path: str | None = None  # prompt_story from two files: line i is the prompt of story i in `path`
     unit: str = "line"  # text source: one document per file | line | separator (checked by the text source)
     separator: str = "<|endoftext|>"  # text source with unit: separator
+    encoding: str = "utf-8"  # text files (text source, two-file prompt_story), e.g. latin-1
     replace: dict[str, str] = field(default_factory=dict)  # literal replacements, e.g. {"<newline>": "\n"}
     lowercase: bool = False
     limit: int | None = None  # keep the first N documents (before splitting)
@@ -167,7 +171,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends: report, don't trace
-        raise SpecError("", f"cannot parse {path}: {exc}") from None
+        raise SpecError("", f"cannot parse {path}: {_one_line(exc)}") from None
     if not isinstance(cfg, DictConfig):
         raise SpecError("", f"{path} must hold a mapping at the top level")
     bases = cfg.pop("defaults", None) or []
@@ -179,13 +183,29 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     return OmegaConf.merge(merged, cfg)
 
 
+def _one_line(exc: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (`found duplicate key lr (line 4, column 3)`)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        context_mark = getattr(exc, "context_mark", None)
+        first = f"; first at line {context_mark.line + 1}" if context_mark is not None and "duplicate" in problem else ""
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1}{first})"
+    return " ".join(str(exc).split())
+
+
 def raw_spec(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     """The spec file with its defaults and the command-line `key=value` overrides merged, not yet typed."""
     cfg = _read_yaml(Path(path))
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise SpecError("", f"override {bad[0]!r} is not of the form key=value")
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if "=" not in override:
+            raise SpecError("", f"override {override!r} is not of the form key=value")
+        if not key or any(not part for part in key.split(".")):
+            raise SpecError(key or override, f"override {override!r} has an empty part in its dotted key")
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except Exception as exc:  # a value the YAML parser cannot read, e.g. an unclosed [
+        raise SpecError("", f"cannot parse the overrides {list(overrides)}: {_one_line(exc)}") from None
 
 
 def to_spec(cfg: DictConfig | dict[str, Any]) -> ExperimentSpec:
@@ -194,6 +214,7 @@ def to_spec(cfg: DictConfig | dict[str, Any]) -> ExperimentSpec:
         cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg.copy()
         if OmegaConf.select(cfg, "train.mixed_precision") is False:  # YAML reads a bare `no` as false
             OmegaConf.update(cfg, "train.mixed_precision", "no")
+        _check_samplers(cfg)
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentSpec), cfg)
         spec = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -201,6 +222,15 @@ def to_spec(cfg: DictConfig | dict[str, Any]) -> ExperimentSpec:
     assert isinstance(spec, ExperimentSpec)
     check_spec(spec)
     return spec
+
+
+def _check_samplers(cfg: DictConfig) -> None:
+    """Type each sampler on its own first: OmegaConf loses the path of a bad key inside a list of dataclasses."""
+    samplers = OmegaConf.select(cfg, "sample.samplers", default=None)
+    if isinstance(samplers, ListConfig):
+        for i, sampler in enumerate(samplers):
+            if isinstance(sampler, DictConfig):
+                typed_params(SamplerSpec, OmegaConf.to_container(sampler), f"sample.samplers[{i}]")
 
 
 def typed_params(config_cls: type, params: dict[str, Any], path: str) -> Any:
@@ -268,12 +298,17 @@ def _translate(exc: OmegaConfBaseException) -> SpecError:
 
 
 def _known_fields(dotted_parent: str) -> list[str]:
-    node: Any = OmegaConf.structured(ExperimentSpec)
+    """The fields of the spec section at `dotted_parent` (`sample.samplers[0]` is a SamplerSpec)."""
+    cls: Any = ExperimentSpec
     for part in [p for p in dotted_parent.split(".") if p]:
-        node = node.get(part) if isinstance(node, DictConfig) else None
-        if not isinstance(node, DictConfig):
+        name, indexed = re.sub(r"\[\d+\]$", "", part), part.endswith("]")
+        hint = typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
+        if indexed and typing.get_origin(hint) is list:
+            hint = typing.get_args(hint)[0]
+        if not dataclasses.is_dataclass(hint):
             return []
-    return sorted(node.keys())
+        cls = hint
+    return sorted(f.name for f in dataclasses.fields(cls))
 
 
 def _positive(path: str, value: float | None, allow_none: bool = True, allow_zero: bool = False) -> None:
@@ -281,8 +316,27 @@ def _positive(path: str, value: float | None, allow_none: bool = True, allow_zer
         if not allow_none:
             raise SpecError(path, "required field is missing")
         return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise range_error(path, value, ">= 0" if allow_zero else "> 0")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise range_error(path, value, ">= 0" if allow_zero else "> 0 (and finite)")
+
+
+def _fraction(path: str, value: float, allowed: str, low: float, high: float, *, open_low: bool = False,
+              open_high: bool = False) -> None:
+    """`value` in the interval [low, high] (open ends as given); NaN and inf are out of range."""
+    if not math.isfinite(value) or value < low or value > high or (open_low and value == low) or \
+            (open_high and value == high):
+        raise range_error(path, value, allowed)
+
+
+# A name that becomes a folder (spec name, cell name): one path component, no separators, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=,@~-]{0,127}")
+
+
+def check_name(path: str, value: str) -> None:
+    """`value` is used as one folder name under the results folder: refuse anything that could leave it."""
+    if not SAFE_NAME.fullmatch(value):
+        raise SpecError(path, f"{value!r} cannot be a folder name under the results folder: use letters, digits "
+                              "and . _ - + = , @ ~ (not first: . - + = , @ ~), at most 128 characters, no / or ..")
 
 
 def check_batch_split(train: TrainSpec, num_processes: int) -> None:
@@ -296,14 +350,16 @@ def check_spec(spec: ExperimentSpec) -> None:
     """Choices and ranges that need no registry, no torch and no data."""
     if not spec.name.strip():
         raise SpecError("name", "must not be empty")
+    check_name("name", spec.name)
+    for path, seed in (("seed", spec.seed), ("data.split_seed", spec.data.split_seed), ("sample.seed", spec.sample.seed)):
+        if not 0 <= seed < 2**32:
+            raise range_error(path, seed, "in [0, 2**32)")
     d, t, e = spec.data, spec.train, spec.eval
     for path, value in (("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)):
-        if not 0 <= value < 1:
-            raise range_error(path, value, "in [0, 1)")
+        _fraction(path, value, "in [0, 1)", 0.0, 1.0, open_high=True)
     if d.val_fraction + d.test_fraction >= 1:
         raise range_error("data.val_fraction", d.val_fraction, "val_fraction + test_fraction < 1")
-    if not 0 < d.subsample <= 1:
-        raise range_error("data.subsample", d.subsample, "in (0, 1]")
+    _fraction("data.subsample", d.subsample, "in (0, 1]", 0.0, 1.0, open_low=True)
     _positive("data.limit", d.limit)
     _positive("data.min_chars", d.min_chars, allow_zero=True)
     _positive("data.max_chars", d.max_chars)
@@ -312,11 +368,10 @@ def check_spec(spec: ExperimentSpec) -> None:
         raise range_error("data.max_chars", d.max_chars, f">= data.min_chars ({d.min_chars})")
     _positive("train.lr", t.lr, allow_none=False)
     _positive("train.weight_decay", t.weight_decay, allow_zero=True)
-    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+    if len(t.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in t.betas):
         raise range_error("train.betas", list(t.betas), "two numbers in [0, 1)")
     _positive("train.warmup_steps", t.warmup_steps, allow_zero=True)
-    if not 0 <= t.min_lr_ratio <= 1:
-        raise range_error("train.min_lr_ratio", t.min_lr_ratio, "in [0, 1]")
+    _fraction("train.min_lr_ratio", t.min_lr_ratio, "in [0, 1]", 0.0, 1.0)
     for name in ("batch_size", "grad_accum_steps", "log_every"):
         _positive(f"train.{name}", getattr(t, name), allow_none=False)
     for name in ("grad_clip", "max_steps", "epochs", "max_tokens", "max_seconds", "eval_every",
@@ -329,3 +384,10 @@ def check_spec(spec: ExperimentSpec) -> None:
     _positive("eval.stride", e.stride)
     _positive("sample.num_samples", spec.sample.num_samples, allow_none=False)
     _positive("sample.max_new_tokens", spec.sample.max_new_tokens, allow_none=False)
+    if spec.sample.samplers and not spec.sample.prompts:
+        raise SpecError("sample.prompts", "is empty: give at least one prompt, or set sample.samplers: [] to "
+                                          "sample nothing")
+    for path, name in (("tracking.project", spec.tracking.project), ("tracking.group", spec.tracking.group)):
+        if name is not None and (not name.strip() or len(name) > 128 or any(c in name for c in '/\\#?%:')):
+            raise SpecError(path, f"{name!r} is not a valid W&B {path.split('.')[1]} name: 1-128 characters, "
+                                  "none of / \\ # ? % :")

@@ -49,3 +49,27 @@ def check_training(spec: ExperimentSpec) -> None:
         raise SpecError("train.schedule", f"{t.schedule!r} decays over the run and needs max_steps, epochs or "
                                           "max_tokens (max_seconds alone gives no step count)")
     check_batch_split(t, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def validate_data(spec: ExperimentSpec) -> None:
+    """What can only be known from the data: every split non-empty (prepare_data raises), something to
+    evaluate, enough training items for one global batch, and a block that fits the held-out text. Builds (or
+    opens) the token cache; `lmbench run` calls it before any cell folder exists."""
+    from lmbench.data import prepare_data
+    from lmbench.models import MODELS
+    from lmbench.training.plan import make_train_data
+
+    data = prepare_data(spec, progress=False)
+    present = [name for name in spec.eval.splits if name in data.splits]
+    if not present:
+        raise SpecError("eval.splits", f"none of {list(spec.eval.splits)} is a split of this data (it has "
+                                       f"{', '.join(data.splits)}): no final metrics would be computed")
+    make_train_data(spec, data.splits["train"], data.tokenizer, MODELS.get(spec.model.family).carries_state)
+    for name in present:
+        if name == "train":
+            continue
+        num_tokens = data.splits[name].stats.num_tokens
+        if spec.data.batching == "packed" and spec.data.block_size > num_tokens:
+            raise SpecError("data.block_size", f"{spec.data.block_size} is longer than the whole {name} split "
+                                               f"({num_tokens:,} tokens): lower it, or hold out more text "
+                                               "(data.val_fraction / data.test_fraction)")

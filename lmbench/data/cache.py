@@ -13,7 +13,8 @@ Layout of `<data.cache_dir>/<fingerprint[:16]>/`:
 A cache is built in a temporary folder under an exclusive file lock and renamed into place, so concurrent
 processes never see (or corrupt) a half-written one. With several processes (accelerate), call
 `prepare_data(spec)` on the main process, then `prepare_data(spec, load_only=True)` on the others after a
-barrier. Documents are read and tokenized in batches and streamed to disk: memory stays flat.
+barrier. Documents are read and tokenized in batches and streamed to disk: memory stays flat. meta.json also
+records the size and xxh3 checksum of every file; a cache that does not match is rebuilt with a warning.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 from lmbench.data.corpus import iter_documents, split_names
 from lmbench.data.sources import SPLITS, Document, make_source
 from lmbench.errors import SpecError
+from lmbench.integrity import check_manifest, manifest_of
 from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict
 from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -49,7 +51,7 @@ DOCS_PER_BATCH = 1000
 META_FILE = "meta.json"
 # DataSpec fields that change the tokens (path, prompt_path and files are covered by the source fingerprint,
 # which resolves them to files with sizes and mtimes; batching fields and cache_dir do not change tokens).
-TOKEN_FIELDS = ("source", "name", "text_field", "prompt_field", "unit", "separator", "replace", "lowercase",
+TOKEN_FIELDS = ("source", "name", "text_field", "prompt_field", "unit", "separator", "encoding", "replace", "lowercase",
                 "limit", "subsample", "min_chars", "max_chars", "split", "val_fraction", "test_fraction",
                 "split_seed")
 
@@ -123,45 +125,76 @@ def data_fingerprint(spec: ExperimentSpec) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def prepare_data(spec: ExperimentSpec, *, progress: bool = True, load_only: bool = False) -> PreparedData:
+class DamagedCache(RuntimeError):
+    """A token cache whose files do not match what its meta.json recorded when it was written."""
+
+
+def prepare_data(spec: ExperimentSpec, *, progress: bool = True, load_only: bool = False,
+                 verify: bool = True) -> PreparedData:
     """The tokenizer and token splits of `spec`, from the cache when it exists, else built (and cached).
 
-    `load_only=True` (non-main processes, after a barrier) never builds: a missing cache is a RuntimeError.
+    An existing cache is checked first: file sizes always, checksums too with `verify` (a cell opening it);
+    a damaged cache is rebuilt, with a warning naming the file. `load_only=True` (non-main processes, after a
+    barrier) never builds: a missing or damaged cache is an error there.
     """
     fingerprint = data_fingerprint(spec)
     root = Path(spec.data.cache_dir)
     final = root / fingerprint[:16]
-    if (final / META_FILE).is_file():
-        return load_prepared(final, fingerprint)
+    opened = _open_cache(final, fingerprint, verify and not load_only)
+    if opened is not None:
+        return opened
     if load_only:
-        raise RuntimeError(f"token cache {final} is missing; the main process must call prepare_data first")
+        raise RuntimeError(f"token cache {final} is missing or damaged; the main process must prepare it first")
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root / f".{fingerprint[:16]}.lock"):
-        if (final / META_FILE).is_file():  # another process built it while we waited
-            return load_prepared(final, fingerprint)
+        opened = _open_cache(final, fingerprint, verify)  # another process may have built it while we waited
+        if opened is not None:
+            return opened
         tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint[:16]}.tmp-", dir=root))
         try:
             _build(spec, tmp, fingerprint, progress)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache is read by other users
-            if final.exists():  # an incomplete leftover (no meta.json)
+            if final.exists():  # an incomplete or damaged leftover
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    data = load_prepared(final, fingerprint)
+    data = load_prepared(final, fingerprint, verify=False)  # just written and checksummed
     data.reused = False
     return data
 
 
-def load_prepared(directory: Path, fingerprint: str | None = None) -> PreparedData:
-    """Open a complete cache folder (memory maps; nothing is tokenized)."""
+def _open_cache(directory: Path, fingerprint: str, verify: bool) -> PreparedData | None:
+    """The cache in `directory` if it is complete and undamaged; None to build it (a warning says why)."""
+    if not directory.exists():
+        return None
+    try:
+        return load_prepared(directory, fingerprint, verify=verify)
+    except DamagedCache as exc:
+        print(f"lmbench: warning: damaged token cache, rebuilding it: {exc}", file=sys.stderr)
+        return None
+
+
+def load_prepared(directory: Path, fingerprint: str | None = None, *, verify: bool = True) -> PreparedData:
+    """Open a complete cache folder (memory maps; nothing is tokenized). Sizes are checked always and
+    checksums with `verify`; DamagedCache names the first file that does not match meta.json."""
     directory = Path(directory)
-    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    if fingerprint is not None and meta["fingerprint"] != fingerprint:
-        raise RuntimeError(f"{directory} holds fingerprint {meta['fingerprint']}, not {fingerprint}")
-    dtype = np.dtype(meta["tokenizer"]["dtype"])
-    names = sorted(meta["splits"], key=SPLITS.index)  # meta.json sorts its keys; keep train/validation/test
+    meta_path = directory / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["tokenizer"]["dtype"])
+        names = sorted(meta["splits"], key=SPLITS.index)  # meta.json sorts its keys; keep train/validation/test
+    except FileNotFoundError:
+        raise DamagedCache(f"{meta_path} is missing (the cache was never finished)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedCache(f"{meta_path} is unreadable ({type(exc).__name__}: {exc})") from None
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise DamagedCache(f"{meta_path} holds fingerprint {meta.get('fingerprint')}, not {fingerprint}")
+    if "files" in meta:
+        problem = check_manifest(directory, meta["files"], checksums=verify)
+        if problem:
+            raise DamagedCache(problem)
     splits = {name: _load_split(directory, name, dtype) for name in names}
     return PreparedData(load_tokenizer(directory / "tokenizer"), splits, meta["fingerprint"], directory,
                         reused=True, meta=meta)
@@ -170,8 +203,13 @@ def load_prepared(directory: Path, fingerprint: str | None = None) -> PreparedDa
 def _load_split(directory: Path, name: str, dtype: np.dtype) -> TokenSplit:
     stats = SplitStats(**json.loads((directory / f"{name}.stats.json").read_text(encoding="utf-8")))
     path = directory / f"{name}.tokens.bin"
+    if path.stat().st_size != stats.num_tokens * dtype.itemsize:
+        raise DamagedCache(f"{path} has {path.stat().st_size:,} bytes, expected {stats.num_tokens:,} tokens x "
+                           f"{dtype.itemsize} bytes")
     tokens = np.memmap(path, dtype=dtype, mode="r") if stats.num_tokens else np.zeros(0, dtype=dtype)
     offsets = np.load(directory / f"{name}.offsets.npy", mmap_mode="r")
+    if len(offsets) != stats.num_docs + 1 or (len(offsets) and int(offsets[-1]) != stats.num_tokens):
+        raise DamagedCache(f"{directory / f'{name}.offsets.npy'} does not match {name}.stats.json")
     prompt_path = directory / f"{name}.prompt_lens.npy"
     prompt_lens = np.load(prompt_path) if prompt_path.is_file() else None
     return TokenSplit(tokens, offsets, prompt_lens, stats)
@@ -221,6 +259,7 @@ def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bo
                       "sep_id": tokenizer.sep_id},
         "splits": splits, "build_seconds": round(time.perf_counter() - started, 3),
     }
+    meta["files"] = manifest_of(directory, fsync=True)  # sizes and checksums, verified when the cache is opened
     write_json_atomic(directory / META_FILE, meta, sort_keys=True)  # last: its presence marks the cache complete
 
 

@@ -55,7 +55,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lmbench.errors import SpecError, choice_error, did_you_mean
-from lmbench.spec import ExperimentSpec, raw_spec, spec_to_dict, to_spec
+from lmbench.spec import ExperimentSpec, check_name, raw_spec, spec_to_dict, to_spec
 
 GRID_KEYS = ("axes", "zip", "presets", "include", "exclude")
 # Fields (and everything under them) that cannot vary across cells, and why.
@@ -329,6 +329,7 @@ def _unique(cells: list[tuple[Assignment, str, ExperimentSpec]]) -> list[Cell]:
             name = f"{name[:MAX_NAME_CHARS - 9]}~{cid[:8]}"
         if name in names:
             name = f"{name}~{cid[:8]}"
+        check_name(f"grid cell {len(out)}", name)  # slugified above; refused here if it could still leave
         ids[cid] = name
         names.add(name)
         out.append(Cell(name=name, index=len(out), id=cid, spec=spec, axes=dict(assignment)))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -29,12 +31,13 @@ from typing import Any, Protocol
 from lmbench.errors import SpecError
 from lmbench.experiment.grid import SINGLE_CELL_NAME, Cell, find_cell, load_cells
 from lmbench.experiment.locks import CellLock, is_locked
-from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, SUMMARY_FILE, Summary, read_summary,
-                             write_json_atomic, write_summary)
+from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, SUMMARY_FILE, Summary, read_json,
+                             read_summary, write_json_atomic, write_summary)
 from lmbench.spec import ExperimentSpec
 
 THREADS_ENV = "LMBENCH_NUM_THREADS"  # set by `run --jobs` for its workers: torch threads per cell
 STARTED_ENV = "LMBENCH_LAUNCH_STARTED"  # set by `run --jobs` for its workers: the parent's start time
+LAUNCH_ENV = "LMBENCH_LAUNCH_ID"  # set by `run --jobs` for its workers: which launcher they work for
 
 
 class CellRunner(Protocol):
@@ -135,6 +138,7 @@ class _Launch:
     ranks: _Ranks
     started: float  # failures recorded after this were made by a concurrent launcher: not retried
     num_threads: int | None  # torch threads per cell (set by --jobs), None = spec's own
+    launch_id: str  # host:pid:start of this launcher (its --jobs workers share it), written into cell.json
 
     def run_dir(self, cell: Cell) -> Path:
         return self.root / cell.name
@@ -197,7 +201,7 @@ def _run_locked(cell: Cell, run_dir: Path, ctx: _Launch) -> str:
     assert ctx.runner is not None
     if ctx.ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / CELL_FILE, _cell_facts(cell))
+        write_json_atomic(run_dir / CELL_FILE, {**_cell_facts(cell), "launch": ctx.launch_id})
         _say(ctx, cell, "running" + (" (resuming from checkpoint)" if (run_dir / "checkpoint").exists() else ""))
     start = time.time()
     try:
@@ -283,8 +287,9 @@ def _reap(cell: Cell, proc: subprocess.Popen, ctx: _Launch) -> str:
     run_dir = ctx.run_dir(cell)
     summary = read_summary(run_dir) or {}
     if proc.returncode == 0:
-        _say(ctx, cell, f"{summary.get('status', COMPLETED)}")
-        return COMPLETED
+        ran_here = (read_json(run_dir / CELL_FILE) or {}).get("launch") == ctx.launch_id
+        _say(ctx, cell, f"{summary.get('status', COMPLETED)}" + ("" if ran_here else " (by another launcher)"))
+        return COMPLETED if ran_here else "done"
     if summary.get("status") != FAILED:  # the worker died before recording anything
         lock = CellLock(run_dir)
         if lock.acquire(blocking=False):
@@ -302,7 +307,7 @@ def _run_parallel(cells: Sequence[Cell], ctx: _Launch, args: Any, num_jobs: int)
     """Run up to `num_jobs` cells at once, each in a worker process with cpu_count // num_jobs torch threads."""
     threads = str(max(1, cpu_count() // num_jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, THREADS_ENV: threads,
-           STARTED_ENV: repr(ctx.started)}
+           STARTED_ENV: repr(ctx.started), LAUNCH_ENV: ctx.launch_id}
     outcomes: dict[str, str] = {}
     queue, deferred, final = deque(cells), [], False
     running: dict[str, tuple[subprocess.Popen, Cell]] = {}
@@ -353,12 +358,55 @@ def _print_outcomes(ctx: _Launch, cells: Sequence[Cell], outcomes: dict[str, str
     for outcome in outcomes.values():
         counts[outcome] = counts.get(outcome, 0) + 1
     failed = [c for c in cells if outcomes.get(c.name) in (FAILED, "failed-elsewhere")]
-    labels = {COMPLETED: "completed", "done": "skipped (already completed)", FAILED: "failed",
-              "failed-elsewhere": "failed elsewhere"}
-    _say(ctx, None, f"{len(cells)} cells: " + ", ".join(f"{n} {labels.get(k, k)}" for k, n in counts.items()))
+    labels = {COMPLETED: "completed here", "done": "skipped (completed before or by another launcher)",
+              FAILED: "failed", "failed-elsewhere": "failed elsewhere"}
+    ran = [c.name for c in cells if outcomes.get(c.name) in (COMPLETED, FAILED)]
+    line = f"{len(cells)} cells: " + ", ".join(f"{n} {labels.get(k, k)}" for k, n in counts.items())
+    if len(ran) < len(cells):
+        line += f"; ran here: {', '.join(ran) if ran else 'none'}"
+    _say(ctx, None, line)
     for cell in failed:
         _say(ctx, cell, f"failed: {(read_summary(ctx.run_dir(cell)) or {}).get('error', '?')}")
     return failed
+
+
+def _check_jobs(args: Any, ranks: _Ranks) -> int:
+    jobs = getattr(args, "jobs", 1)
+    num_jobs = 1 if jobs is None else int(jobs)
+    if num_jobs < 1:
+        raise SpecError("--jobs", f"{num_jobs} is out of range; allowed: >= 1")
+    if num_jobs > 1 and getattr(args, "cell", None) is not None:
+        raise SpecError("--jobs", f"{num_jobs} jobs run several cells at once; --cell runs one (drop one of them)")
+    if num_jobs > 1 and ranks.world_size > 1:
+        raise SpecError("--jobs", "cannot be combined with accelerate launch (each rank runs the same cell)")
+    return num_jobs
+
+
+def _results_root(path: str | Path) -> Path:
+    """The results folder: a folder, or a path where one can be made (not a file, not under a file)."""
+    results = Path(path)
+    for parent in (results, *results.parents):
+        if parent.exists() and not parent.is_dir():
+            raise SpecError("--results", f"{results} is not a folder ({parent} is a file)")
+    return results
+
+
+def _check_data(cells: Sequence[Cell]) -> None:
+    """The checks that need the data (empty splits, splits to evaluate, a block or batch larger than the
+    data), once per distinct data and tokenizer, before any cell folder exists (this builds the token cache)."""
+    from lmbench.validate import validate_data
+
+    seen: set[str] = set()
+    for cell in cells:
+        key = json.dumps([dataclasses.asdict(cell.spec.data), dataclasses.asdict(cell.spec.tokenizer),
+                          cell.spec.model.family, dataclasses.asdict(cell.spec.eval), cell.spec.train.batch_size],
+                         sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            try:
+                validate_data(cell.spec)
+            except SpecError as err:
+                raise SpecError(err.path, f"{err.message} [cell {cell.index} {cell.name!r}]") from None
 
 
 def cmd_run(args: Any) -> int:
@@ -372,29 +420,30 @@ def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | 
     """Run the cells `args` names (the parsed `lmbench run` arguments) with `runner` (default: lmbench's own);
     returns the exit code. `runner_target` is the runner's module:function for --jobs workers."""
     started = float(os.environ.get(STARTED_ENV) or time.time())
+    ranks = _Ranks()
+    num_jobs = _check_jobs(args, ranks)
     overrides = list(args.overrides or [])
     grid_name, cells = load_cells(args.spec, overrides)
-    ranks = _Ranks()
-    num_jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    if num_jobs > 1 and ranks.world_size > 1:
-        raise SpecError("--jobs", "cannot be combined with accelerate launch (each rank runs the same cell)")
     is_grid = len(cells) > 1 or cells[0].name != SINGLE_CELL_NAME
-    results = Path(args.results or cells[0].spec.tracking.results_dir)
+    results = _results_root(args.results or cells[0].spec.tracking.results_dir)
+    selected = [find_cell(cells, str(args.cell))] if args.cell is not None else list(cells)
+    if ranks.main and runner_target is None:  # lmbench's own runner: the data must make sense for each cell
+        _check_data(selected)
     parallel = num_jobs > 1 and args.cell is None and len(cells) > 1
     ctx = _Launch(root=results / grid_name, results=results,
                   group=cells[0].spec.tracking.group or (grid_name if is_grid else None),
                   runner=None if parallel else (runner or default_runner()), runner_target=runner_target,
                   ranks=ranks,
                   started=started,
-                  num_threads=int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None)
+                  num_threads=int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None,
+                  launch_id=os.environ.get(LAUNCH_ENV) or f"{socket.gethostname()}:{os.getpid()}:{started!r}")
     if ranks.main:
         ctx.root.mkdir(parents=True, exist_ok=True)
         listing = [{"index": c.index, "name": c.name, "id": c.id, "axes": c.axes} for c in cells]
         write_json_atomic(ctx.root / CELLS_FILE, {"grid": grid_name, "cells": listing})
-    if args.cell is not None:
-        cells = [find_cell(cells, str(args.cell))]
-    else:
+    if args.cell is None:
         _say(ctx, None, f"{grid_name}: {len(cells)} cell(s) -> {ctx.root}")
+    cells = selected
     if parallel:
         outcomes = _run_parallel(cells, ctx, args, num_jobs)
     else:

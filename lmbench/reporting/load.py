@@ -17,7 +17,7 @@ import pandas as pd
 from lmbench.errors import SpecError
 from lmbench.experiment.locks import LOCK_NAME, is_locked
 from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, RUNNING, SUMMARY_FILE, Status, read_json,
-                             read_summary)
+                             read_rows, read_summary)
 
 RUN_FILES = ("spec.yaml", SUMMARY_FILE, "metrics.jsonl", "samples.jsonl")
 
@@ -43,18 +43,11 @@ class Run:
 
 # ---------------------------------------------------------------------------------------------- loading
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a missing file is empty and a torn last line (a running cell) is skipped."""
+    """Rows of a JSON-lines file; a missing file is empty, an unreadable line is skipped with a warning naming
+    the file and the line (a running cell's last line may be half written)."""
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return [row for _, row in read_rows(path, strict=False)]
 
 
 def _read_spec(path: Path) -> dict[str, Any]:

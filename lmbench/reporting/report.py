@@ -25,8 +25,8 @@ from lmbench.reporting import plots
 from lmbench.reporting.load import Run, load_runs, load_wandb_runs
 from lmbench.results import COMPLETED
 from lmbench.reporting.tables import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, axis_names, coherence_column,
-                                      completed_groups, display_names, factor_columns, fmt, formatted, pivot,
-                                      rank_metric, runs_frame, sampler_frame, seed_table)
+                                      completed_groups, display_names, factor_columns, fmt, formatted, pivot, ranked,
+                                      rank_metric, runs_frame, sampler_frame, seed_table, unranked)
 
 SPLIT_METRICS = ("loss", "ppl", "bpb", "word_ppl")
 SAMPLES_PER_CELL = 3
@@ -73,7 +73,7 @@ def _unaxed(axes: Sequence[str]) -> list[str]:
 
 
 def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str], metric: str) -> Section:
-    done = frame[(frame["status"] == COMPLETED) & frame[metric].notna()].sort_values(metric, kind="stable")
+    done = ranked(frame, metric).sort_values(metric, kind="stable")
     done = done.assign(rank=range(1, len(done) + 1))
     columns = ["rank", "cell", *axes, *_unaxed(axes), metric, "val_bits_per_char", "val_word_ppl", "val_ppl",
                "num_params"]
@@ -169,6 +169,17 @@ def samples_section(runs: Sequence[Run]) -> Section | None:
                    samples=blocks, collapsed=len(blocks) > 2) if blocks else None
 
 
+def unranked_section(frame: pd.DataFrame, metric: str) -> Section | None:
+    bad = unranked(frame, metric)
+    if bad.empty:
+        return None
+    table = pd.DataFrame({"cell": bad["cell"], metric: [fmt(metric, v) for v in bad[metric]],
+                          "val_loss": [fmt("val_loss", v) for v in bad.get("val_loss", pd.Series(index=bad.index))]})
+    return Section("Completed but not ranked", [f"These cells finished with a non-finite `{metric}` (the loss blew "
+                                                "up: lower train.lr or set train.grad_clip); they are left out of "
+                                                "the ranking, pivots and averages."], table)
+
+
 def failures_section(frame: pd.DataFrame) -> Section | None:
     bad = frame[frame["status"] != COMPLETED]
     if bad.empty:
@@ -190,6 +201,8 @@ def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFr
     if metric:
         sections += [ranking_section(frame, axes, labels, metric), *pivot_sections(frame, factors, labels, metric),
                      seeds_section(frame, factors, labels, metric)]
+    if metric:
+        sections.append(unranked_section(frame, metric))
     sections += [runs_section(frame, axes, labels), untrained_section(frame, axes, labels)]
     plots_found = [images[k] for k in ("curves", "bpb", "samplers") if images.get(k)]
     if plots_found:
@@ -315,7 +328,7 @@ def val_curve(run: Run) -> pd.DataFrame:
 def size_points(frame: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.DataFrame:
     """One point per configuration (completed cells grouped by the factors, seeds averaged): label, num_params,
     mean and std of `metric`, and the factor columns."""
-    done = frame[(frame["status"] == COMPLETED)]
+    done = ranked(frame, metric) if metric in frame else frame.iloc[0:0]
     if done.empty or metric not in done or "num_params" not in done:
         return pd.DataFrame()
     rows = []
@@ -369,6 +382,9 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
     if not results_dir.is_dir():
         raise SpecError("results_dir", f"{results_dir} is not a folder (expected results/<spec name>)")
     runs = load_runs(results_dir)
+    if not runs:
+        raise SpecError("results_dir", f"{results_dir} holds no cell folders (expected results/<spec name> of "
+                                       "`lmbench run`, or one cell's folder)")
     return write_report(runs, Path(out_dir) if out_dir else results_dir, f"lmbench report: {results_dir.name}",
                         f"`{results_dir.name}/` ({len(runs)} cell folders)")
 

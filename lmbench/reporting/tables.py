@@ -99,6 +99,19 @@ def display_names(axes: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def ranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Completed cells with a finite `metric`: the only ones ranked, pivoted or averaged (an infinite loss is
+    a run that blew up, never a result)."""
+    values = pd.to_numeric(frame[metric], errors="coerce") if metric in frame else pd.Series(math.nan, frame.index)
+    return frame[(frame["status"] == COMPLETED) & values.map(math.isfinite, na_action="ignore").fillna(False).astype(bool)]
+
+
+def unranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Completed cells whose `metric` is infinite or NaN."""
+    values = pd.to_numeric(frame[metric], errors="coerce") if metric in frame else pd.Series(math.nan, frame.index)
+    return frame[(frame["status"] == COMPLETED) & ~values.map(math.isfinite, na_action="ignore").fillna(True).astype(bool)]
+
+
 def rank_metric(frame: pd.DataFrame) -> str | None:
     return next((m for m in RANK_METRICS if m in frame and frame[m].notna().any()), None)
 
@@ -113,7 +126,8 @@ def seed_table(frame: pd.DataFrame, groups: Sequence[str], metrics: Sequence[str
     for _, row, part in completed_groups(done, groups, placeholder="runs"):
         row["n"] = len(part)
         for m in metrics:
-            values = part[m].dropna().astype(float)
+            values = pd.to_numeric(part[m], errors="coerce")
+            values = values[values.map(math.isfinite, na_action="ignore").fillna(False).astype(bool)]
             row[m] = _mean_std(m, values)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -146,7 +160,7 @@ def _levels(values: pd.Series) -> list[Any]:
 
 def pivot(frame: pd.DataFrame, rows: str, cols: str | None, metric: str) -> pd.DataFrame:
     """Mean `metric` of completed cells over every other axis and seed: `rows` x `cols` (or one column of `metric`)."""
-    done = frame[(frame["status"] == COMPLETED) & frame[metric].notna()]
+    done = ranked(frame, metric)
     keys = [rows] if cols is None else [rows, cols]
     done = done.assign(**{k: done[k] if pd.api.types.is_numeric_dtype(done[k]) else done[k].astype(str) for k in keys})
     means = done.groupby(keys, sort=False)[metric].mean()

@@ -8,6 +8,7 @@ fields name it in tables.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from lmbench.errors import SpecError, range_error
@@ -31,6 +32,10 @@ class Sampler:
     @classmethod
     def check_spec(cls, config: SamplerSpec, spec: Any) -> None:
         s = config
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
+            value = getattr(s, name)
+            if value is not None and not math.isfinite(value):
+                raise range_error(name, value, "a finite number")
         if s.temperature <= 0 and cls.sampling:
             raise range_error("temperature", s.temperature, "> 0 when sampling")
         if s.top_k is not None and s.top_k < 1:

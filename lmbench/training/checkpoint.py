@@ -1,17 +1,20 @@
-"""Checkpoints: Accelerate state for resuming, safetensors weights for inference, written atomically.
+"""Checkpoints: Accelerate state for resuming, safetensors weights for inference, written atomically and checked.
 
-Layout of `run_dir/checkpoint/` (the last good checkpoint):
+Layout of `run_dir/checkpoint/` (the last good checkpoint; `checkpoint.prev/` is the one before it):
 
     model.safetensors          weights (Accelerate's save_state; also what inference loads)
     optimizer.bin, random_states_<rank>.pkl, [scaler.pt]    Accelerate state (loaded with weights_only=True)
     carry_<rank>.safetensors   recurrent state carried between stream windows (truncated BPTT), if any
-    trainer_state.json         step, tokens, data position, best validation loss, ... written last
+    trainer_state.json         step, tokens, data position, ..., and `files`: the size and xxh3 checksum of every
+                               file above (lmbench.integrity); written last, so its presence marks completion
     best/model.safetensors     weights of the best validation loss so far, best/best.json says when
 
-A checkpoint is written to `checkpoint.tmp/`, completed (trainer_state.json last), then swapped in with two
-renames (checkpoint -> checkpoint.old, checkpoint.tmp -> checkpoint) and the old one removed. A kill at any
-moment leaves either `checkpoint/` or `checkpoint.old/` complete; `recover` picks it. `best/` is carried into
-each new checkpoint by hard links (no copy) and replaced through its own tmp folder + rename.
+A checkpoint is written to `checkpoint.tmp/`, every file fsynced and checksummed, completed (trainer_state.json
+last), then swapped in with two renames (checkpoint -> checkpoint.prev, checkpoint.tmp -> checkpoint); the
+checkpoint before the previous one is deleted only then. A kill at any moment leaves a complete checkpoint.
+Before resuming, a checkpoint is verified against its manifest; a damaged one (truncated, zeroed or garbled
+file) is named in a warning and the previous one is used instead (`usable_checkpoints`). `best/` is carried
+into each new checkpoint by hard links (no copy) and replaced through its own tmp folder + rename.
 
 Nothing here unpickles arbitrary objects: weights are safetensors, and Accelerate loads its optimizer/RNG
 files with torch.load(weights_only=True).
@@ -30,6 +33,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
 from lmbench.errors import SpecError
+from lmbench.integrity import check_manifest, fsync_dir, manifest_of
 from lmbench.models.base import LanguageModel
 from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, load_spec
@@ -42,36 +46,63 @@ BEST = "best"
 BEST_INFO = "best.json"
 
 
+PREV, TMP = f"{CHECKPOINT}.prev", f"{CHECKPOINT}.tmp"
+
+
 def is_complete(directory: Path) -> bool:
     return (Path(directory) / TRAINER_STATE).is_file()
 
 
-def recover(run_dir: Path) -> Path | None:
-    """The last complete checkpoint of `run_dir`, repairing an interrupted swap; None when there is none.
-
-    Call on the main process only (it renames), then synchronise before the others read.
-    """
-    final, old, tmp = (Path(run_dir) / name for name in (CHECKPOINT, f"{CHECKPOINT}.old", f"{CHECKPOINT}.tmp"))
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    if is_complete(final):
-        if old.exists():
-            shutil.rmtree(old)
-        return final
-    if is_complete(old):  # killed between the two renames of a swap
-        if final.exists():
+def recover(run_dir: Path) -> None:
+    """Repair an interrupted save (main process only; synchronise before the others read): a finished
+    `checkpoint.tmp/` whose swap was cut short becomes `checkpoint/`; an unfinished one is removed."""
+    final, tmp, older = Path(run_dir) / CHECKPOINT, Path(run_dir) / TMP, Path(run_dir) / f"{CHECKPOINT}.older"
+    if older.exists() and (is_complete(final) or is_complete(Path(run_dir) / PREV)):
+        shutil.rmtree(older)  # a swap was cut short after the newer checkpoints were in place
+    if not tmp.exists():
+        return
+    if not is_complete(final) and is_complete(tmp) and verify_checkpoint(tmp) is None:
+        if final.exists():  # only a best/ folder (saved before the first checkpoint) can be left here
             shutil.rmtree(final)
-        os.replace(old, final)
-        return final
-    return None
+        os.replace(tmp, final)
+        fsync_dir(Path(run_dir))
+    else:
+        shutil.rmtree(tmp)
 
 
 def checkpoint_dir(run_dir: Path) -> Path | None:
-    """The complete checkpoint folder of `run_dir` without repairing anything (read-only callers)."""
-    for name in (CHECKPOINT, f"{CHECKPOINT}.old"):
+    """The newest complete checkpoint folder of `run_dir` (not verified; read-only callers)."""
+    for name in (CHECKPOINT, PREV):
         if is_complete(Path(run_dir) / name):
             return Path(run_dir) / name
     return None
+
+
+def verify_checkpoint(directory: Path) -> str | None:
+    """None when `directory` is a complete, undamaged checkpoint; else what is wrong, naming the file.
+    Checkpoints written before manifests existed are checked for their trainer_state.json only."""
+    directory = Path(directory)
+    try:
+        state = read_trainer_state(directory)
+    except FileNotFoundError:
+        return f"{directory / TRAINER_STATE} is missing (the checkpoint was never finished)"
+    except (OSError, ValueError) as exc:
+        return f"{directory / TRAINER_STATE} is unreadable ({type(exc).__name__})"
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        return f"{directory / TRAINER_STATE} has no step"
+    return check_manifest(directory, state["files"]) if "files" in state else None
+
+
+def usable_checkpoints(run_dir: Path) -> tuple[list[Path], list[str]]:
+    """(checkpoints that verify, newest first; what is wrong with each one that does not)."""
+    good, damaged = [], []
+    for name in (CHECKPOINT, PREV):
+        directory = Path(run_dir) / name
+        if not directory.exists() or (name == CHECKPOINT and not any(p.name != BEST for p in directory.iterdir())):
+            continue  # absent, or only the best/ weights saved before the first checkpoint
+        problem = verify_checkpoint(directory)
+        (damaged.append(problem) if problem else good.append(directory))
+    return good, damaged
 
 
 def read_trainer_state(directory: Path) -> dict[str, Any]:
@@ -86,7 +117,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, trainer_state: dict[str, An
     `carry` is this process's carried recurrent state (flat name -> tensor).
     """
     run_dir = Path(run_dir)
-    final, old, tmp = run_dir / CHECKPOINT, run_dir / f"{CHECKPOINT}.old", run_dir / f"{CHECKPOINT}.tmp"
+    final, prev, tmp = run_dir / CHECKPOINT, run_dir / PREV, run_dir / TMP
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
@@ -97,14 +128,30 @@ def save_checkpoint(accelerator: Any, run_dir: Path, trainer_state: dict[str, An
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _link_tree(final / BEST, tmp / BEST)
-        write_json_atomic(tmp / TRAINER_STATE, trainer_state, sort_keys=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
+        files = manifest_of(tmp, exclude=(BEST,), fsync=True)
+        write_json_atomic(tmp / TRAINER_STATE, {**trainer_state, "files": files}, sort_keys=True)
+        fsync_dir(tmp)
+        _swap(run_dir, final, prev, tmp)
     accelerator.wait_for_everyone()
     return final
+
+
+def _swap(run_dir: Path, final: Path, prev: Path, tmp: Path) -> None:
+    """checkpoint -> checkpoint.prev, checkpoint.tmp -> checkpoint; the one before is deleted only after."""
+    if is_complete(final):
+        older = run_dir / f"{CHECKPOINT}.older"
+        if prev.exists():
+            os.replace(prev, older)
+        os.replace(final, prev)
+        os.replace(tmp, final)
+        fsync_dir(run_dir)
+        if older.exists():
+            shutil.rmtree(older)
+    else:  # no checkpoint yet (at most a best/ folder, already linked into tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(run_dir)
 
 
 def _link_tree(src: Path, dst: Path) -> None:

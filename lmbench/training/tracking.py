@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lmbench.results import write_json_atomic
+from lmbench.results import read_rows, write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict
 
 PACKAGES = ("torch", "accelerate", "transformers", "datasets", "tokenizers", "sentencepiece", "wandb", "pandas",
@@ -180,11 +180,12 @@ class MetricsLog:
         self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["step"])
 
     def truncate(self, step: int) -> None:
-        """Drop the rows logged after `step` (main process)."""
+        """Drop the rows logged after `step`, and the final row of an earlier end, which the run logs again
+        (main process). A torn last line (a kill in the middle of a write) is dropped with a warning; an
+        unreadable line anywhere else is damage this run cannot repair: DamagedFile names the file and line."""
         if not self.accelerator.is_main_process or not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        keep = [ln for ln, row in read_rows(self.path) if row.get("step", 0) <= step and not row.get("final")]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
         tmp.replace(self.path)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lmbench.data.batching import IGNORE_INDEX
 from lmbench.models.base import LanguageModel
-from lmbench.results import StopReason
+from lmbench.results import DamagedFile, StopReason
 from lmbench.spec import ExperimentSpec
 from lmbench.training import checkpoint as ckpt
 from lmbench.training.evaluate import EvalResult, Evaluator, flatten_results
@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/inf loss (or gradient norm); the run stops and is marked failed."""
 
-    def __init__(self, step: int, what: str, value: float) -> None:
+    def __init__(self, step: int, what: str, value: float, checkpoint: Path | None) -> None:
         self.step = step
-        super().__init__(f"non-finite {what} ({value}) at step {step}; stopped, the last good checkpoint is kept "
+        kept = f"the last good checkpoint ({checkpoint.name}/) is kept" if checkpoint else "no checkpoint was written"
+        super().__init__(f"non-finite {what} ({value}) at step {step}; stopped, {kept} "
                          f"(lower train.lr, set train.grad_clip, or use train.mixed_precision=no)")
 
 
@@ -187,15 +188,22 @@ class Trainer:
 
     # ----- resume and checkpoints
     def _resume(self) -> bool:
-        """Load the last complete checkpoint if there is one; True when resumed."""
+        """Load the newest checkpoint that verifies (a damaged one is named in a warning and the previous one
+        used); True when resumed. No checkpoint at all: a fresh start. Only damaged ones: DamagedFile."""
         if self.acc.is_main_process:
             ckpt.recover(self.run_dir)  # repairs an interrupted swap; the others wait, then read
         self.acc.wait_for_everyone()
-        found = ckpt.checkpoint_dir(self.run_dir)
-        if found is None:
+        good, damaged = ckpt.usable_checkpoints(self.run_dir)
+        for problem in damaged:
+            log.warning("%s: damaged checkpoint: %s%s", self.cell_name, problem,
+                        "; resuming from the previous checkpoint" if good else "")
+        if not good and damaged:
+            raise DamagedFile(f"no usable checkpoint in {self.run_dir}: {'; '.join(damaged)} (delete "
+                              f"{self.run_dir / ckpt.CHECKPOINT}* to start this cell over)")
+        if not good:
             self.metrics.clear()  # a run killed before its first checkpoint starts over
             return False
-        state, carry = ckpt.load_checkpoint(self.acc, found)
+        state, carry = ckpt.load_checkpoint(self.acc, good[0])
         p = Progress(**{k: v for k, v in state.items() if k in Progress.__dataclass_fields__})
         p.resumed_from = [*p.resumed_from, p.step]
         self._progress, self._session_start = p, time.perf_counter()
@@ -271,7 +279,7 @@ class Trainer:
         stats = self.acc.reduce(torch.stack([local_nll, local_nll.new_tensor(stop_flag)]), reduction="sum")
         loss = float(stats[0]) / max(num_targets, 1)
         if not math.isfinite(loss):
-            raise NonFiniteLoss(step + 1, "loss", loss)
+            raise NonFiniteLoss(step + 1, "loss", loss, ckpt.checkpoint_dir(self.run_dir))
         grad_norm = self._clip(step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -290,7 +298,7 @@ class Trainer:
             return None
         norm = float(self.acc.clip_grad_norm_(self.module.parameters(), clip))
         if not math.isfinite(norm) and self.acc.mixed_precision != "fp16":  # fp16: the scaler skips the step
-            raise NonFiniteLoss(step + 1, "gradient norm", norm)
+            raise NonFiniteLoss(step + 1, "gradient norm", norm, ckpt.checkpoint_dir(self.run_dir))
         return norm
 
     def _out_of_time(self) -> bool:

@@ -259,6 +259,31 @@ def test_two_launchers_share_a_grid_without_running_a_cell_twice(tmp_path: Path,
     assert [p.returncode for p in (first, second)] == [1, 1], outputs  # both report the failed cell
     statuses = [(read_summary(fake.root / f"seed={i}") or {}).get("status") for i in range(6)]
     assert statuses == ["completed"] * 4 + ["failed", "completed"]
+    assert_each_says_what_it_ran(outputs, fake)
+
+
+def assert_each_says_what_it_ran(outputs: list[str], fake: types.SimpleNamespace) -> None:
+    """Each launcher's last line counts only what it ran, and names it: together they name every cell once."""
+    everything = {f"seed={i}" for i in range(6)}
+    said = []
+    for out in outputs:
+        last = [ln for ln in out.splitlines() if "6 cells:" in ln][-1]
+        ran = last.split("ran here: ")[1] if "ran here: " in last else None
+        said.append(everything if ran is None else set() if ran == "none" else set(ran.split(", ")))
+    assert said[0] | said[1] == everything and not said[0] & said[1], outputs
+
+
+@pytest.mark.integration
+def test_two_launchers_with_jobs_say_which_cells_they_ran(tmp_path: Path, fake: types.SimpleNamespace,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_spec(tmp_path, "grid: {axes: {seed: [0, 1, 2, 3, 4, 5]}}")
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    first = launcher(spec, fake, "--jobs", "2")
+    wait_for(lambda: len(fake.runs()) >= 1)
+    second = launcher(spec, fake, "--jobs", "2")
+    outputs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    assert sorted(r["cell"] for r in fake.runs()) == [f"seed={i}" for i in range(6)], outputs
+    assert_each_says_what_it_ran(outputs, fake)
 
 
 @pytest.mark.integration

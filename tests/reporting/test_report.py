@@ -206,7 +206,9 @@ def test_report_from_copied_folder_and_cli(tmp_path: Path, built: tuple[Path, st
 def test_edge_cases(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "No cells found" in report.build_report(empty).read_text()
+    with pytest.raises(SpecError, match="holds no cell folders"):  # an empty report would look like a result
+        report.build_report(empty)
+    assert list(empty.iterdir()) == []
     single = tmp_path / "single" / "main"  # a one-cell spec, failed before writing anything but its summary
     single.mkdir(parents=True)
     (single / "summary.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
@@ -234,3 +236,16 @@ def test_html_renders_in_headless_chromium(built: tuple[Path, str], tmp_path: Pa
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1280)
     assert pixels[..., :3].std() > 0.05  # not a blank page: text, tables and plots
+
+
+def test_a_non_finite_metric_is_never_ranked(tmp_path: Path) -> None:
+    """lr = 1e4 without clipping can finish with val_ppl = inf: such a cell is listed apart, never ranked or
+    averaged with the others."""
+    root = tmp_path / "demo"
+    write_cell(root, "family=lstm,kind=char,seed=0", "lstm", "char", 0, "completed", 1.2, 1000)
+    write_cell(root, "family=rnn,kind=char,seed=0", "rnn", "char", 0, "completed", float("inf"), 1000)
+    md = report.build_report(root).read_text()
+    ranking = md.split("## Ranking by val_bpb")[1].split("\n## ")[0]
+    assert "family=lstm" in ranking and "family=rnn" not in ranking
+    apart = md.split("## Completed but not ranked")[1].split("\n## ")[0]
+    assert "family=rnn,kind=char,seed=0" in apart and "inf" in apart

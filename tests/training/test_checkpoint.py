@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_round_trip_restores_everything(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoint"
     assert {"model.safetensors", "optimizer.bin", "trainer_state.json", "carry_0.safetensors"} <= {
         p.name for p in folder.iterdir()}
-    assert not (tmp_path / "checkpoint.tmp").exists() and not (tmp_path / "checkpoint.old").exists()
+    assert not (tmp_path / "checkpoint.tmp").exists() and not (tmp_path / "checkpoint.prev").exists()
 
     with torch.no_grad():  # disturb everything
         for p in model.parameters():
@@ -66,7 +67,10 @@ def test_round_trip_restores_everything(tmp_path: Path) -> None:
     torch.manual_seed(123)
 
     state, loaded_carry = ckpt.load_checkpoint(acc, folder)
+    files = state.pop("files")
     assert state == {"step": 7, "tokens": 99}
+    assert {"model.safetensors", "optimizer.bin", "carry_0.safetensors", "random_states_0.pkl"} <= set(files)
+    assert files["model.safetensors"][0] == (folder / "model.safetensors").stat().st_size
     assert torch.equal(loaded_carry["0.h"], carry["0.h"])
     for k, v in model.state_dict().items():
         assert torch.equal(v, expected_weights[k]), k
@@ -91,15 +95,58 @@ def test_loading_uses_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert calls and all(w is True for w in calls)
 
 
-def test_recover_interrupted_swap(tmp_path: Path) -> None:
-    old = tmp_path / "checkpoint.old"
-    old.mkdir()
-    ckpt.write_json_atomic(old / ckpt.TRAINER_STATE, {"step": 3})
-    (tmp_path / "checkpoint.tmp").mkdir()  # a half-written newer one
-    found = ckpt.recover(tmp_path)
-    assert found == tmp_path / "checkpoint" and ckpt.read_trainer_state(found) == {"step": 3}
-    assert not old.exists() and not (tmp_path / "checkpoint.tmp").exists()
-    assert ckpt.recover(tmp_path / "nothing") is None
+def _saved_steps(tmp_path: Path, steps: list[int]) -> object:
+    acc, _, _ = prepared()
+    for step in steps:
+        ckpt.save_checkpoint(acc, tmp_path, {"step": step})
+    return acc
+
+
+def test_each_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    _saved_steps(tmp_path, [2, 4, 6])
+    good, damaged = ckpt.usable_checkpoints(tmp_path)
+    assert [ckpt.read_trainer_state(d)["step"] for d in good] == [6, 4] and damaged == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "checkpoint.prev"]
+
+
+def test_recover_a_swap_cut_between_the_renames(tmp_path: Path) -> None:
+    """Killed after checkpoint -> checkpoint.prev, before checkpoint.tmp -> checkpoint: the finished new one wins."""
+    _saved_steps(tmp_path, [2, 4])
+    os.replace(tmp_path / "checkpoint.prev", tmp_path / "checkpoint.older")
+    os.replace(tmp_path / "checkpoint", tmp_path / "checkpoint.prev")
+    os.replace(tmp_path / "checkpoint.prev", tmp_path / "checkpoint.tmp")  # step 4, finished, not swapped in
+    os.replace(tmp_path / "checkpoint.older", tmp_path / "checkpoint.prev")  # step 2
+    ckpt.recover(tmp_path)
+    good, _ = ckpt.usable_checkpoints(tmp_path)
+    assert [ckpt.read_trainer_state(d)["step"] for d in good] == [4, 2]
+    assert not (tmp_path / "checkpoint.tmp").exists()
+
+
+def test_recover_drops_a_half_written_checkpoint(tmp_path: Path) -> None:
+    _saved_steps(tmp_path, [2])
+    (tmp_path / "checkpoint.tmp").mkdir()
+    (tmp_path / "checkpoint.tmp" / "model.safetensors").write_bytes(b"half")
+    ckpt.recover(tmp_path)
+    assert not (tmp_path / "checkpoint.tmp").exists()
+    assert ckpt.read_trainer_state(ckpt.checkpoint_dir(tmp_path))["step"] == 2
+    ckpt.recover(tmp_path / "nothing")  # no folder: nothing to do
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json"])
+@pytest.mark.parametrize("damage", ["truncate", "zero", "garble"])
+def test_a_damaged_checkpoint_is_named_and_the_previous_one_used(tmp_path: Path, name: str, damage: str) -> None:
+    _saved_steps(tmp_path, [2, 4])
+    path = tmp_path / "checkpoint" / name
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "zero":
+        path.write_bytes(bytes(len(data)))
+    else:
+        path.write_bytes(data[:40] + bytes(reversed(data[40:80])) + data[80:])
+    good, damaged = ckpt.usable_checkpoints(tmp_path)
+    assert [ckpt.read_trainer_state(d)["step"] for d in good] == [2]
+    assert len(damaged) == 1 and str(path) in damaged[0]
 
 
 def test_incomplete_checkpoint_is_ignored(tmp_path: Path) -> None:

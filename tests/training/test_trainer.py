@@ -137,6 +137,10 @@ def test_non_finite_loss_fails_and_keeps_last_good_checkpoint(tmp_path: Path, mo
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["status"] == "failed" and "step 3" in on_disk["error"]
     assert ckpt.read_trainer_state(run_dir / "checkpoint")["step"] == 2  # the last good one
+    assert "the last good checkpoint (checkpoint/) is kept" in summary["error"]
+    calls["n"] = 0
+    early = run(tiny_cfg(tmp_path, train={"checkpoint_every": 5, "eval_every": None}), tmp_path / "early")
+    assert early["failed_step"] == 3 and "no checkpoint was written" in early["error"]  # none to keep yet
 
 
 def test_huge_learning_rate_fails_cleanly(tmp_path: Path) -> None:
@@ -189,9 +193,10 @@ def test_resume_after_interruption_gives_the_same_metrics(tmp_path: Path, monkey
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_resume_after_sigkill_subprocess(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["lstm", "transformer"])
+def test_resume_after_sigkill_subprocess(tmp_path: Path, family: str) -> None:
     """Kill -9 a training process mid-run; the same command finishes with the uninterrupted run's metrics."""
-    cfg = tiny_cfg(tmp_path, "lstm", train={"max_steps": 30, "checkpoint_every": 3, "eval_every": 10},
+    cfg = tiny_cfg(tmp_path, family, train={"max_steps": 30, "checkpoint_every": 3, "eval_every": 10},
                    sample={"samplers": []})
     spec_json = tmp_path / "spec.json"
     spec_json.write_text(json.dumps(cfg))

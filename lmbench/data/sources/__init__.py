@@ -22,7 +22,8 @@ __all__ = ["SOURCES", "SPLITS", "SPLIT_ALIASES", "TABLE_BUILDERS", "Document", "
 
 # DataSpec fields that belong to a source (each source's Config names those it reads); the others (filters,
 # splits, batching, cache) apply to every source.
-SOURCE_FIELDS = ("path", "name", "files", "text_field", "prompt_field", "prompt_path", "unit", "separator", "streaming")
+SOURCE_FIELDS = ("path", "name", "files", "text_field", "prompt_field", "prompt_path", "unit", "separator",
+                 "encoding", "streaming")
 
 
 def resolve_config(data: DataSpec) -> Any:

@@ -3,6 +3,7 @@ English prose that ships with CPython (`builtin`). Importing this module registe
 
 from __future__ import annotations
 
+import codecs
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,19 +23,54 @@ from lmbench.errors import SpecError
 class TextConfig(FilesConfig):
     unit: Literal["file", "line", "separator"] = "line"  # one document per file, per line, or per separator piece
     separator: str = "<|endoftext|>"  # with unit: separator
+    encoding: str = "utf-8"
 
 
-def read_units(path: Path, unit: str, separator: str) -> Iterator[str]:
+def read_units(path: Path, unit: str, separator: str, encoding: str = "utf-8") -> Iterator[str]:
     """Documents of one text file: the whole file, each line (without its newline), or the pieces between
-    separators (stripped of surrounding whitespace), read in chunks so memory stays flat."""
-    with open(path, encoding="utf-8") as f:
-        if unit == "file":
-            yield f.read()
-        elif unit == "line":
-            for line in f:
-                yield line[:-1] if line.endswith("\n") else line
-        else:
-            yield from _split_stream(f, separator)
+    separators (stripped of surrounding whitespace), read in chunks so memory stays flat. A byte sequence that
+    is not `encoding` is a SpecError naming the file and the byte offset."""
+    try:
+        with open(path, encoding=encoding) as f:
+            if unit == "file":
+                yield f.read()
+            elif unit == "line":
+                for line in f:
+                    yield line[:-1] if line.endswith("\n") else line
+            else:
+                yield from _split_stream(f, separator)
+    except UnicodeDecodeError:
+        raise _not_text(path, encoding) from None
+
+
+def _not_text(path: Path, encoding: str) -> SpecError:
+    """`path` is not text in `encoding`: where the first undecodable byte is, and what to do."""
+    decoder, offset = codecs.getincrementaldecoder(encoding)(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                offset += exc.start
+                break
+            offset += len(chunk)
+    return SpecError("data.encoding", f"{path} is not {encoding} text (byte {offset:,} cannot be decoded): set "
+                                      "data.encoding (e.g. latin-1) or point data.path at a text file")
+
+
+def check_encoding(files: list[Path], encoding: str, head_bytes: int = 1 << 16) -> None:
+    """Decode the first `head_bytes` of each file (cheap; a binary file fails here, before any work)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise SpecError("data.encoding", f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    for path in files:
+        with open(path, "rb") as f:
+            head = f.read(head_bytes)
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(head)  # a character cut at the end is not an error
+        except UnicodeDecodeError:
+            raise _not_text(path, encoding) from None
 
 
 def _split_stream(f: Any, separator: str) -> Iterator[str]:
@@ -59,10 +95,11 @@ class TextSource(Source):
         check_files(config)
         if config.unit == "separator" and not config.separator:
             raise SpecError("data.separator", "must not be empty with data.unit: separator")
+        check_encoding(cls(config)._all_files(), config.encoding)
 
     def documents(self, split: str) -> Iterator[Document]:
         for path in self.split_files(split):
-            for text in read_units(path, self.config.unit, self.config.separator):
+            for text in read_units(path, self.config.unit, self.config.separator, self.config.encoding):
                 yield Document(text)
 
 
@@ -115,6 +152,7 @@ class ParquetSource(TableSource):
 class PromptStoryConfig(TableConfig):
     prompt_field: str | None = None  # from one table: the column holding the prompt
     prompt_path: str | None = None  # from two files: line i is the prompt of story i in `path`
+    encoding: str = "utf-8"  # of the two files
 
 
 @SOURCES.register("prompt_story")
@@ -134,7 +172,7 @@ class PromptStorySource(Source):
             if config.files:
                 raise SpecError("data.files", "two-file prompt_story data has no split files; "
                                               "use data.val_fraction to hold out stories")
-            resolve_files(config.prompt_path, "data.prompt_path")
+            check_encoding([first, *resolve_files(config.prompt_path, "data.prompt_path")[:1]], config.encoding)
             return
         builder = _table_builder(first)
         fields = first_record_fields(first, builder)
@@ -154,8 +192,8 @@ class PromptStorySource(Source):
         (stories,) = resolve_files(require_path(self.config), "data.path")[:1]
         (prompts,) = resolve_files(str(self.config.prompt_path), "data.prompt_path")[:1]
         done = object()
-        story_lines = read_units(stories, "line", "")
-        prompt_lines = read_units(prompts, "line", "")
+        story_lines = read_units(stories, "line", "", self.config.encoding)
+        prompt_lines = read_units(prompts, "line", "", self.config.encoding)
         for i, (story, prompt) in enumerate(itertools.zip_longest(story_lines, prompt_lines, fillvalue=done)):
             if story is done or prompt is done:
                 raise SpecError("data.prompt_path", f"{prompts} and {stories} are not aligned: one ends at line "
