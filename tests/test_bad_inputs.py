@@ -160,7 +160,7 @@ CASES = [
     c("results is a file", "--results", argv=("run", "{spec}", "--results", "{corpus}")),
     c("runner not importable", "--runner", argv=("run", "{spec}", "--runner", "nowhere:run", "--results", "{results}")),
     c("unknown flag", "--bogus", argv=("run", "{spec}", "--bogus", "--results", "{results}")),
-    c("report of an empty folder", "results_dir", argv=("report", "{results}")),
+    c("report of an empty folder", "holds no cell folders", argv=("report", "{empty_folder}")),
     c("report of a missing folder", "results_dir", argv=("report", "{tmp}/nowhere")),
     c("report of a bad W&B path", "--wandb", argv=("report", "--wandb", "just-a-name")),
     c("sample without a checkpoint", "run_dir", argv=("sample", "{tmp}")),
@@ -172,22 +172,26 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    tmp = tmp_path_factory.mktemp("bad-inputs")
+def make_workspace(tmp: Path) -> dict[str, str]:
+    """The files the cases point at, and the placeholders that name them."""
     corpus = tmp / "corpus.txt"
     corpus.write_text("".join(f"the cat sat on mat number {i} and then ran off\n" for i in range(120)))
     (tmp / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e\n".encode("latin-1") * 40)
     (tmp / "binary.txt").write_bytes(bytes(range(256)) * 64)
     (tmp / "empty.txt").write_text("")
+    (tmp / "empty-folder").mkdir()
     (tmp / "table.json").write_text(json.dumps([{"summary": "we propose a model", "title": "t"}] * 20))
     paths = {"tmp": str(tmp), "corpus": str(corpus), "latin1": str(tmp / "latin1.txt"),
              "binary": str(tmp / "binary.txt"), "empty": str(tmp / "empty.txt"), "table": str(tmp / "table.json"),
-             "cache": str(tmp / "cache")}
+             "empty_folder": str(tmp / "empty-folder"), "cache": str(tmp / "cache")}
     good = GOOD.format(**paths)
-    (tmp / "good.yaml").write_text(good)
     (tmp / "grid.yaml").write_text(good + "grid: {axes: {seed: [0, 1]}}\n")
     return {**paths, "good": good, "grid": str(tmp / "grid.yaml")}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return make_workspace(tmp_path_factory.mktemp("bad-inputs"))
 
 
 def materialise(case: Case, ws: dict[str, str], where: Path) -> list[str]:

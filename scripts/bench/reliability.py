@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.test_bad_inputs import CASES, GOOD, Case, materialise  # noqa: E402
+from tests.test_bad_inputs import CASES, Case, make_workspace, materialise  # noqa: E402
 from tests.training.test_trainer import FINAL_KEYS, tiny_cfg  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
@@ -43,22 +43,6 @@ DRIVER = REPO / "tests" / "training" / "run_cell_driver.py"
 
 
 # ------------------------------------------------------------------------------------------- bad inputs
-def workspace(tmp: Path) -> dict[str, str]:
-    """The same files as the test fixture (tests/test_bad_inputs.py: workspace)."""
-    corpus = tmp / "corpus.txt"
-    corpus.write_text("".join(f"the cat sat on mat number {i} and then ran off\n" for i in range(120)))
-    (tmp / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e\n".encode("latin-1") * 40)
-    (tmp / "binary.txt").write_bytes(bytes(range(256)) * 64)
-    (tmp / "empty.txt").write_text("")
-    (tmp / "table.json").write_text(json.dumps([{"summary": "we propose a model", "title": "t"}] * 20))
-    paths = {"tmp": str(tmp), "corpus": str(corpus), "latin1": str(tmp / "latin1.txt"),
-             "binary": str(tmp / "binary.txt"), "empty": str(tmp / "empty.txt"), "table": str(tmp / "table.json"),
-             "cache": str(tmp / "cache")}
-    good = GOOD.format(**paths)
-    (tmp / "grid.yaml").write_text(good + "grid: {axes: {seed: [0, 1]}}\n")
-    return {**paths, "good": good, "grid": str(tmp / "grid.yaml")}
-
-
 def one_bad_input(case: Case, ws: dict[str, str], where: Path) -> dict[str, Any]:
     argv = materialise(case, ws, where)
     done = subprocess.run([sys.executable, "-m", "lmbench", *argv], capture_output=True, text=True, env=ENV,
@@ -73,7 +57,7 @@ def one_bad_input(case: Case, ws: dict[str, str], where: Path) -> dict[str, Any]
 
 
 def bad_inputs(tmp: Path, jobs: int) -> list[dict[str, Any]]:
-    ws = workspace(tmp)
+    ws = make_workspace(tmp)
     with ThreadPoolExecutor(jobs) as pool:
         return list(pool.map(lambda item: one_bad_input(item[1], ws, tmp / f"case{item[0]:03d}"), enumerate(CASES)))
 
@@ -185,7 +169,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
     lines += ["## Bad inputs not refused cleanly", ""] + (
         [f"- {r['case']}: exit {r['exit']}, wrote {r['wrote'][:3]}, stderr: `{r['stderr'][:200]}`"
          for r in not_clean] or ["None."]) + [""]
-    lines += ["## Kills", "", "| family | killed at step | resumed from | identical |", "|---|---|---|---|"]
+    lines += ["## Kills", "", "Killed as soon as metrics.jsonl showed the step (it logs every 2 steps), so the last "
+              "checkpoint (every 3 steps) is the step resumed from.", "",
+              "| family | kill after step | resumed from | identical |", "|---|---|---|---|"]
     lines += [f"| {r['family']} | {r['kill_at_step']} | {r['resumed_from']} | {r['identical']} |" for r in kl]
     lines += ["", "## Damaged-file cases not recovered", ""]
     lines += [f"- {r['case']}" for r in dmg if not r["recovered"]] or ["None."]
