@@ -137,7 +137,8 @@ def write_summary(run_dir: Path, summary: Summary) -> None:
         raise ValueError(f"summary status must be one of {', '.join(STATUSES)}, got {summary.get('status')!r}")
     previous = read_summary(run_dir) or {}
     if summary["status"] != COMPLETED and int(previous.get("steps") or 0) > int(summary.get("steps") or 0):
-        summary = Summary(**{**summary, **{k: previous[k] for k in PROGRESS_KEYS if k in previous}})  # type: ignore[typeddict-item]
+        kept = {k: previous[k] for k in PROGRESS_KEYS if k in previous}
+        summary = Summary(**{**summary, **kept})  # type: ignore[typeddict-item]
     write_json_atomic(Path(run_dir) / SUMMARY_FILE, summary, sort_keys=True)
 
 

@@ -351,7 +351,8 @@ def check_spec(spec: ExperimentSpec) -> None:
     if not spec.name.strip():
         raise SpecError("name", "must not be empty")
     check_name("name", spec.name)
-    for path, seed in (("seed", spec.seed), ("data.split_seed", spec.data.split_seed), ("sample.seed", spec.sample.seed)):
+    seeds = (("seed", spec.seed), ("data.split_seed", spec.data.split_seed), ("sample.seed", spec.sample.seed))
+    for path, seed in seeds:
         if not 0 <= seed < 2**32:
             raise range_error(path, seed, "in [0, 2**32)")
     d, t, e = spec.data, spec.train, spec.eval

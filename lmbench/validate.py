@@ -59,7 +59,7 @@ def validate_data(spec: ExperimentSpec) -> None:
     from lmbench.models import MODELS
     from lmbench.training.plan import make_train_data
 
-    data = prepare_data(spec, progress=False)
+    data = prepare_data(spec, progress=True)  # the first build of a large corpus is long: show it
     present = [name for name in spec.eval.splits if name in data.splits]
     if not present:
         raise SpecError("eval.splits", f"none of {list(spec.eval.splits)} is a split of this data (it has "

@@ -272,11 +272,12 @@ def _training_texts(spec: ExperimentSpec) -> Iterator[str]:
 
 
 def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:
+    """A progress bar on a terminal (none in log files: disable=None is tqdm's "only on a TTY")."""
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return iter(tqdm(items, desc=desc, unit="doc", mininterval=1.0, file=sys.stderr))
+    return iter(tqdm(items, desc=desc, unit="doc", mininterval=1.0, file=sys.stderr, disable=None))
 
 
 class _SplitWriter:

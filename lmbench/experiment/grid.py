@@ -1,4 +1,4 @@
-"""Experiment grids: a spec's `grid:` block turned into cells (`lmbench run` over those cells is lmbench.experiment.launch).
+"""Experiment grids: a spec's `grid:` block turned into cells (`lmbench run` over those cells is launch.py).
 
 Grid syntax (every part optional; a spec without `grid:` is one cell named ``main``)::
 

@@ -218,7 +218,8 @@ def _run_locked(cell: Cell, run_dir: Path, ctx: _Launch) -> str:
 def _finish_summary(cell: Cell, run_dir: Path, ctx: _Launch, summary: Any, wall_s: float) -> str:
     """Add the cell facts (axes, id, index) the runner does not know to summary.json; return its status."""
     on_disk = read_summary(run_dir)
-    data: dict[str, Any] = dict(on_disk) if on_disk is not None else (dict(summary) if isinstance(summary, dict) else {})
+    data: dict[str, Any] = dict(on_disk) if on_disk is not None else \
+        (dict(summary) if isinstance(summary, dict) else {})
     data.setdefault("status", COMPLETED)
     data.setdefault("wall_s", wall_s)
     missing = {k: v for k, v in _cell_facts(cell).items() if data.get(k) in (None, {}) and v not in (None, {})}

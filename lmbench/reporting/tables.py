@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lmbench.reporting.load import Run
@@ -99,17 +100,23 @@ def display_names(axes: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _finite(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """True where `metric` is a finite number (False for NaN, inf, text, or a missing column)."""
+    if metric not in frame:
+        return pd.Series(False, index=frame.index)
+    values = pd.to_numeric(frame[metric], errors="coerce").astype(float)
+    return pd.Series(np.isfinite(values.to_numpy()), index=frame.index)
+
+
 def ranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Completed cells with a finite `metric`: the only ones ranked, pivoted or averaged (an infinite loss is
     a run that blew up, never a result)."""
-    values = pd.to_numeric(frame[metric], errors="coerce") if metric in frame else pd.Series(math.nan, frame.index)
-    return frame[(frame["status"] == COMPLETED) & values.map(math.isfinite, na_action="ignore").fillna(False).astype(bool)]
+    return frame[(frame["status"] == COMPLETED) & _finite(frame, metric)]
 
 
 def unranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Completed cells whose `metric` is infinite or NaN."""
-    values = pd.to_numeric(frame[metric], errors="coerce") if metric in frame else pd.Series(math.nan, frame.index)
-    return frame[(frame["status"] == COMPLETED) & ~values.map(math.isfinite, na_action="ignore").fillna(True).astype(bool)]
+    return frame[(frame["status"] == COMPLETED) & ~_finite(frame, metric)]
 
 
 def rank_metric(frame: pd.DataFrame) -> str | None:
@@ -126,8 +133,7 @@ def seed_table(frame: pd.DataFrame, groups: Sequence[str], metrics: Sequence[str
     for _, row, part in completed_groups(done, groups, placeholder="runs"):
         row["n"] = len(part)
         for m in metrics:
-            values = pd.to_numeric(part[m], errors="coerce")
-            values = values[values.map(math.isfinite, na_action="ignore").fillna(False).astype(bool)]
+            values = part[m][_finite(part, m)].astype(float)
             row[m] = _mean_std(m, values)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -72,7 +72,8 @@ class TrainModule(nn.Module):
             logits, state = self.model.forward_with_state(input_ids, state, attention_mask)  # (B, T, V)
         else:
             logits, state = self.model(input_ids, attention_mask), None
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                              reduction="sum")
         return nll, state
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -376,26 +377,25 @@ class Trainer:
     def _train(self) -> StopReason:
         """Steps until a budget is reached, with periodic evaluations and checkpoints."""
         t, p = self.spec.train, self._progress
-        bar = self._bar()
-        window = {"nll": 0.0, "targets": 0, "seconds": 0.0, "steps": 0}
-        while (reason := self._stop_reason()) is None:
-            started = time.perf_counter()
-            loss, targets, grad_norm = self.train_step(p.step)
-            seconds = time.perf_counter() - started
-            p.step, p.tokens, p.train_s = p.step + 1, p.tokens + targets, p.train_s + seconds
-            self._unsaved = True
-            for key, value in (("nll", loss * targets), ("targets", targets), ("seconds", seconds), ("steps", 1)):
-                window[key] += value
-            bar.update(1)
-            if p.step % t.log_every == 0:
-                self._log_train(window, grad_norm, bar)
-                window = dict.fromkeys(window, 0)
-            if t.eval_every and p.step % t.eval_every == 0:
-                self._periodic_eval()
-            every = t.checkpoint_every or t.eval_every
-            if every and p.step % every == 0 and self._stop_reason() is None:
-                self._save()
-        bar.close()
+        with self._bar() as bar:  # closed however training ends (a failure, an interrupt)
+            window = {"nll": 0.0, "targets": 0, "seconds": 0.0, "steps": 0}
+            while (reason := self._stop_reason()) is None:
+                started = time.perf_counter()
+                loss, targets, grad_norm = self.train_step(p.step)
+                seconds = time.perf_counter() - started
+                p.step, p.tokens, p.train_s = p.step + 1, p.tokens + targets, p.train_s + seconds
+                self._unsaved = True
+                for key, value in (("nll", loss * targets), ("targets", targets), ("seconds", seconds), ("steps", 1)):
+                    window[key] += value
+                bar.update(1)
+                if p.step % t.log_every == 0:
+                    self._log_train(window, grad_norm, bar)
+                    window = dict.fromkeys(window, 0)
+                if t.eval_every and p.step % t.eval_every == 0:
+                    self._periodic_eval()
+                every = t.checkpoint_every or t.eval_every
+                if every and p.step % every == 0 and self._stop_reason() is None:
+                    self._save()
         return reason
 
     def _bar(self) -> Any:
