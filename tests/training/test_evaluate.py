@@ -248,3 +248,27 @@ def test_eval_is_independent_of_batch_size() -> None:
     a, b = (evaluate_split(model, split, mode="documents", block_size=6, stride=3, batch_size=bs, bos_id=BOS,
                            eos_id=EOS, pad_id=PAD) for bs in (1, 5))
     assert a.num_tokens == b.num_tokens and a.nll_nats == pytest.approx(b.nll_nats, rel=1e-6)
+
+
+def test_unk_share_is_per_token_and_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 of the validation split's 8 tokens are <unk> (id 3): share 3/8 over tokens, not over its 2 documents;
+    counted on the first evaluation only; None for a tokenizer whose <unk> is another special id."""
+    from types import SimpleNamespace
+
+    from lmbench.spec import to_spec
+    from lmbench.training.evaluate import Evaluator
+
+    spec = to_spec({"name": "u", "model": {"family": "lstm"}, "train": {"max_steps": 1},
+                    "data": {"block_size": 4}, "eval": {"batch_size": 2}})
+    split = make_split([[3, 4, 3, 5], [6, 3, 4, 5]])
+    word_like = SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD, unk_id=3)
+    evaluator = Evaluator({"validation": split}, word_like, spec)
+    counted = []
+    real = np.count_nonzero
+    monkeypatch.setattr(np, "count_nonzero", lambda a: counted.append(1) or real(a))
+    model = BigramLM()
+    first = evaluator.evaluate(model, ["validation"])["validation"]
+    again = evaluator.evaluate(model, ["validation"])["validation"]
+    assert first.unk_rate == again.unk_rate == pytest.approx(3 / 8) and len(counted) == 1
+    lossless = SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD, unk_id=PAD)
+    assert Evaluator({"validation": split}, lossless, spec).evaluate(model, ["validation"])["validation"].unk_rate is None

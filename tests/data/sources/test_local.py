@@ -176,3 +176,17 @@ def test_shared_corpora_load(shared_data: Path, name: str) -> None:
     if name == "tinystories":
         assert per_split["train"][0].text.startswith("Once upon a time there was a little boy named Ben.")
         assert not any("<|endoftext|>" in d.text for d in per_split["train"])
+
+
+def test_a_file_that_is_not_text_is_named_with_the_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"a" * 70_000 + b"\xff" + b"b" * 10)  # past the 64 KiB head that check_source decodes
+    check_source(data_spec(source="text", path=str(path)))
+    with pytest.raises(SpecError) as err:
+        list(make_source(data_spec(source="text", path=str(path))).documents("train"))
+    assert err.value.path == "data.encoding" and "byte 70,000 cannot be decoded" in err.value.message
+    path.write_bytes(b"ab\xffcd")
+    with pytest.raises(SpecError, match="byte 2 cannot be decoded"):
+        check_source(data_spec(source="text", path=str(path)))
+    assert [d.text for d in make_source(data_spec(source="text", path=str(path), encoding="latin-1"))
+            .documents("train")] == ["ab\xffcd"]
