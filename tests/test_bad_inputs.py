@@ -47,10 +47,6 @@ class Case:
     spec: str | None = None
 
 
-def run_case(*args: str) -> Case:
-    return Case("", ("run", "{spec}", "--results", "{results}", *args), "")
-
-
 def c(id: str, needle: str, *overrides: str, argv: tuple[str, ...] | None = None, spec: str | None = None) -> Case:
     return Case(id, argv or ("run", "{spec}", *overrides, "--results", "{results}"), needle, spec)
 

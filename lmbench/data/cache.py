@@ -195,7 +195,10 @@ def load_prepared(directory: Path, fingerprint: str | None = None, *, verify: bo
         problem = check_manifest(directory, meta["files"], checksums=verify)
         if problem:
             raise DamagedCache(problem)
-    splits = {name: _load_split(directory, name, dtype) for name in names}
+    try:
+        splits = {name: _load_split(directory, name, dtype) for name in names}
+    except (OSError, ValueError, TypeError) as exc:  # a stats.json or offsets.npy no checksum was asked to cover
+        raise DamagedCache(f"{directory}: a split's files are unreadable ({type(exc).__name__}: {exc})") from None
     return PreparedData(load_tokenizer(directory / "tokenizer"), splits, meta["fingerprint"], directory,
                         reused=True, meta=meta)
 

@@ -328,7 +328,7 @@ def val_curve(run: Run) -> pd.DataFrame:
 def size_points(frame: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.DataFrame:
     """One point per configuration (completed cells grouped by the factors, seeds averaged): label, num_params,
     mean and std of `metric`, and the factor columns."""
-    done = ranked(frame, metric) if metric in frame else frame.iloc[0:0]
+    done = ranked(frame, metric)
     if done.empty or metric not in done or "num_params" not in done:
         return pd.DataFrame()
     rows = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from lmbench.errors import SpecError, range_error
+from lmbench.errors import SpecError, range_error, under
 from lmbench.registry import Registry
 from lmbench.spec import SamplerSpec
 
@@ -109,7 +109,5 @@ def sampler_kind(config: SamplerSpec) -> type[Sampler]:
 
 def check_sampler(prefix: str, config: SamplerSpec, spec: Any = None) -> None:
     """Check one sampler; SpecError paths under `prefix` (`sample.samplers[0].top_p`, `--sampler.kind`)."""
-    from lmbench.errors import under
-
     with under(prefix):
         sampler_kind(config).check_spec(config, spec)
