@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train + evaluate + sample every cell of a spec or grid, then report")
     _spec_args(p)
     p.add_argument("--cell", help="run one cell only (name or index), as a cluster array task does")
-    p.add_argument("--jobs", type=int, default=1, help="cells to run at once (CPU threads are divided)")
+    p.add_argument("--jobs", type=int, help="cells to run at once (default: one per GPU, or 1 without GPUs; "
+                                            "CPU threads are divided between them)")
+    p.add_argument("--devices", metavar="IDS", help="GPUs to give out, e.g. 0,1,2,3 (default: all visible); "
+                                                    "each running cell gets its own")
+    p.add_argument("--gpus-per-cell", type=int, metavar="K", help="GPUs per cell (default 1); a cell over K "
+                                                                  "GPUs runs under accelerate launch --multi_gpu")
     p.add_argument("--results", help="results root (default: tracking.results_dir)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--runner", metavar="MODULE:FUNCTION",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lmbench.errors import SpecError
+from lmbench.experiment.devices import VISIBLE_ENV, DevicePlan, DevicePool, plan_devices
 from lmbench.experiment.grid import SINGLE_CELL_NAME, Cell, find_cell, load_cells
 from lmbench.experiment.locks import CellLock, is_locked
 from lmbench.results import (CELL_FILE, CELLS_FILE, COMPLETED, FAILED, SUMMARY_FILE, Summary, read_json,
@@ -271,16 +272,39 @@ def _run_serial(cells: Sequence[Cell], ctx: _Launch, wait_first: bool = False) -
     return outcomes
 
 
-def _spawn(cell: Cell, args: Any, ctx: _Launch, env: dict[str, str]) -> subprocess.Popen:
-    """Run one cell in a worker process: `lmbench run SPEC ... --cell NAME`, output to run_dir/run.log."""
-    cmd = [sys.executable, "-m", "lmbench", "run", str(args.spec), *(args.overrides or []), "--cell", cell.name,
-           "--results", str(ctx.results), "--no-report",
-           *(["--runner", ctx.runner_target] if ctx.runner_target else [])]
+def free_port() -> int:
+    """A TCP port nobody listens on now: the rendezvous port of one multi-GPU cell (cells running at once on
+    one machine must not share one)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_command(cell: Cell, args: Any, ctx: _Launch, num_processes: int = 1) -> list[str]:
+    """`lmbench run SPEC ... --cell NAME` for one worker; over `num_processes` GPUs it runs under
+    `accelerate launch --multi_gpu` (one DDP process per device the worker sees)."""
+    lmbench = ["-m", "lmbench", "run", str(args.spec), *(args.overrides or []), "--cell", cell.name,
+               "--results", str(ctx.results), "--no-report",
+               *(["--runner", ctx.runner_target] if ctx.runner_target else [])]
+    if num_processes == 1:
+        return [sys.executable, *lmbench]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+            str(num_processes), "--num_machines", "1", "--machine_rank", "0", "--main_process_port",
+            str(free_port()), "--dynamo_backend", "no", *lmbench]
+
+
+def _spawn(cell: Cell, args: Any, ctx: _Launch, env: dict[str, str],
+           devices: tuple[str, ...] | None = None) -> subprocess.Popen:
+    """Run one cell in a worker process (output to run_dir/run.log), on `devices` alone when given."""
+    if devices is not None:
+        env = {**env, VISIBLE_ENV: ",".join(devices)}
+    cmd = worker_command(cell, args, ctx, num_processes=len(devices) if devices else 1)
     run_dir = ctx.run_dir(cell)
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "run.log").open("a") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    _say(ctx, cell, f"started in worker pid {proc.pid} (log: {run_dir / 'run.log'})")
+    where = f" on GPU {','.join(devices)}" if devices is not None else ""
+    _say(ctx, cell, f"started in worker pid {proc.pid}{where} (log: {run_dir / 'run.log'})")
     return proc
 
 
@@ -304,8 +328,11 @@ def _reap(cell: Cell, proc: subprocess.Popen, ctx: _Launch) -> str:
     return FAILED
 
 
-def _run_parallel(cells: Sequence[Cell], ctx: _Launch, args: Any, num_jobs: int) -> dict[str, str]:
-    """Run up to `num_jobs` cells at once, each in a worker process with cpu_count // num_jobs torch threads."""
+def _run_parallel(cells: Sequence[Cell], ctx: _Launch, args: Any, plan: DevicePlan) -> dict[str, str]:
+    """Run up to `plan.jobs` cells at once, each in a worker process with cpu_count // jobs torch threads and,
+    on GPUs, `plan.per_cell` devices of its own (a cell starts only when that many are free)."""
+    num_jobs = min(plan.jobs, len(cells))
+    pool = DevicePool(plan.devices, plan.per_cell) if plan.assigns else None
     threads = str(max(1, cpu_count() // num_jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, THREADS_ENV: threads,
            STARTED_ENV: repr(ctx.started), LAUNCH_ENV: ctx.launch_id}
@@ -326,10 +353,15 @@ def _run_parallel(cells: Sequence[Cell], ctx: _Launch, args: Any, num_jobs: int)
                     _say(ctx, cell, "locked by another launcher; re-checked at the end")
                     deferred.append(cell)
                 else:
-                    running[cell.name] = (_spawn(cell, args, ctx, env), cell)
+                    devices = pool.take(cell.name) if pool is not None else None
+                    if pool is not None and devices is None:  # cannot happen: jobs <= len(devices) // per_cell
+                        raise RuntimeError(f"no free device for {cell.name}: {pool.busy}")
+                    running[cell.name] = (_spawn(cell, args, ctx, env, devices), cell)
             for name, (proc, cell) in list(running.items()):
                 if proc.poll() is not None:
                     del running[name]
+                    if pool is not None:
+                        pool.give_back(name)
                     outcomes[name] = _reap(cell, proc, ctx)
             time.sleep(0.05 if running else 0)
     finally:
@@ -371,16 +403,23 @@ def _print_outcomes(ctx: _Launch, cells: Sequence[Cell], outcomes: dict[str, str
     return failed
 
 
-def _check_jobs(args: Any, ranks: _Ranks) -> int:
-    jobs = getattr(args, "jobs", 1)
-    num_jobs = 1 if jobs is None else int(jobs)
-    if num_jobs < 1:
-        raise SpecError("--jobs", f"{num_jobs} is out of range; allowed: >= 1")
-    if num_jobs > 1 and getattr(args, "cell", None) is not None:
-        raise SpecError("--jobs", f"{num_jobs} jobs run several cells at once; --cell runs one (drop one of them)")
-    if num_jobs > 1 and ranks.world_size > 1:
-        raise SpecError("--jobs", "cannot be combined with accelerate launch (each rank runs the same cell)")
-    return num_jobs
+def _check_jobs(args: Any, ranks: _Ranks) -> DevicePlan:
+    """The launch plan from --jobs, --devices and --gpus-per-cell (devices.py), checked before anything runs.
+    Under --cell or accelerate launch the process runs one cell on what it was given: no plan of its own."""
+    jobs, devices, per_cell = (getattr(args, name, None) for name in ("jobs", "devices", "gpus_per_cell"))
+    if jobs is not None and int(jobs) < 1:
+        raise SpecError("--jobs", f"{jobs} is out of range; allowed: >= 1")
+    single = "--cell runs one cell" if getattr(args, "cell", None) is not None else \
+        "under accelerate launch each rank runs the same cell" if ranks.world_size > 1 else None
+    if single:
+        if jobs is not None and int(jobs) > 1:
+            raise SpecError("--jobs", f"{jobs} jobs run several cells at once; {single} (drop one of them)")
+        for flag, value in (("--devices", devices), ("--gpus-per-cell", per_cell)):
+            if value is not None:
+                raise SpecError(flag, f"assigns GPUs to the cells of a grid; {single} on the devices in "
+                                      f"{VISIBLE_ENV} (drop one of them)")
+        return DevicePlan([], 1, 1)
+    return plan_devices(None if jobs is None else int(jobs), devices, per_cell)
 
 
 def _results_root(path: str | Path) -> Path:
@@ -422,7 +461,7 @@ def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | 
     returns the exit code. `runner_target` is the runner's module:function for --jobs workers."""
     started = float(os.environ.get(STARTED_ENV) or time.time())
     ranks = _Ranks()
-    num_jobs = _check_jobs(args, ranks)
+    plan = _check_jobs(args, ranks)
     overrides = list(args.overrides or [])
     grid_name, cells = load_cells(args.spec, overrides)
     is_grid = len(cells) > 1 or cells[0].name != SINGLE_CELL_NAME
@@ -430,7 +469,11 @@ def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | 
     selected = [find_cell(cells, str(args.cell))] if args.cell is not None else list(cells)
     if ranks.main and runner_target is None:  # lmbench's own runner: the data must make sense for each cell
         _check_data(selected)
-    parallel = num_jobs > 1 and args.cell is None and len(cells) > 1
+    # Workers whenever cells run at once, or need devices of their own (an explicit --devices, or several GPUs
+    # per cell); a lone GPU with no flags is used in this process.
+    explicit = getattr(args, "devices", None) is not None or plan.per_cell > 1
+    parallel = args.cell is None and ranks.world_size == 1 and \
+        ((plan.jobs > 1 and len(cells) > 1) or (plan.assigns and explicit))
     ctx = _Launch(root=results / grid_name, results=results,
                   group=cells[0].spec.tracking.group or (grid_name if is_grid else None),
                   runner=None if parallel else (runner or default_runner()), runner_target=runner_target,
@@ -444,9 +487,14 @@ def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | 
         write_json_atomic(ctx.root / CELLS_FILE, {"grid": grid_name, "cells": listing})
     if args.cell is None:
         _say(ctx, None, f"{grid_name}: {len(cells)} cell(s) -> {ctx.root}")
+        if parallel and plan.assigns:
+            _say(ctx, None, f"devices {','.join(plan.devices)}: {plan.per_cell} per cell, "
+                            f"{min(plan.jobs, len(cells))} cell(s) at once")
+        for note in plan.notes:
+            _say(ctx, None, f"note: {note}")
     cells = selected
     if parallel:
-        outcomes = _run_parallel(cells, ctx, args, num_jobs)
+        outcomes = _run_parallel(cells, ctx, args, plan)
     else:
         outcomes = _run_serial(cells, ctx, wait_first=args.cell is not None)
     failed = _print_outcomes(ctx, cells, outcomes) if args.cell is None else \

@@ -54,6 +54,7 @@ def run_cell(spec, run_dir, *, cell_name, group, axes):
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         world_size = int(accelerator.reduce(torch.ones(1), reduction="sum").item())
         accelerator.wait_for_everyone()
+    start = time.time()
     if rank == 0:
         with open(os.environ["FAKE_RUNS_LOG"], "a") as f:
             f.write(json.dumps({"cell": cell_name, "pid": os.getpid(), "resumed": resumed}) + "\\n")
@@ -62,6 +63,9 @@ def run_cell(spec, run_dir, *, cell_name, group, axes):
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
     while cell_name == os.environ.get("FAKE_HOLD") and not os.path.exists(os.environ["FAKE_GATE"]):
         time.sleep(0.02)  # held until the test opens the gate
+    with open(os.environ["FAKE_RUNS_LOG"] + ".devices", "a") as f:  # every rank: which GPUs it saw, and when
+        f.write(json.dumps({"cell": cell_name, "rank": rank, "world_size": world_size, "start": start,
+                            "end": time.time(), "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\\n")
     if cell_name in os.environ.get("FAKE_FAIL", "").split("|"):
         raise RuntimeError(f"boom in {cell_name}")
     summary = {"status": "completed", "cell": cell_name, "group": group, "resumed": resumed, "runner_axes": axes,
@@ -380,3 +384,96 @@ def test_real_runner_one_cell_under_accelerate_launch(tmp_path: Path, e2e_spec: 
     assert done.returncode == 0, done.stdout + done.stderr
     summary = read_summary(tmp_path / "results" / "tiny" / "family=gru")
     assert summary is not None and (summary["status"], summary["world_size"]) == ("completed", 2), summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Devices: each running cell gets GPUs of its own (driven on CPU through an explicit --devices list)
+
+
+def device_runs(fake: types.SimpleNamespace) -> list[dict]:
+    log = Path(os.environ["FAKE_RUNS_LOG"] + ".devices")
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def assert_never_shared(runs: list[dict]) -> None:
+    """No device is held by two cells at overlapping times."""
+    spans = [(d, r["start"], r["end"], r["cell"]) for r in runs for d in r["devices"].split(",")]
+    for d, start, end, cell in spans:
+        for d2, start2, end2, cell2 in spans:
+            if d == d2 and cell != cell2:
+                assert end <= start2 or end2 <= start, f"device {d} shared by {cell} and {cell2}"
+
+
+@pytest.fixture
+def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher sees no GPU (as on CI), whatever machine runs the tests: --devices alone gives them."""
+    import lmbench.experiment.devices as devices
+
+    monkeypatch.setattr(devices, "visible_gpus", lambda: [])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.mark.integration
+def test_more_cells_than_devices_each_gets_one_of_its_own_and_a_failure_frees_it(
+        tmp_path: Path, fake: types.SimpleNamespace, no_gpus: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, "grid: {axes: {seed: [0, 1, 2, 3, 4]}}")
+    monkeypatch.setenv("FAKE_SLEEP", "0.3")
+    monkeypatch.setenv("FAKE_FAIL", "seed=1")
+    assert run(spec, fake, "--devices", "0,1,2") == 1  # --jobs defaults to one per device
+    out = capsys.readouterr().out
+    assert "devices 0,1,2: 1 per cell, 3 cell(s) at once" in out
+    runs = device_runs(fake)
+    assert sorted(r["cell"] for r in runs) == [f"seed={i}" for i in range(5)]
+    assert all(r["devices"] in ("0", "1", "2") for r in runs)
+    assert_never_shared(runs)
+    assert len({r["devices"] for r in runs}) == 3  # all three were used
+    first = {r["cell"]: r for r in runs}
+    later = [r for r in runs if r["cell"] in ("seed=3", "seed=4")]  # these waited for a device to come back
+    assert all(r["start"] >= min(first[f"seed={i}"]["end"] for i in range(3)) - 0.05 for r in later)
+    statuses = {s: (read_summary(fake.root / f"seed={s}") or {}).get("status") for s in range(5)}
+    assert statuses == {0: "completed", 1: "failed", 2: "completed", 3: "completed", 4: "completed"}
+
+
+@pytest.mark.integration
+def test_jobs_above_the_devices_are_lowered(tmp_path: Path, fake: types.SimpleNamespace, no_gpus: None,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, "grid: {axes: {seed: [0, 1, 2]}}")
+    assert run(spec, fake, "--devices", "3", "--jobs", "3") == 0
+    assert "--jobs 3 lowered to 1" in capsys.readouterr().out
+    runs = device_runs(fake)
+    assert [r["devices"] for r in runs] == ["3", "3", "3"]
+    assert_never_shared(runs)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cells_over_two_gpus_each_run_two_ddp_processes_on_their_pair(tmp_path: Path, fake: types.SimpleNamespace,
+                                                                       no_gpus: None) -> None:
+    spec = write_spec(tmp_path, "grid: {axes: {seed: [0, 1, 2]}}")
+    assert run(spec, fake, "--devices", "0,1,2,3", "--gpus-per-cell", "2") == 0
+    runs = device_runs(fake)
+    assert sorted((r["cell"], r["rank"]) for r in runs) == [(f"seed={s}", k) for s in range(3) for k in (0, 1)]
+    assert all(r["world_size"] == 2 and r["devices"] in ("0,1", "2,3") for r in runs)
+    for s in range(3):  # both ranks of a cell saw the same pair
+        assert len({r["devices"] for r in runs if r["cell"] == f"seed={s}"}) == 1
+    assert_never_shared([r for r in runs if r["rank"] == 0])
+    for s in range(3):
+        summary = read_summary(fake.root / f"seed={s}")
+        assert summary is not None and (summary["status"], summary["world_size"]) == ("completed", 2)
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (("--cell", "0", "--devices", "0"), "--devices: assigns GPUs to the cells of a grid; --cell runs one cell"),
+    (("--cell", "0", "--gpus-per-cell", "2"), "--gpus-per-cell: assigns GPUs"),
+    (("--gpus-per-cell", "2",), "--gpus-per-cell: no GPU is visible here"),
+    (("--devices", "0,0"), "--devices: 0 listed twice"),
+    (("--devices", "0", "--gpus-per-cell", "2"), "--gpus-per-cell: 2 is more than the 1 device(s) given"),
+])
+def test_device_flags_are_checked_before_anything_runs(tmp_path: Path, fake: types.SimpleNamespace, no_gpus: None,
+                                                       capsys: pytest.CaptureFixture[str], extra: tuple[str, ...],
+                                                       says: str) -> None:
+    spec = write_spec(tmp_path, "grid: {axes: {seed: [0, 1]}}")
+    assert run(spec, fake, *extra) == 2
+    assert says in capsys.readouterr().err
+    assert not fake.results.exists() and fake.runs() == []
