@@ -86,6 +86,8 @@ class KVState:
     ids: Tensor
     buffers: KVBuffers | None = None
     pool: KVPool = field(default_factory=KVPool)
+    dense: bool | None = None  # the mask is all ones (True), has a pad (False), unknown (None): known, decoding
+    # skips a host-synchronising mask.all() per token
 
     def __post_init__(self) -> None:
         if self.buffers is not None:
@@ -105,14 +107,14 @@ class KVState:
         index = index.to(self.mask.device)
         mask, ids = self.mask.index_select(0, index), self.ids.index_select(0, index)
         if self.buffers is None:
-            return KVState(mask, ids, None, self.pool)
+            return KVState(mask, ids, None, self.pool, self.dense)
         n, src = self.num_past, self.buffers
         dst = self.pool.acquire(src, len(src.layers), index.numel(), src.capacity)
         for (k, v), (dk, dv) in zip(src.layers, dst.layers):
             torch.index_select(k[:, :, :n], 0, index, out=dk[:, :, :n])
             torch.index_select(v[:, :, :n], 0, index, out=dv[:, :, :n])
         dst.end = n
-        return KVState(mask, ids, dst, self.pool)
+        return KVState(mask, ids, dst, self.pool, self.dense)
 
 
 class KVWriter:
@@ -150,10 +152,10 @@ class KVWriter:
                     dst[:, :, : self.start].copy_(src)
         return new
 
-    def result(self, mask: Tensor, ids: Tensor) -> KVState:
+    def result(self, mask: Tensor, ids: Tensor, dense: bool | None = None) -> KVState:
         assert self.buffers is not None
         self.buffers.end = mask.size(1)
-        return KVState(mask, ids, self.buffers, self.state.pool)
+        return KVState(mask, ids, self.buffers, self.state.pool, dense)
 
     def bound(self, layer: int) -> Callable[[Tensor, Tensor], KV]:
         return lambda k, v: self(layer, k, v)

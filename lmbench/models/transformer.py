@@ -2,7 +2,9 @@
 
 Attention goes through `F.scaled_dot_product_attention`: `is_causal=True` with no mask tensor when no row has
 a pad before a real token (training batches, right padding: causal masking already hides trailing pads), and
-an explicit boolean (causal AND padding) mask otherwise. Every query may always attend to itself, so rows made
+an explicit boolean (causal AND padding) mask otherwise. On CUDA the first takes the flash kernel under bf16/fp16
+autocast (it needs half-precision q/k/v, no mask tensor and a head size that is a multiple of 8 up to 256; the
+rotary tables are cast to q/k's dtype so as not to promote them), the second the memory-efficient kernel. Every query may always attend to itself, so rows made
 only of pads (left padding) stay finite. Position ids count from each row's first real token, so a
 left-padded prompt gives the same logits as the unpadded one.
 
@@ -64,6 +66,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate (B, H, T, hd) queries or keys by (B|1, 1, T, hd) tables."""
     half = x.size(-1) // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # float32 tables would promote bf16 q/k (no flash kernel)
     return x * cos + rotated * sin
 
 
@@ -214,7 +217,7 @@ class TransformerLM(LanguageModel):
 
     def init_state(self, batch_size: int, device: torch.device) -> KVState:
         empty = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
-        return KVState(empty, empty)
+        return KVState(empty, empty, dense=True)
 
     def step(self, input_ids: Tensor, state: KVState, attention_mask: Tensor | None = None,
              logits_to_keep: int = 0) -> tuple[Tensor, KVState]:
@@ -223,6 +226,9 @@ class TransformerLM(LanguageModel):
 
         `logits_to_keep` > 0 returns only the last that many positions' logits (as transformers' argument)."""
         t = input_ids.size(1)
+        # Whether every position is real: carried in the state, so decoding asks the device (a host sync) only
+        # when a given mask could change the answer, not once per token.
+        dense = state.dense if attention_mask is None else (False if state.dense is False else None)
         if attention_mask is None:
             attention_mask = torch.cat([state.mask, torch.ones_like(input_ids)], dim=1)
         mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
@@ -231,15 +237,17 @@ class TransformerLM(LanguageModel):
             logits, cropped = self._step_cropped(ids, mask, t)
             return (logits[:, -logits_to_keep:] if logits_to_keep else logits), cropped
         positions = positions_from_mask(mask)[:, -t:]
-        if state.num_past == 0 and bool(mask.all()):
+        if dense is None:
+            dense = bool(mask.all())
+        if state.num_past == 0 and dense:
             attn, is_causal = None, t > 1
-        elif t == 1 and bool(mask.all()):
+        elif t == 1 and dense:
             attn, is_causal = None, False
         else:
             attn, is_causal = attention_mask_for(mask.bool(), t), False
         writer = KVWriter(state, self.config.num_layers, self.config.block_size)
         logits = self._run(input_ids, positions, attn, is_causal, writer, logits_to_keep)
-        return logits, writer.result(mask, ids)
+        return logits, writer.result(mask, ids, dense)
 
     def _step_cropped(self, ids: Tensor, mask: Tensor, t: int) -> tuple[Tensor, KVState]:
         """Past block_size: each new token's logits come from the last block_size tokens, re-encoded."""

@@ -226,17 +226,26 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
         # Candidates among the top K that ended may enter the finished set (skipped when none did: merging
         # only BIG_NEGATIVE scores cannot displace a finished hypothesis).
         ended = ends & is_top_k
-        if bool(ended.any()):
+        if merge_unconditionally(ended) or bool(ended.any()):
             done.add(candidates, cand_scores, ended, t + 1, s, improvable)
         improvable = improvable & done.can_improve(running_scores, t + 1, max_new_tokens, s)
-        all_full = bool(done.full.all()) and s.early_stopping is True
-        if not bool(improvable.any()) or all_full or bool(ends.all()):
+        stop = ~improvable.any() | ends.all()
+        if s.early_stopping is True:
+            stop = stop | done.full.all()
+        if bool(stop):  # the stopping test: the one host sync per token
             break
         step_mask = None if full_mask is None else full_mask[:, : num_prompt + t + 1]
         logits, state = model.step(next_ids, state.reorder(beam_index), attention_mask=step_mask)
         next_logits = logits[:, -1].float()
     r = s.num_return_sequences
     return done.tokens[:, :r], done.lengths[:, :r]
+
+
+def merge_unconditionally(ended: Tensor) -> bool:
+    """On an accelerator, merge every step's candidates into the finished set: asking first whether any ended
+    is a host sync that stalls the queue, and a merge with none ended changes nothing (its candidates all score
+    BIG_NEGATIVE lower). On CPU the question is cheap and skipping the merge is not."""
+    return ended.device.type != "cpu"
 
 
 class _Finished:

@@ -245,7 +245,9 @@ def score_batch(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bo
 
 
 def _batches(items: SpanItems, batch_size: int, pad_id: int, accelerator: Any) -> Iterator[dict[str, Tensor]]:
-    loader = DataLoader(items, batch_size=batch_size, shuffle=False, collate_fn=lambda b: pad_items(b, pad_id))
+    cuda = accelerator is not None and accelerator.device.type == "cuda"
+    loader = DataLoader(items, batch_size=batch_size, shuffle=False, collate_fn=lambda b: pad_items(b, pad_id),
+                        pin_memory=cuda)  # pinned batches copy to the GPU asynchronously (non_blocking)
     if accelerator is None:
         yield from loader
         return
@@ -253,7 +255,7 @@ def _batches(items: SpanItems, batch_size: int, pad_id: int, accelerator: Any) -
 
     yield from prepare_data_loader(loader, accelerator.device, num_processes=accelerator.num_processes,
                                    process_index=accelerator.process_index, put_on_device=True, rng_types=None,
-                                   even_batches=True)
+                                   even_batches=True, non_blocking=cuda)
 
 
 @torch.no_grad()
@@ -286,16 +288,17 @@ def evaluate_split(
     per_process = max(1, batch_size // num_processes)
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64)
+    total: Tensor | None = None  # on the model's device: one copy to the host at the end, not one per batch
     try:
         for batch in _batches(items, per_process, pad_id, accelerator):
             with autocast() if autocast is not None else contextlib.nullcontext():
                 sums = score_batch(model, batch, recurrent=recurrent, chunk=block_size)
             if accelerator is not None:
                 sums = accelerator.gather_for_metrics(sums)
-            total += sums.sum(0).cpu()
+            total = sums.sum(0) if total is None else total + sums.sum(0)
     finally:
         model.train(was_training)
+    total = total.cpu() if total is not None else torch.zeros(2, dtype=torch.float64)
     stats = split.stats
     return EvalResult(float(total[0]), int(round(float(total[1]))), int(stats.num_bytes), int(stats.num_chars),
                       int(stats.num_words))

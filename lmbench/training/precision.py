@@ -19,10 +19,24 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
+def cuda_bf16() -> bool:
+    """The current CUDA device computes in bf16 natively (Ampere, compute capability 8.0, or newer); torch's own
+    is_bf16_supported() also says yes for older GPUs that only emulate it, slowly."""
+    return torch.cuda.is_bf16_supported(including_emulation=False) if _takes_emulation() else \
+        torch.cuda.get_device_capability()[0] >= 8
+
+
+def _takes_emulation() -> bool:
+    import inspect
+
+    return "including_emulation" in inspect.signature(torch.cuda.is_bf16_supported).parameters
+
+
 def resolve_mixed_precision(requested: str, num_params: int, device_type: str | None = None) -> tuple[str, str]:
     """(mixed_precision, reason). `auto` is bf16 where it runs fast and pays off, else `no`:
 
-    CUDA with bf16 support; or a CPU with native bf16 dot products (AMX `amx_bf16`, or AVX-512 `avx512_bf16`,
+    CUDA with bf16 support (compute capability >= 8.0), and fp16 on older GPUs (Accelerate then scales the loss
+    with a GradScaler and skips the steps whose gradients overflow); or a CPU with native bf16 dot products (AMX `amx_bf16`, or AVX-512 `avx512_bf16`,
     which oneDNN uses for ~3.5x the fp32 matmul rate on this project's machine) AND a model of at least
     MIN_PARAMS_FOR_BF16 parameters (smaller models are bound by overheads that autocast only adds to).
     """
@@ -30,9 +44,9 @@ def resolve_mixed_precision(requested: str, num_params: int, device_type: str | 
         return requested, "requested"
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda":
-        if torch.cuda.is_bf16_supported():
+        if cuda_bf16():
             return "bf16", "auto: CUDA device with bf16"
-        return "no", "auto: CUDA device without bf16"
+        return "fp16", "auto: CUDA device without bf16 (fp16 with loss scaling)"
     if device_type != "cpu":
         return "no", f"auto: {device_type} device"
     flags = cpu_flags() & set(FAST_BF16_CPU_FLAGS)

@@ -135,6 +135,14 @@ class TrainOutcome:
     error: NonFiniteLoss | None = None
 
 
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """A collated CPU batch on `device`. For CUDA the tensors are pinned first, so the copies are asynchronous
+    (non_blocking) and overlap the previous step's kernels; on CPU nothing is pinned or copied."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 class Trainer:
     """One cell's training: built by the runner from prepared parts, run once with `run()`."""
 
@@ -255,7 +263,7 @@ class Trainer:
         for a in range(self.accum):
             slot = a * self.world + self.acc.process_index
             batch = self.train_data.collate(items[slot * self.micro:(slot + 1) * self.micro])
-            yield {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
+            yield to_device(batch, self.acc.device)
 
     def train_step(self, step: int) -> tuple[float, int, float | None]:
         """Run the update that produces step `step + 1` -> (mean loss of the global batch, its targets, grad norm)."""

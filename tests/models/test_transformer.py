@@ -180,3 +180,25 @@ def test_step_logits_to_keep_returns_the_last_positions() -> None:
     torch.testing.assert_close(last, full[:, -1:])
     nxt, _ = model.step(ids[:, :1], state)  # the cache is complete although only one position was projected
     torch.testing.assert_close(nxt[:, -1], model(torch.cat([ids, ids[:, :1]], 1))[:, -1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_cuda_training_attention_takes_the_flash_kernel_and_padded_the_efficient_one(positions: str) -> None:
+    """SDPA silently falls back to its slow math kernel when a condition fails (fp32 q/k, a mask tensor, odd
+    head sizes): pinned to one kernel, it raises instead."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    cfg = Config(num_layers=2, num_heads=4, d_model=128, block_size=64, positions=positions, dropout=0.1)
+    model = TransformerLM(cfg, vocab_size=97, pad_id=0).cuda().train()
+    ids = torch.randint(1, 97, (4, 64), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        model(ids).float().sum().backward()  # training batch: causal flag, no mask
+    left_padded = torch.ones_like(ids)
+    left_padded[0, :5] = 0
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16), \
+            sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+        assert torch.isfinite(model.eval()(ids, left_padded)).all()

@@ -3,6 +3,7 @@ the empirical distribution of seeded sampling, and the cost model (one cached st
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import math
@@ -322,3 +323,40 @@ def test_prefill_asks_for_the_last_logits_only() -> None:
     plain = ours(tiny_model("lstm"), SamplerSpec(kind="beam", num_beams=2), None, 3)
     assert ours(model, SamplerSpec(kind="beam", num_beams=2), None, 3) == plain
     assert [keep for _, keep in model.calls] == [1, 0, 0]
+
+
+# ------------------------------------------------------------------------------------- host syncs (GPU path)
+
+@pytest.mark.parametrize("early_stopping", [True, False, "never"])
+def test_beam_search_merging_every_step_changes_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                        early_stopping: object) -> None:
+    """On CUDA the finished set takes every step's candidates (no `ended.any()` sync): the same hypotheses."""
+    import lmbench.sampling.search as search
+
+    model = tiny_model("transformer")
+    for kind in ("beam", "beam_sample"):
+        s = SamplerSpec(kind=kind, num_beams=3, num_return_sequences=3, early_stopping=early_stopping)
+        skipping = ours(model, s, EOS["transformer"], 12)
+        monkeypatch.setattr(search, "merge_unconditionally", lambda ended: True)
+        merging = ours(model, s, EOS["transformer"], 12)
+        monkeypatch.undo()
+        assert merging == skipping
+        assert any(h[-1] == EOS["transformer"] for out in skipping for h in out)  # hypotheses did end
+
+
+def test_decoding_asks_whether_the_mask_is_dense_once_not_per_token() -> None:
+    """`bool(mask.all())` is a host sync on CUDA: the transformer's state carries the answer between steps."""
+    model = tiny_model("transformer")
+    ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])
+    mask = (ids != 0).long()
+    _, padded = model.step(ids, model.init_state(2, ids.device), attention_mask=mask)
+    _, dense = model.step(ids[1:], model.init_state(1, ids.device))
+    assert (padded.dense, dense.dense) == (False, True)
+    step_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
+    logits, after = model.step(torch.tensor([[3], [4]]), padded, attention_mask=step_mask)
+    assert after.dense is False  # known from the state: no device query
+    unknown = dataclasses.replace(padded, dense=None)
+    torch.testing.assert_close(model.step(torch.tensor([[3], [4]]), unknown, attention_mask=step_mask)[0], logits)
+    logits, after = model.step(torch.tensor([[3]]), dense)
+    assert after.dense is True
+    torch.testing.assert_close(model.step(torch.tensor([[3]]), dataclasses.replace(dense, dense=None))[0], logits)

@@ -95,3 +95,36 @@ def test_two_machines_on_loopback(tmp_path: Path) -> None:
     for proc in procs:
         finish(proc)
     assert_same_metrics(one, json.loads((tmp_path / "two" / "summary.json").read_text()))
+
+
+OTHER_FAMILIES = {  # the families test_two_processes_equal_one does not cover, each as small as it gets
+    "rnn": {"model": {"family": "rnn", "params": {"d_embed": 8, "d_hidden": 16, "num_layers": 2}}},
+    "gru": {"model": {"family": "gru", "params": {"d_embed": 8, "d_hidden": 16, "num_layers": 1}},
+            "data": {"batching": "documents"}},  # padded batches: the packed-sequence path under DDP
+    "hf": {"model": {"family": "hf", "params": {"from_config": True, "model_type": "gpt2",
+                                                 "config": {"n_layer": 1, "n_embd": 16, "n_head": 2,
+                                                            "n_positions": 32}}}},
+    "glove": {"model": {"family": "lstm", "params": {"embeddings": "glove", "embeddings_source": "VECTORS",
+                                                     "d_hidden": 8, "num_layers": 1}},
+              "tokenizer": {"kind": "word"}},  # frozen pretrained rows, trainable new ones
+}
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI not installed")
+@pytest.mark.parametrize("name", list(OTHER_FAMILIES))
+def test_every_family_trains_under_ddp(tmp_path: Path, name: str) -> None:
+    """DDP raises when a parameter gets no gradient (unused parameters): every family's parameters all take
+    part in the loss, so two processes complete without find_unused_parameters."""
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w} {' '.join(str((i + j) / 10) for j in range(4))}\n"
+                               for i, w in enumerate(["the", "cat", "sat", "on", "dog"])), encoding="utf-8")
+    sections = json.loads(json.dumps(OTHER_FAMILIES[name]).replace('"VECTORS"', json.dumps(str(vectors))))
+    cfg = tiny_cfg(tmp_path, "lstm", train={"max_steps": 3, "eval_every": 3})
+    cfg.update({k: {**cfg.get(k, {}), **v} for k, v in sections.items()})
+    cfg["sample"] = {"samplers": []}
+    spec = tmp_path / f"{name}.json"
+    spec.write_text(json.dumps(cfg))
+    finish(launch(["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())], spec,
+                  tmp_path / "two"))
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
