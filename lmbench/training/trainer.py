@@ -167,6 +167,7 @@ class Trainer:
         self._time_up = False  # the main process saw max_seconds pass (agreed on by all processes)
         self._last_eval: tuple[int, dict[str, EvalResult]] = (-1, {})  # (step, results) of the last evaluation
         self._unsaved = False  # progress or best weights changed since the last checkpoint
+        self._ready: tuple[int, int, list[dict[str, Tensor]]] | None = None  # prefetched (step, targets, batches)
 
     # ----- what the runner may read
     @property
@@ -265,18 +266,38 @@ class Trainer:
             batch = self.train_data.collate(items[slot * self.micro:(slot + 1) * self.micro])
             yield to_device(batch, self.acc.device)
 
-    def train_step(self, step: int) -> tuple[float, int, float | None]:
-        """Run the update that produces step `step + 1` -> (mean loss of the global batch, its targets, grad norm)."""
+    def _batches(self, step: int) -> tuple[int, list[dict[str, Tensor]]]:
+        """(targets in the global batch, this process's micro-batches on the device) for update `step`: the
+        ones `_prefetch` made while the previous update ran, else made now."""
+        ready, self._ready = self._ready, None
+        if ready is not None and ready[0] == step:
+            return ready[1], ready[2]
         items = self.global_items(step)
+        num_targets = int(sum(int((item["labels"] != IGNORE_INDEX).sum()) for item in items))
+        return num_targets, list(self.micro_batches(items))
+
+    def _prefetch(self, step: int) -> None:
+        """Collate, pin and start copying update `step`'s batches now: on a GPU this host work overlaps the
+        kernels of the update just queued instead of leaving the device idle. (Batches come from a seeded plan,
+        not from a random stream, so making them early changes nothing.)"""
+        if self.acc.device.type == "cuda":
+            self._ready = (step, *self._batches(step))
+
+    def train_step(self, step: int) -> tuple[float, int, float | None]:
+        """Run the update that produces step `step + 1` -> (mean loss of the global batch, its targets, grad norm).
+
+        One host sync per update, after the optimizer step is queued: loss, stop flag and gradient norm come
+        back together. A non-finite loss or norm is still caught at that update (the run ends at once, and the
+        last checkpoint, written before it, is what a rerun resumes)."""
+        num_targets, batches = self._batches(step)
         if self.train_data.carry and step % self.steps_per_epoch == 0:
             self._carry = [None] * self.accum  # a new pass over the stream starts from a fresh state
-        num_targets = int(sum(int((item["labels"] != IGNORE_INDEX).sum()) for item in items))
         scale = self.world * self.accum / max(num_targets, 1)  # backward divides by accum, DDP averages over world
         lr = self.lr(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         local_nll = torch.zeros((), dtype=torch.float64, device=self.acc.device)
-        for a, batch in enumerate(self.micro_batches(items)):
+        for a, batch in enumerate(batches):
             with self.acc.accumulate(self.module):
                 state = self._carry[a] if self.train_data.carry else None
                 nll, state = self.module(batch["input_ids"], batch["labels"], batch.get("attention_mask"), state)
@@ -286,14 +307,19 @@ class Trainer:
                 local_nll += nll.detach().double()
         stop_flag = float(self.acc.is_main_process and self._out_of_time())
         stats = self.acc.reduce(torch.stack([local_nll, local_nll.new_tensor(stop_flag)]), reduction="sum")
-        loss = float(stats[0]) / max(num_targets, 1)
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(step + 1, "loss", loss, ckpt.checkpoint_dir(self.run_dir))
-        grad_norm = self._clip(step)
+        norm = self._clip()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._time_up = bool(stats[1] > 0)
-        return loss, num_targets, grad_norm
+        self._prefetch(step + 1)
+        total_nll, stop, grad_norm = torch.cat([stats, stats.new_full((1,), math.nan) if norm is None
+                                                else norm.detach().reshape(1).to(stats)]).tolist()
+        loss = total_nll / max(num_targets, 1)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(step + 1, "loss", loss, ckpt.checkpoint_dir(self.run_dir))
+        if norm is not None and not math.isfinite(grad_norm) and self.acc.mixed_precision != "fp16":
+            raise NonFiniteLoss(step + 1, "gradient norm", grad_norm, ckpt.checkpoint_dir(self.run_dir))
+        self._time_up = stop > 0  # fp16: the scaler skipped the update whose gradients overflowed
+        return loss, num_targets, None if norm is None else grad_norm
 
     def lr(self, step: int) -> float:
         """The learning rate of the update at `step` (0-based count of updates done)."""
@@ -301,14 +327,12 @@ class Trainer:
         return lr_at(t.schedule, step, t.lr, warmup_steps=t.warmup_steps, total_steps=self.total_steps,
                      min_lr_ratio=t.min_lr_ratio)
 
-    def _clip(self, step: int) -> float | None:
+    def _clip(self) -> Tensor | None:
+        """Clip the gradients to train.grad_clip; their total norm before clipping (on the device), or None."""
         clip = self.spec.train.grad_clip
         if clip is None:
             return None
-        norm = float(self.acc.clip_grad_norm_(self.module.parameters(), clip))
-        if not math.isfinite(norm) and self.acc.mixed_precision != "fp16":  # fp16: the scaler skips the step
-            raise NonFiniteLoss(step + 1, "gradient norm", norm, ckpt.checkpoint_dir(self.run_dir))
-        return norm
+        return torch.as_tensor(self.acc.clip_grad_norm_(self.module.parameters(), clip))
 
     def _out_of_time(self) -> bool:
         limit = self.spec.train.max_seconds

@@ -222,3 +222,27 @@ def test_resume_after_sigkill_subprocess(tmp_path: Path, family: str) -> None:
     assert resumed["resumed_from"] == [killed_at]
     for key in FINAL_KEYS:
         assert resumed[key] == straight[key], key
+
+
+@pytest.mark.parametrize("family", ["transformer", "lstm"])
+def test_batches_prefetched_during_the_previous_update_train_the_same(tmp_path: Path, family: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the next update's batches are made while the current one runs (Trainer._prefetch): forced on CPU,
+    every logged number is the same as batches made on demand (carried LSTM state and accumulation included)."""
+    from lmbench.training.trainer import Trainer
+
+    cfg = tiny_cfg(tmp_path, family, train={"grad_accum_steps": 2, "log_every": 1})
+    base = run(cfg, tmp_path / "on-demand")
+    made = []
+
+    def prefetch(self: Trainer, step: int) -> None:
+        made.append(step)
+        self._ready = (step, *self._batches(step))
+
+    monkeypatch.setattr(Trainer, "_prefetch", prefetch)
+    again = run(cfg, tmp_path / "prefetched")
+    assert made, "prefetch never ran"
+    strip = ("wall_s", "tokens_per_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "prefetched")] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "on-demand")]
+    assert again["val_loss"] == base["val_loss"]
