@@ -16,6 +16,9 @@ so every run makes exactly --new-tokens tokens.
 
     python scripts/bench/generation.py                                  # writes results/bench/generation.{md,json}
     python scripts/bench/generation.py --d-model 64 --num-layers 2 --vocab-size 512 --new-tokens 16 --out /tmp/g
+    python scripts/bench/generation.py --device cuda --dtype bf16 --impls lmbench transformers --out /tmp/g-bf16
+
+On a GPU the timings wait for the device (torch.cuda.synchronize), and both models are cast to --dtype.
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmbench.models.base import LanguageModel
-from lmbench.models.hf import Config as HFConfig
-from lmbench.models.hf import HFCausalLM
-from lmbench.models.transformer import Config as TConfig
-from lmbench.models.transformer import TransformerLM
-from lmbench.sampling import generate
-from lmbench.spec import SamplerSpec
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's lmbench, installed or not
+from lmbench.models.base import LanguageModel  # noqa: E402
+from lmbench.models.hf import Config as HFConfig  # noqa: E402
+from lmbench.models.hf import HFCausalLM  # noqa: E402
+from lmbench.models.transformer import Config as TConfig  # noqa: E402
+from lmbench.models.transformer import TransformerLM  # noqa: E402
+from lmbench.sampling import generate  # noqa: E402
+from lmbench.spec import SamplerSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 STRATEGIES: dict[str, SamplerSpec] = {
@@ -128,7 +132,18 @@ def build_models(args: argparse.Namespace) -> tuple[TransformerLM, HFCausalLM]:
     cfg = TConfig(num_layers=args.num_layers, num_heads=args.num_heads, d_model=args.d_model, block_size=block_size,
                   activation="gelu_tanh")
     model = TransformerLM(cfg, vocab_size=args.vocab_size, pad_id=0).eval()
-    return model, gpt2_from_transformer(model)
+    hf = gpt2_from_transformer(model)  # copied in fp32 on the CPU, then both cast and moved alike
+    dtype = DTYPES[args.dtype]
+    return model.to(args.device, dtype), hf.to(args.device, dtype)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sync() -> None:
+    """Wait for queued CUDA kernels (a no-op without CUDA): generate() may return before the device is done."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------------------------- runners
@@ -175,12 +190,14 @@ def estimate_recompute_s(lm: TransformerLM, rows: int, prompt_len: int, new_toke
     seconds = []
     with torch.inference_mode():
         for length in lengths:
-            ids = torch.randint(0, lm.vocab_size, (min(rows, max_rows), length))
+            ids = torch.randint(0, lm.vocab_size, (min(rows, max_rows), length), device=lm.tok_emb.weight.device)
             lm(ids)  # warm-up at this shape
             best = float("inf")
             for _ in range(2):
+                sync()
                 started = time.perf_counter()
                 lm(ids)
+                sync()
                 best = min(best, time.perf_counter() - started)
             seconds.append(best * rows / ids.size(0))
     all_lengths = torch.arange(prompt_len, prompt_len + new_tokens, dtype=torch.float64)
@@ -200,8 +217,10 @@ def timed(run: Callable[[], int], repeats: int) -> tuple[float, int]:
     """Best wall time of `repeats` runs (after one short warm-up done by the caller) and the tokens made."""
     best, made = float("inf"), 0
     for _ in range(repeats):
+        sync()
         started = time.perf_counter()
         made = run()
+        sync()
         best = min(best, time.perf_counter() - started)
     return best, made
 
@@ -211,6 +230,7 @@ def timed(run: Callable[[], int], repeats: int) -> tuple[float, int]:
 def check_same_outputs(lm: TransformerLM, hf: HFCausalLM, vocab_size: int) -> dict[str, bool]:
     """Greedy and beam ids of the three cached implementations agree on a short run (same weights)."""
     prompts = torch.randint(0, vocab_size, (2, 8), generator=torch.Generator().manual_seed(1))
+    prompts = prompts.to(lm.tok_emb.weight.device)
     agree = {}
     for name in ("greedy", "beam5"):
         s = STRATEGIES[name]
@@ -250,16 +270,39 @@ def measure_cell(lm: TransformerLM, hf: HFCausalLM, name: str, prompts: Tensor,
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     lm, hf = build_models(args)
     results: list[dict[str, Any]] = []
+    agreement: list[dict[str, Any]] = []
     for batch in args.batch_sizes:
         prompts = torch.randint(1, args.vocab_size, (batch, args.prompt_len),
-                                generator=torch.Generator().manual_seed(0))
+                                generator=torch.Generator().manual_seed(0)).to(args.device)
         for name in args.strategies:
             for r in measure_cell(lm, hf, name, prompts, args):
                 results.append(r)
                 print(f"{name:7s} batch {batch:3d} {r['impl']:13s} {r['tokens_per_s']:10.1f} tokens/s "
                       f"({r['seconds']:.2f} s, {r['how']})", flush=True)
+        agreement.append({"batch": batch, **greedy_agreement(lm, hf, prompts, args.new_tokens)})
     return {"results": results, "same_outputs": check_same_outputs(lm, hf, args.vocab_size),
-            "num_params": lm.num_params()}
+            "greedy_full_length": agreement, "num_params": lm.num_params()}
+
+
+def greedy_agreement(lm: TransformerLM, hf: HFCausalLM, prompts: Tensor, new_tokens: int) -> dict[str, Any]:
+    """Greedy ids of lmbench and GPT2LMHeadModel.generate over the benchmark's whole length: equal, and the first
+    position where a row differs (None when equal)."""
+    ours = torch.tensor([o[0] for o in generate(lm, prompts.tolist(), STRATEGIES["greedy"],
+                                                max_new_tokens=new_tokens, eos_id=None, pad_id=0)])
+    with torch.inference_mode():
+        ref = hf.model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
+                                pad_token_id=0, do_sample=False)[:, prompts.size(1):].cpu()
+    differ = (ours != ref).any(dim=0).nonzero()
+    out = {"equal": bool(differ.numel() == 0), "first_mismatch": int(differ[0]) if differ.numel() else None,
+           "rows_differing": int((ours != ref).any(dim=1).sum()), "new_tokens": new_tokens}
+    if differ.numel():  # how close to a tie the two picks were there (a rounding-level gap = a tie broken apart)
+        t = int(differ[0])
+        row = int((ours[:, t] != ref[:, t]).nonzero()[0])
+        prefix = torch.cat([prompts[row].cpu(), ref[row, :t]]).unsqueeze(0).to(prompts.device)
+        with torch.inference_mode():
+            logits = hf.model(input_ids=prefix).logits[0, -1].float()
+        out["logit_gap_at_mismatch"] = float(logits[ref[row, t]] - logits[ours[row, t]])
+    return out
 
 
 RATIOS = (("lmbench", "transformers"), ("lmbench-hf", "transformers"), ("lmbench", "recompute"))
@@ -330,6 +373,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights and activations of both models")
     p.add_argument("--out", default=str(REPO / "results" / "bench" / "generation"),
                    help="output path without suffix (.md and .json are written)")
     return p.parse_args(argv)
@@ -343,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = {"cpu": platform.processor() or platform.machine(), "num_threads": torch.get_num_threads(),
            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "torch": torch.__version__,
-           "transformers": transformers.__version__, "device": "cpu", "python": platform.python_version()}
+           "transformers": transformers.__version__, "device": args.device, "dtype": args.dtype, "python": platform.python_version()}
     command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench/generation.py", *(argv or sys.argv[1:])])
     report = {"command": command, "args": vars(args), "env": env, **measure(args)}
     out = Path(args.out)

@@ -156,21 +156,24 @@ class PlainLSTM(nn.Module):
         self.head = nn.Linear(LSTM["d_hidden"], vocab_size)
 
     def forward(self, ids: torch.Tensor, hidden: Any) -> tuple[torch.Tensor, Any]:
-        with torch.autocast("cpu", enabled=False):  # a bf16 recurrence does not train (see lmbench recurrent.py)
+        with torch.autocast(ids.device.type, enabled=False):  # a bf16 recurrence does not train (recurrent.py)
             out, hidden = self.rnn(self.embed(ids).float(), hidden)
         return self.head(out), hidden
 
 
-def plain_runner(model: nn.Module, batches: list[dict[str, torch.Tensor]], bf16: bool, recurrent: bool
-                 ) -> Callable[[int], None]:
-    """A notebook-style loop: default AdamW (for-loop implementation on CPU), clip 1.0, autocast for bf16."""
+def plain_runner(model: nn.Module, batches: list[dict[str, torch.Tensor]], bf16: bool, recurrent: bool,
+                 device: torch.device = torch.device("cpu")) -> Callable[[int], None]:
+    """A notebook-style loop: default AdamW (for-loop implementation on CPU), clip 1.0, autocast for bf16; on a
+    GPU the batches are moved there once, before timing."""
+    model.to(device)
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     model.train()
     box: dict[str, Any] = {"hidden": None}
 
     def step(index: int) -> None:
         batch = batches[index]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if recurrent:
                 logits, hidden = model(batch["input_ids"], box["hidden"])
                 box["hidden"] = tuple(h.detach() for h in hidden)  # repackage_hidden
@@ -185,6 +188,12 @@ def plain_runner(model: nn.Module, batches: list[dict[str, torch.Tensor]], bf16:
 
 
 # ------------------------------------------------------------------------------------------ timing
+def _sync() -> None:
+    """Wait for queued CUDA kernels (no-op on a CPU-only machine) so a timed block includes the device work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed_rounds(runners: dict[str, Callable[[int], None]], warmup: int, steps: int, rounds: int
                  ) -> dict[str, list[float]]:
     """Seconds per step of each runner, per round; runners alternate within a round on the same step indices."""
@@ -195,9 +204,11 @@ def timed_rounds(runners: dict[str, Callable[[int], None]], warmup: int, steps: 
     for r in range(rounds):
         first = warmup + r * steps
         for name, run in runners.items():
+            _sync()
             t0 = time.perf_counter()
             for i in range(first, first + steps):
                 run(i)
+            _sync()
             seconds[name].append((time.perf_counter() - t0) / steps)
     return seconds
 
@@ -227,7 +238,7 @@ def bench_transformer(size_name: str, args: argparse.Namespace, peaks: dict[str,
         plain = gpt2_like(size, model.vocab_size)
         assert plain.num_parameters() == model.num_params(), (plain.num_parameters(), model.num_params())
         runners = {"lmbench": lmbench_runner(trainer),
-                   "plain": plain_runner(plain, batches, precision == "bf16", False)}
+                   "plain": plain_runner(plain, batches, precision == "bf16", False, trainer.acc.device)}
         secs = timed_rounds(runners, args.warmup, steps, args.rounds)
         tokens = size["batch_size"] * size["block_size"]
         fpt = model.flops_per_token(size["block_size"])
@@ -247,7 +258,8 @@ def bench_lstm(args: argparse.Namespace, peaks: dict[str, float], work: Path) ->
         batches = same_batches(trainer, total)
         torch.manual_seed(0)
         plain = PlainLSTM(model.vocab_size)
-        runners = {"lmbench": lmbench_runner(trainer), "plain": plain_runner(plain, batches, precision == "bf16", True)}
+        runners = {"lmbench": lmbench_runner(trainer),
+                   "plain": plain_runner(plain, batches, precision == "bf16", True, trainer.acc.device)}
         secs = timed_rounds(runners, args.warmup, args.steps, args.rounds)
         tokens = LSTM["batch_size"] * LSTM["block_size"]
         fpt = model.flops_per_token(LSTM["block_size"])
