@@ -67,6 +67,17 @@ class RecurrentState:
         return RecurrentState(*hx) if isinstance(hx, tuple) else RecurrentState(hx)
 
 
+def _own_storage(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """State-dict hook of the recurrent layer: on CUDA, cuDNN keeps all its weights as views of one flat buffer
+    (`flatten_parameters`). safetensors refuses to save such views, and Accelerate's `save_state` keeps only
+    the first name per storage (the other weights would silently vanish from the checkpoint): each weight
+    goes into the state dict as a copy of its own. On CPU every weight owns its storage and nothing is copied."""
+    for name, value in state.items():
+        if name.startswith(prefix) and isinstance(value, Tensor) and not isinstance(value, nn.Parameter) \
+                and value.untyped_storage().nbytes() != value.numel() * value.element_size():
+            state[name] = value.clone()
+
+
 class RecurrentLM(LanguageModel):
     """Embedding -> nn.RNN/LSTM/GRU (batch_first) -> dropout -> [hidden->embed Linear if tied] -> vocabulary.
 
@@ -92,6 +103,7 @@ class RecurrentLM(LanguageModel):
         inter_dropout = config.dropout if config.num_layers > 1 else 0.0
         self.rnn = CELLS[self.cell](d_embed, config.d_hidden, config.num_layers, dropout=inter_dropout,
                                     batch_first=True)
+        self.rnn._register_state_dict_hook(_own_storage)  # public as register_state_dict_post_hook from torch 2.5
         self.drop = nn.Dropout(config.dropout)
         d_out = d_embed if config.tie_weights else config.d_hidden
         self.proj = nn.Linear(config.d_hidden, d_embed, bias=False) if d_out != config.d_hidden else nn.Identity()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -122,3 +124,35 @@ def test_build_model_rejects_unknown_params() -> None:
 
     with pytest.raises(SpecError, match="model.params.d_hiden: unknown key 'd_hiden' \\(did you mean 'd_hidden'"):
         build_model(ModelSpec("lstm", {"d_hiden": 8}), Tok())
+
+
+def flatten_like_cudnn(rnn: torch.nn.Module) -> None:
+    """What `flatten_parameters` does on CUDA: every weight becomes a view of one flat buffer."""
+    params = list(rnn.parameters())
+    flat = torch.cat([p.detach().flatten() for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru", "rnn"])
+def test_weights_sharing_one_cudnn_buffer_save_and_resume_whole(tmp_path: Path, family: str) -> None:
+    """safetensors refuses views of one storage, and Accelerate's save_state keeps one name per storage (the
+    other weights would vanish from checkpoints): the state dict gives each weight a storage of its own."""
+    from accelerate.utils.other import clean_state_dict_for_safetensors
+
+    from lmbench.training.checkpoint import load_weights, save_weights
+
+    model = make_tiny(family, seed=0, num_layers=2)
+    flatten_like_cudnn(model.rnn)
+    state = model.state_dict()
+    rnn_keys = [k for k in state if k.startswith("rnn.")]
+    assert len(rnn_keys) == 8 and len({state[k].untyped_storage().data_ptr() for k in rnn_keys}) == 8
+    assert set(clean_state_dict_for_safetensors(dict(state))) == set(state)  # nothing dropped on save_state
+    save_weights(model, tmp_path / "w.safetensors")
+    other = make_tiny(family, seed=1, num_layers=2)
+    load_weights(other, tmp_path / "w.safetensors")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[key], value, rtol=0, atol=0)
+    assert model.rnn.weight_ih_l0.untyped_storage().data_ptr() == model.rnn.weight_hh_l1.untyped_storage().data_ptr()
