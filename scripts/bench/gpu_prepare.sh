@@ -29,7 +29,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 SHIP=(wandb cwevals distro opentelemetry-api opentelemetry-sdk opentelemetry-semantic-conventions opentelemetry-proto
       opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-common opentelemetry-exporter-otlp-common
       opentelemetry-exporter-http-transport googleapis-common-protos pydantic pydantic-core annotated-types
-      typing-inspection platformdirs omegaconf antlr4-python3-runtime datasets dill multiprocess razdel)
+      typing-inspection platformdirs omegaconf antlr4-python3-runtime datasets dill multiprocess razdel
+      sentencepiece)  # the image's 0.2.2 is below lmbench's floor 0.2.3 (tabs dropped from the alphabet)
 GPU_HAS="torch transformers accelerate tokenizers sentencepiece safetensors numpy huggingface-hub pandas pyarrow
  matplotlib tqdm psutil tabulate tensorboard xxhash pyyaml requests click protobuf pytest pytest-timeout pytest-xdist
  rich filelock fsspec regex packaging typing-extensions jinja2"
