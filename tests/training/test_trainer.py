@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from lmbench.training import checkpoint as ckpt
 from lmbench.training.evaluate import EvalResult, Evaluator
@@ -246,3 +247,65 @@ def test_batches_prefetched_during_the_previous_update_train_the_same(tmp_path: 
     assert [{k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "prefetched")] == \
         [{k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "on-demand")]
     assert again["val_loss"] == base["val_loss"]
+
+
+# ------------------------------------------------------------------ specifications of one update (pinned by hand)
+
+def _spy_optimizer_steps(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, float]]:
+    """Record, at every AdamW.step, the learning rate it applies and the total gradient norm it sees."""
+    seen: list[dict[str, float]] = []
+    real = torch.optim.AdamW.step
+
+    def step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        grads = [p.grad.detach().double().norm() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append({"lr": self.param_groups[0]["lr"], "grad_norm": float(torch.stack(grads).norm())})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    return seen
+
+
+def test_applied_learning_rate_follows_the_schedule_from_the_first_update(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _spy_optimizer_steps(monkeypatch)
+    cfg = tiny_cfg(tmp_path, train={"lr": 1e-2, "schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1,
+                                    "max_steps": 6, "eval_every": None, "log_every": 1})
+    run(cfg, tmp_path / "run")
+    # warm-up (step + 1) / 2, then 1e-3 + 9e-3 * (1 + cos(pi * (step - 2) / 4)) / 2, computed by hand
+    expected = [5e-3, 1e-2, 1e-2, 0.0086819805, 0.0055, 0.0023180195]
+    assert [s["lr"] for s in seen] == pytest.approx(expected, rel=1e-7)
+    logged = [r["lr"] for r in rows(tmp_path / "run") if "train_loss" in r]
+    assert logged == pytest.approx(expected, rel=1e-7)  # the log names the rate each update used
+
+
+def test_gradient_clipping_happens_before_the_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _spy_optimizer_steps(monkeypatch)
+    cfg = tiny_cfg(tmp_path, train={"grad_clip": 1e-3, "max_steps": 3, "eval_every": None, "log_every": 1})
+    run(cfg, tmp_path / "run")
+    assert len(seen) == 3 and all(s["grad_norm"] <= 1e-3 * (1 + 1e-4) for s in seen)
+    logged = [r["grad_norm"] for r in rows(tmp_path / "run") if "grad_norm" in r]
+    assert len(logged) == 3 and all(g > 1e-2 for g in logged)  # the logged norm is the one before clipping
+
+
+def test_train_loss_is_the_mean_over_target_tokens_not_sequences(tmp_path: Path) -> None:
+    """Documents of different lengths, padded: the step's loss is (sum of token NLL) / (number of targets)."""
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, data={"batching": "documents", "block_size": 96},
+                   train={"grad_accum_steps": 2, "max_steps": 1, "eval_every": None})
+    cfg["model"]["params"].update(dropout=0.0, block_size=96)
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    items = trainer.global_items(0)
+    batch = trainer.train_data.collate(items)
+    model = trainer.acc.unwrap_model(trainer.module).model
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch.get("attention_mask")).double()
+    labels = batch["labels"]
+    total = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                              reduction="sum")
+    targets = int((labels != -100).sum())
+    lengths = (labels != -100).sum(1)
+    assert len(set(lengths.tolist())) > 1  # really documents of different lengths
+    loss, num_targets, _ = trainer.train_step(0)
+    assert num_targets == targets
+    assert loss == pytest.approx(float(total) / targets, rel=1e-5)
