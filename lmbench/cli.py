@@ -37,8 +37,18 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=1e-3")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lmbench")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmbench", description="Train, evaluate, sample and compare small language models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="train + evaluate + sample every cell of a spec or grid, then report")
@@ -65,13 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write the statistics to this JSON file")
 
     p = sub.add_parser("sample", help="generate text from a trained run")
-    p.add_argument("run_dir", help="a run directory (results/<spec>/<cell>)")
-    p.add_argument("--prompt", action="append", help="prompt text (repeatable)")
-    p.add_argument("--sampler", nargs="+", default=["greedy"], metavar="KIND [key=value ...]",
-                   help="sampler kind followed by its parameters, e.g. --sampler sample top_p=0.9")
-    p.add_argument("-n", "--num-samples", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("run_dir", nargs="?", help="a run directory (results/<spec>/<cell>)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable; default: the run's prompts)")
+    p.add_argument("--sampler", action="append", nargs="+", metavar="KIND [key=value ...]",
+                   help="sampler kind followed by its parameters, e.g. --sampler sample top_p=0.9; repeatable, "
+                        "one sampler each (default: greedy)")
+    p.add_argument("-n", "--num-samples", type=int, default=1, help="texts per prompt and sampler (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="(default 50)")
+    p.add_argument("--seed", type=int, default=0, help="(default 0)")
 
     p = sub.add_parser("report", help="aggregate a results folder into tables, plots and report.md/html")
     p.add_argument("results_dir", nargs="?", help="results/<spec name>")

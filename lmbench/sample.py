@@ -1,4 +1,4 @@
-"""`lmbench sample RUN_DIR --prompt ... --sampler KIND key=value ... -n N --max-new-tokens T`.
+"""`lmbench sample RUN_DIR --prompt ... --sampler KIND key=value ... [--sampler ...] -n N --max-new-tokens T`.
 
 Loads a finished (or checkpointed) run: its spec.yaml, tokenizer/ and checkpoint/model.safetensors (weights are
 read only from safetensors), and prints the generated texts.
@@ -53,6 +53,26 @@ def _scalar(value: str) -> Any:
         return value
 
 
+def samplers_from_args(args: argparse.Namespace) -> list[SamplerSpec]:
+    """Each `--sampler KIND key=value ...` (repeatable; default greedy) as a checked SamplerSpec. A word
+    without `=` after the kind is the run directory that argparse's `nargs="+"` took along
+    (`--sampler sample top_p=0.9 RUN`): it goes back to `run_dir`."""
+    groups = [list(g) for g in (args.sampler or [["greedy"]])]
+    for group in groups:
+        strays = [w for w in group[1:] if "=" not in w]
+        for word in strays:
+            if args.run_dir is not None:
+                raise SpecError("--sampler", f"{word!r} is not of the form key=value (and the run directory is "
+                                             f"already {args.run_dir!r})")
+            args.run_dir = word
+            group.remove(word)
+    args.sampler = groups  # cleaned: a second call finds no strays
+    if args.run_dir is None:
+        raise SpecError("run_dir", "missing: lmbench sample RUN_DIR [--sampler KIND key=value ...]")
+    return [parse_sampler(g, f"--sampler[{i}]" if len(groups) > 1 else "--sampler")
+            for i, g in enumerate(groups)]
+
+
 def check_counts(args: argparse.Namespace) -> None:
     if args.num_samples < 1:
         raise range_error("--num-samples", args.num_samples, ">= 1")
@@ -66,14 +86,14 @@ def sample_spec_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> Sam
     prompts = list(args.prompt) if args.prompt else list(spec.sample.prompts)
     return dataclasses.replace(spec.sample, prompts=prompts, num_samples=args.num_samples,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
-                               samplers=[parse_sampler(list(args.sampler))])
+                               samplers=samplers_from_args(args))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Print every generated text of the run at `args.run_dir`; returns the exit code."""
     from lmbench.sampling.search import prompt_start_id, sample_texts
 
-    sampler = parse_sampler(list(args.sampler))  # fail on a bad sampler or count before loading anything
+    samplers = samplers_from_args(args)  # fail on a bad sampler or count before loading anything
     check_counts(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from lmbench.training.checkpoint import load_run
@@ -86,5 +106,5 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"=== {row['sampler']} | prompt {row['prompt']!r} | sample {row['index']} | "
               f"{row['num_new_tokens']} new tokens{eos} | {row['tokens_per_s']:.0f} tokens/s")
         print(row["text"])
-    print(f"# {sampler.kind}: {len(rows)} texts", flush=True)
+    print(f"# {', '.join(s.kind for s in samplers)}: {len(rows)} texts", flush=True)
     return 0

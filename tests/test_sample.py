@@ -82,3 +82,32 @@ def test_cmd_sample_errors(run_dir: Path, tmp_path: Path, capsys: pytest.Capture
     assert "run_dir" in capsys.readouterr().err
     assert main(["sample", str(run_dir), "--max-new-tokens", "0"]) == 2
     assert "--max-new-tokens" in capsys.readouterr().err
+
+
+def test_sampler_is_repeatable_and_never_swallows_the_run_dir(run_dir: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`--sampler KIND k=v RUN_DIR` (the run dir after the flag) and two --sampler flags: both samplers run."""
+    code = main(["sample", "--sampler", "greedy", "--sampler", "sample", "top_p=0.9", str(run_dir),
+                 "--max-new-tokens", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("=== greedy") == 1 and out.count("=== sample(top_p=0.9)") == 1
+    assert "# greedy, sample: 2 texts" in out
+
+
+def test_sampler_errors_name_which_sampler_and_a_missing_run_dir(run_dir: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", str(run_dir), "--sampler", "greedy", "--sampler", "sample", "top_p=2"]) == 2
+    assert "--sampler[1].top_p" in capsys.readouterr().err
+    assert main(["sample", "--sampler", "greedy"]) == 2
+    assert "run_dir: missing" in capsys.readouterr().err
+    assert main(["sample", str(run_dir), "--sampler", "sample", "oops"]) == 2
+    assert "'oops' is not of the form key=value" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lmbench {version('lmbench')}"
