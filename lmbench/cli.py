@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print the resolved spec, grid cells, data/tokenizer summary and model sizes")
     _spec_args(p)
+    p.add_argument("--cell", help="print that cell's resolved spec only (name, index or id)")
     p.add_argument("--no-models", action="store_true", help="skip building models for parameter counts")
 
     p = sub.add_parser("data", help="prepare the token cache and print corpus and token statistics")
@@ -91,13 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("slurm", help="write an sbatch array script that runs every cell with accelerate")
     _spec_args(p)
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=1)
-    p.add_argument("--partition")
-    p.add_argument("--time", default="24:00:00")
-    p.add_argument("--account")
-    p.add_argument("--max-concurrent", type=int, default=4, help="the array's %% limit")
-    p.add_argument("--port", type=int, default=29500)
+    p.add_argument("--nodes", type=int, default=1, help="nodes per cell (default 1)")
+    p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node, one process each (default 1)")
+    p.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    p.add_argument("--time", default="24:00:00", help="time limit per cell (default 24:00:00)")
+    p.add_argument("--account", help="Slurm account to charge (default: yours)")
+    p.add_argument("--max-concurrent", type=int, default=4, help="cells running at once, the array's %% limit "
+                                                                 "(default 4)")
+    p.add_argument("--port", type=int, default=29500, help="rendezvous port; cell i uses port + i (default 29500)")
     p.add_argument("--out", help="script path (default: results/<spec>/slurm.sbatch)")
     p.add_argument("--results", help="results root (default: tracking.results_dir)")
     p.add_argument("--cpus-per-task", type=int, help="CPUs per node task (data loading threads)")

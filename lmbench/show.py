@@ -67,6 +67,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from lmbench.experiment.grid import load_cells
 
     grid_name, cells = load_cells(args.spec, args.overrides)
+    if getattr(args, "cell", None) is not None:  # one cell's resolved spec (presets, axes, overrides applied)
+        from lmbench.experiment.grid import find_cell
+
+        cells = [find_cell(cells, str(args.cell))]
+        print(f"# cell {cells[0].index} {cells[0].name} (id {cells[0].id}) of {grid_name}")
     if len(cells) == 1:
         print(spec_to_yaml(cells[0].spec))
     else:

@@ -55,3 +55,23 @@ def test_data_prints_statistics_and_writes_json(grid: Path, tmp_path: Path,
     assert total_docs == 60 and stats["tokenizer"]["kind"] == "char" and not stats["reused"]
     assert "tokenizer: char" in printed and f"{stats['splits']['train']['num_tokens']:,}" in printed
     assert main(["data", str(grid)]) == 0 and "reused, nothing tokenized" in capsys.readouterr().out
+
+
+def test_show_one_cell_prints_its_resolved_spec(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(grid), "--cell", "family=gru", "--no-models"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# cell 1 family=gru (id ")
+    assert "family: gru" in out and "family: rnn" not in out and "grid peek" not in out
+    assert main(["show", str(grid), "--cell", "7", "--no-models"]) == 2
+    assert "--cell" in capsys.readouterr().err
+
+
+def test_every_flag_of_every_subcommand_has_help() -> None:
+    import argparse
+
+    from lmbench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}" for name, parser in sub.choices.items()
+               for action in parser._actions if not isinstance(action, argparse._HelpAction) and not action.help]
+    assert missing == []
