@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -32,7 +33,32 @@ def _takes_emulation() -> bool:
     return "including_emulation" in inspect.signature(torch.cuda.is_bf16_supported).parameters
 
 
-def resolve_mixed_precision(requested: str, num_params: int, device_type: str | None = None) -> tuple[str, str]:
+LAUNCHER_ENV = "ACCELERATE_MIXED_PRECISION"  # set by `accelerate launch --mixed_precision` / `accelerate config`
+
+
+def launcher_precision() -> str | None:
+    """The mixed precision the launcher chose (`accelerate launch --mixed_precision X`, or the precision of an
+    `accelerate config`), None when it chose none. "no" counts as none: `accelerate launch` sets it by default,
+    so it cannot be told from an explicit `--mixed_precision no`."""
+    value = os.environ.get(LAUNCHER_ENV, "").strip().lower()
+    return value if value and value != "no" else None
+
+
+def resolve_mixed_precision(requested: str, num_params: int, device_type: str | None = None,
+                            launcher: str | None = None) -> tuple[str, str]:
+    """(mixed_precision, reason) with the launcher's choice (`launcher`, see launcher_precision) taken into
+    account: under `auto` the launcher's explicit choice wins; an explicit spec value wins over a different
+    launcher value, and the reason says so (the runner warns)."""
+    if launcher is not None:
+        if requested == "auto":
+            return launcher, f"auto: the launcher's mixed_precision={launcher} ({LAUNCHER_ENV})"
+        if requested != launcher:
+            return requested, (f"requested: train.mixed_precision={requested} overrides the launcher's "
+                               f"mixed_precision={launcher} ({LAUNCHER_ENV})")
+    return _resolve(requested, num_params, device_type)
+
+
+def _resolve(requested: str, num_params: int, device_type: str | None = None) -> tuple[str, str]:
     """(mixed_precision, reason). `auto` is bf16 where it runs fast and pays off, else `no`:
 
     CUDA with bf16 support (compute capability >= 8.0), and fp16 on older GPUs (Accelerate then scales the loss

@@ -26,7 +26,7 @@ from lmbench.spec import ExperimentSpec, spec_to_yaml
 from lmbench.training import tracking
 from lmbench.training.evaluate import EvalResult, Evaluator, flatten_results
 from lmbench.training.plan import make_train_data
-from lmbench.training.precision import resolve_mixed_precision
+from lmbench.training.precision import launcher_precision, resolve_mixed_precision
 from lmbench.training.processes import force_cpu, partial_state, quiet_accelerate, reset_accelerate
 from lmbench.training.trainer import Progress, Trainer, TrainOutcome
 
@@ -90,7 +90,10 @@ def build_cell(spec: ExperimentSpec, run_dir: Path, cell_name: str, *, with_trac
         data = prepare_data(spec, progress=state.is_main_process, load_only=not state.is_local_main_process)
     set_seed(spec.seed)  # same initial weights whether or not the cache had to be built
     model = build_model(spec.model, data.tokenizer, seed=spec.seed)
-    precision, reason = resolve_mixed_precision(spec.train.mixed_precision, model.num_params(), state.device.type)
+    precision, reason = resolve_mixed_precision(spec.train.mixed_precision, model.num_params(), state.device.type,
+                                                launcher=launcher_precision())
+    if "overrides the launcher" in reason and state.is_main_process:
+        log.warning("%s: %s", cell_name, reason)
     kwargs = tracking.accelerator_kwargs(spec, Path(run_dir)) if with_trackers else {}
     accelerator = Accelerator(cpu=force_cpu(), mixed_precision=precision,
                               gradient_accumulation_steps=spec.train.grad_accum_steps, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lmbench.training import precision
@@ -35,3 +37,35 @@ def test_native_bf16_means_compute_capability_8(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(precision, "_takes_emulation", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **kw: asked.update(kw) or False)
     assert precision.cuda_bf16() is False and asked == {"including_emulation": False}
+
+
+def test_the_launchers_choice_wins_under_auto_and_an_explicit_spec_wins_with_a_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(precision.LAUNCHER_ENV, "no")  # accelerate launch's default: no choice made
+    assert precision.launcher_precision() is None
+    monkeypatch.setenv(precision.LAUNCHER_ENV, "FP16")
+    assert precision.launcher_precision() == "fp16"
+    assert precision.resolve_mixed_precision("auto", 10, "cpu", launcher="fp16") == (
+        "fp16", "auto: the launcher's mixed_precision=fp16 (ACCELERATE_MIXED_PRECISION)")
+    chosen, reason = precision.resolve_mixed_precision("bf16", 10, "cpu", launcher="fp16")
+    assert chosen == "bf16" and "train.mixed_precision=bf16 overrides the launcher's mixed_precision=fp16" in reason
+    assert precision.resolve_mixed_precision("fp16", 10, "cpu", launcher="fp16") == ("fp16", "requested")
+
+
+def test_summary_records_the_launchers_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from lmbench.spec import to_spec
+    from lmbench.training.runner import run_cell
+
+    from .test_trainer import tiny_cfg
+
+    monkeypatch.setenv(precision.LAUNCHER_ENV, "bf16")
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 1, "eval_every": None})
+    summary = run_cell(to_spec(cfg), tmp_path / "auto", cell_name="auto")
+    assert (summary["mixed_precision"], summary["mixed_precision_reason"]) == (
+        "bf16", "auto: the launcher's mixed_precision=bf16 (ACCELERATE_MIXED_PRECISION)")
+    cfg["train"]["mixed_precision"] = "no"
+    with caplog.at_level("WARNING"):
+        summary = run_cell(to_spec(cfg), tmp_path / "spec", cell_name="spec")
+    assert summary["mixed_precision"] == "no"
+    assert "train.mixed_precision=no overrides the launcher's mixed_precision=bf16" in caplog.text
