@@ -122,11 +122,33 @@ def run_config(spec: ExperimentSpec, cell_name: str, group: str | None) -> dict[
     return scrub(config)
 
 
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(spec: ExperimentSpec, run_dir: Path) -> str:
+    """The W&B run id of a cell: the one its run folder recorded when it first started (run_dir/wandb_run_id),
+    else its cell id (grid.cell_id: the resolved spec's hash) and a hash of the run folder. A resumed cell (also
+    with a longer budget), a Slurm requeue or a rerun of the grid continues the same W&B run (offline runs sync
+    into one); the same cell in another results folder (a before/after comparison) is another run."""
+    import hashlib
+
+    from lmbench.experiment.grid import cell_id
+
+    recorded = Path(run_dir) / WANDB_ID_FILE
+    if recorded.is_file():
+        text = recorded.read_text().strip()
+        if text:
+            return text
+    where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{cell_id(spec)}-{where}"
+
+
 def start(accelerator: Any, spec: ExperimentSpec, run_dir: Path, cell_name: str, group: str | None = None) -> None:
     """Start the trackers (call on every process; they start on the main process only).
 
     W&B: project = spec.tracking.project or spec.name, group = spec.tracking.group or `group` (the grid name) or
-    spec.name, run name = the cell, config = the resolved spec (nested), files under `run_dir/wandb`.
+    spec.name, run name = the cell, run id = wandb_run_id (resumed, not restarted: resume="allow"), config = the
+    resolved spec (nested), files under `run_dir/wandb`.
     TensorBoard takes the same config flattened to scalars (it rejects lists and dicts).
     """
     run_dir = Path(run_dir)
@@ -136,10 +158,12 @@ def start(accelerator: Any, spec: ExperimentSpec, run_dir: Path, cell_name: str,
         init_kwargs["wandb"] = {
             "name": cell_name, "group": spec.tracking.group or group or spec.name, "dir": str(run_dir),
             "mode": wandb_mode(spec), "config": config, "reinit": "finish_previous",
+            "id": wandb_run_id(spec, run_dir), "resume": "allow",
             "tags": [spec.model.family, f"tokenizer:{spec.tokenizer.kind}"],
         }
         if accelerator.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / WANDB_ID_FILE).write_text(init_kwargs["wandb"]["id"] + "\n")
     accelerator.init_trackers(spec.tracking.project or spec.name, config=None, init_kwargs=init_kwargs)
     for tracker in accelerator.trackers:
         if tracker.name != "wandb":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,28 @@ def test_env_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secrets: dict
 
 def test_git_info_outside_repo(tmp_path: Path) -> None:
     assert tracking.git_info(tmp_path) is None
+
+
+def test_a_resumed_cell_continues_its_wandb_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Killed and resumed (or requeued): the second session logs into the same W&B run id, not a new run."""
+    from lmbench.experiment.grid import cell_id
+    from lmbench.training.runner import run_cell
+
+    from .test_trainer import tiny_cfg
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 2, "eval_every": None},
+                   tracking={"backends": ["wandb"], "wandb_mode": "offline"})
+    run_dir = tmp_path / "results" / "cell"
+    run_cell(to_spec(cfg), run_dir, cell_name="cell")
+    cfg["train"]["max_steps"] = 4  # a longer budget: the rerun resumes from the checkpoint
+    time.sleep(1.1)  # W&B names offline folders by the second: two sessions in one second would share one
+    summary = run_cell(to_spec(cfg), run_dir, cell_name="cell")
+    assert summary["steps"] == 4
+    runs = wandb_offline.offline_runs(run_dir)
+    first = dict(cfg, train={**cfg["train"], "max_steps": 2})
+    expected = (run_dir / tracking.WANDB_ID_FILE).read_text().strip()
+    assert expected.startswith(cell_id(to_spec(first)) + "-")  # made from the first session's cell id
+    assert len(runs) == 2 and {"-".join(r.name.split("-")[-2:]) for r in runs} == {expected}
+    other = tracking.wandb_run_id(to_spec(cfg), tmp_path / "elsewhere" / "cell")
+    assert other != expected and other.startswith(cell_id(to_spec(cfg)))  # another folder: another run
