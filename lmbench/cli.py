@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -32,6 +34,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"lmbench: error: {message} (see `{self.prog} --help`)\n")
 
 
+class _MainProcessOnly(logging.Filter):
+    """Under `accelerate launch` only rank 0 reports (errors from every rank): a warning is said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0 or record.levelno >= logging.ERROR
+
+
+def configure_logging(verbosity: int) -> None:
+    """lmbench's messages on stderr, configured once: INFO by default (resumes, early stops, embedding coverage),
+    DEBUG with -v, warnings only with -q; other libraries' loggers are left alone. W&B's own console output
+    stays quiet unless -v (WANDB_SILENT, if the user did not set it)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lmbench: %(levelname)s: %(message)s"))
+    handler.addFilter(_MainProcessOnly())
+    logger = logging.getLogger("lmbench")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
+    logger.propagate = False
+    if verbosity <= 0:
+        os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _verbosity_args(p: argparse.ArgumentParser, default: object = 0) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="debug messages, and W&B's own output")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="warnings and errors only")
+
+
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=1e-3")
@@ -49,6 +81,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmbench", description="Train, evaluate, sample and compare small language models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _verbosity_args(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="train + evaluate + sample every cell of a spec or grid, then report")
@@ -105,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-task", type=int, help="CPUs per node task (data loading threads)")
     p.add_argument("--setup", action="append", default=[], metavar="SHELL_LINE",
                    help="a line the job runs first, e.g. 'source ~/venv/bin/activate' (repeatable)")
+    for subparser in sub.choices.values():  # -v/-q also after the command (not resetting one given before it)
+        _verbosity_args(subparser, default=argparse.SUPPRESS)
     return parser
 
 
@@ -116,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(args.verbosity)
     module_name, function = HANDLERS[args.command]
     try:
         handler = getattr(importlib.import_module(module_name), function)

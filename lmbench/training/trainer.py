@@ -220,7 +220,7 @@ class Trainer:
         if self.train_data.carry and carry and state.get("world_size") == self.world:
             self._carry = self._carry_from_tensors(carry)
         self.metrics.truncate(p.step)  # rows logged after the checkpoint will be logged again
-        log.info("resumed %s from step %d", self.run_dir, p.step)
+        log.info("%s: resumed from step %d (%s)", self.cell_name, p.step, self.run_dir)
         return True
 
     def _carry_tensors(self) -> dict[str, Tensor]:
