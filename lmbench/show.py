@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lmbench.errors import SpecError
 from lmbench.spec import ExperimentSpec, spec_to_yaml
 
 
@@ -82,7 +83,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(text)
     if not args.no_models:
         print()
-        print(_table(model_rows(cells)))
+        try:
+            print(_table(model_rows(cells)))
+        except SpecError as exc:  # e.g. a Hub tokenizer not cached on an offline node: the spec is still shown
+            print(f"model sizes not shown: {exc}")
     return 0
 
 

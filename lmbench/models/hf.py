@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lmbench.errors import SpecError
+from lmbench.hub import from_hub
 from lmbench.models.base import MODELS, LanguageModel, positions_from_mask
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,9 @@ def _auto_config(cfg: Config, vocab_size: int, pad_id: int) -> Any:
 
     overrides = dict(cfg.config)
     if cfg.name_or_path is not None:
-        hf_config = AutoConfig.from_pretrained(
-            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **overrides
-        )
+        hf_config = from_hub(lambda **kw: AutoConfig.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **overrides, **kw),
+            field="model.params.name_or_path", what="model config", name=str(cfg.name_or_path))
     else:
         overrides.setdefault("vocab_size", vocab_size)
         base = AutoConfig.for_model(cfg.model_type)
@@ -123,10 +124,10 @@ class HFCausalLM(LanguageModel):
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype,
                                                           trust_remote_code=config.trust_remote_code)
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(
+            self.model = from_hub(lambda **kw: AutoModelForCausalLM.from_pretrained(
                 config.name_or_path, dtype=dtype, revision=config.revision,
-                trust_remote_code=config.trust_remote_code, **dict(config.config)
-            )
+                trust_remote_code=config.trust_remote_code, **dict(config.config), **kw),
+                field="model.params.name_or_path", what="model", name=str(config.name_or_path))
         model_vocab = self.model.get_input_embeddings().num_embeddings
         if vocab_size > model_vocab:
             log.warning("tokenizer has %d ids but the model %d: resizing the embeddings", vocab_size, model_vocab)

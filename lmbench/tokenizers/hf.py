@@ -153,11 +153,16 @@ def _from_pretrained(name_or_path: str | None, revision: str | None) -> Any:
     """AutoTokenizer.from_pretrained with a one-line SpecError when the tokenizer cannot be found or fetched."""
     from transformers import AutoTokenizer
 
+    from lmbench.hub import from_hub
+
     assert name_or_path is not None
     path = Path(name_or_path).expanduser()
     source = str(path) if path.is_dir() else name_or_path
     try:
-        return AutoTokenizer.from_pretrained(source, revision=revision)
+        return from_hub(lambda **kw: AutoTokenizer.from_pretrained(source, revision=revision, **kw),
+                        field="tokenizer.params.name_or_path", what="tokenizer", name=name_or_path)
+    except SpecError:
+        raise
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError("tokenizer.params.name_or_path", f"cannot load tokenizer {name_or_path!r}: {first}") from None

@@ -80,10 +80,29 @@ def _is_saved_to_disk(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+def _offline_unless_reachable(path: str) -> bool:
+    """For a Hub dataset id on a machine that cannot reach the Hub: switch `datasets` to its offline mode (the
+    local cache only, no retries) and return True; False when the Hub is reachable or offline is already set."""
+    from lmbench.hub import hub_reachable, offline_mode
+
+    if offline_mode() or hub_reachable():
+        return offline_mode()
+    import datasets
+
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for attr in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # read by `datasets` at import time
+        if hasattr(datasets.config, attr):
+            setattr(datasets.config, attr, True)
+    return True
+
+
 def _hf_load(spec: HFConfig, split: str) -> Any:
     import datasets
 
+    from lmbench.hub import unreachable_error
+
     local = Path(os.path.expanduser(str(spec.path)))
+    offline = not local.is_dir() and _offline_unless_reachable(str(spec.path))
     try:
         if local.is_dir() and _is_saved_to_disk(local):
             ds = datasets.load_from_disk(str(local))
@@ -92,6 +111,8 @@ def _hf_load(spec: HFConfig, split: str) -> Any:
         return datasets.load_dataset(str(local) if local.is_dir() else spec.path, spec.name, split=split,
                                      streaming=spec.streaming)
     except (FileNotFoundError, ConnectionError, ValueError, KeyError) as exc:
+        if offline:
+            raise unreachable_error("data.path", "dataset", str(spec.path)) from None
         raise SpecError("data.path", f"cannot load Hugging Face dataset {spec.path!r} split {split!r}: "
                                      f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -99,13 +120,18 @@ def _hf_load(spec: HFConfig, split: str) -> Any:
 def _hf_split_names(path: str, name: str | None) -> list[str]:
     import datasets
 
+    from lmbench.hub import unreachable_error
+
     local = Path(os.path.expanduser(path))
+    offline = not local.is_dir() and _offline_unless_reachable(path)
     try:
         if local.is_dir() and _is_saved_to_disk(local):
             ds = datasets.load_from_disk(str(local))
             return list(ds) if isinstance(ds, datasets.DatasetDict) else ["train"]
         return list(datasets.get_dataset_split_names(str(local) if local.is_dir() else path, name))
     except Exception as exc:  # offline hub, unknown id, bad config: one readable line
+        if offline:
+            raise unreachable_error("data.path", "dataset", path) from None
         raise SpecError("data.path", f"cannot list the splits of Hugging Face dataset {path!r}: "
                                      f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
