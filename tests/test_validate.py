@@ -145,3 +145,26 @@ def test_the_global_batch_must_split_over_the_launched_processes(spec_file: Path
     err = _validate(spec_file, "train.batch_size=4")
     assert err.path == "train.batch_size" and "(3 x 1)" in str(err)
     validate(load_spec(spec_file, ["train.batch_size=6"]))
+
+
+def test_optional_parts_that_are_missing_name_their_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    from lmbench.spec import to_spec
+    from lmbench.validate import validate
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    model = {"family": "lstm"}
+    spec = to_spec({"name": "t", "model": model, "train": {"max_steps": 1},
+                    "tracking": {"backends": ["tensorboard"]}})
+    with pytest.raises(SpecError) as err:
+        validate(spec)
+    assert err.value.path == "tracking.backends" and "pip install 'lmbench[tensorboard]'" in err.value.message
+    monkeypatch.setitem(sys.modules, "razdel", None)  # import razdel fails
+    spec = to_spec({"name": "t", "model": model, "train": {"max_steps": 1}, "tokenizer": {"kind": "word",
+                                                                           "params": {"backend": "razdel"}}})
+    with pytest.raises(SpecError) as err:
+        validate(spec)
+    assert err.value.path == "tokenizer.params.backend" and "pip install 'lmbench[razdel]'" in err.value.message

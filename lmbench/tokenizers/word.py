@@ -110,7 +110,8 @@ class WordTokenizer(VocabList, Tokenizer):
             try:
                 import razdel  # noqa: F401
             except ImportError:
-                raise SpecError("tokenizer.params.backend", "razdel is not installed (pip install razdel)") from None
+                raise SpecError("tokenizer.params.backend", "razdel is not installed: pip install 'lmbench[razdel]' "
+                                                            "(or backend: regex)") from None
 
     @classmethod
     def train(cls, texts: Iterable[str], config: WordConfig) -> WordTokenizer:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lmbench.reporting.wandb_offline import offline_runs, read_offline_history, read_wandb_records
+from ..wandb_records import offline_runs, read_offline_history, read_wandb_records
 
 BLOCK = 32768
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmbench.reporting import wandb_offline
+from .. import wandb_records as wandb_offline
 from lmbench.training import tracking
 from lmbench.spec import ExperimentSpec, to_spec
 
