@@ -107,6 +107,15 @@ def total_steps(spec: ExperimentSpec, steps_per_epoch: int, tokens_per_step: flo
     return min(candidates) if candidates else None
 
 
+def expected_total_steps(step: int, step_budget: int | None, max_seconds: float | None, wall_s: float) -> int | None:
+    """The step count training will end at, for the progress bar's total and ETA: the step budget, or sooner
+    when `max_seconds` binds first (extrapolated from the wall time per step so far, evaluations included)."""
+    if max_seconds is None or step == 0 or wall_s <= 0:
+        return step_budget
+    by_time = step + math.ceil(max(0.0, max_seconds - wall_s) * step / wall_s)
+    return by_time if step_budget is None else min(step_budget, by_time)
+
+
 # --------------------------------------------------------------------------------------------- the trainer
 @dataclass
 class Progress:
@@ -419,6 +428,9 @@ class Trainer:
                 self._unsaved = True
                 for key, value in (("nll", loss * targets), ("targets", targets), ("seconds", seconds), ("steps", 1)):
                     window[key] += value
+                total = expected_total_steps(p.step, self.total_steps, t.max_seconds, self.wall_s())
+                if total != bar.total:
+                    bar.total = total  # the ETA follows whichever budget binds (a time budget, often)
                 bar.update(1)
                 if p.step % t.log_every == 0:
                     self._log_train(window, grad_norm, bar)

@@ -309,3 +309,14 @@ def test_train_loss_is_the_mean_over_target_tokens_not_sequences(tmp_path: Path)
     loss, num_targets, _ = trainer.train_step(0)
     assert num_targets == targets
     assert loss == pytest.approx(float(total) / targets, rel=1e-5)
+
+
+def test_progress_bar_total_follows_the_budget_that_binds() -> None:
+    from lmbench.training.trainer import expected_total_steps
+
+    assert expected_total_steps(0, 2000, 40.0, 0.0) == 2000  # nothing measured yet
+    assert expected_total_steps(10, 2000, 40.0, 4.0) == 100  # 0.4 s/step: 36 s left = 90 more steps
+    assert expected_total_steps(10, 50, 40.0, 4.0) == 50  # the step budget ends first
+    assert expected_total_steps(10, None, 40.0, 4.0) == 100  # only a time budget
+    assert expected_total_steps(10, 2000, None, 4.0) == 2000  # no time budget
+    assert expected_total_steps(10, 2000, 40.0, 41.0) == 10  # past the time: ends now
