@@ -131,7 +131,19 @@ def load_wandb_runs(path: str, api: Any | None = None) -> list[Run]:
                                    f"{str(exc).splitlines()[0] if str(exc) else ''}); W&B needs the network and "
                                    "`wandb login` (or WANDB_API_KEY). Offline runs: report from the results "
                                    "folder, or `wandb sync` them first.") from None
-    return [_wandb_run(r) for r in wb_runs]
+    return [_wandb_run(r) for r in _one_per_cell(wb_runs)]
+
+
+def _one_per_cell(wb_runs: list[Any]) -> list[Any]:
+    """Each cell once: lmbench resumes a cell into the same W&B run, but runs logged before that (or a cell
+    re-run from scratch) leave several runs of one (group, cell); the most recently created one stands."""
+    latest: dict[tuple[str, str], Any] = {}
+    for wb_run in wb_runs:
+        facts = dict(wb_run.config).get("lmbench") or {}
+        key = (str(facts.get("group") or getattr(wb_run, "group", "") or ""), str(facts.get("cell") or wb_run.name))
+        if key not in latest or str(getattr(wb_run, "created_at", "")) >= str(getattr(latest[key], "created_at", "")):
+            latest[key] = wb_run
+    return list(latest.values())
 
 
 def _wandb_run(wb_run: Any) -> Run:

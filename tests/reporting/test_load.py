@@ -74,3 +74,19 @@ def test_wandb_unreachable_is_a_clear_error() -> None:
 
     with pytest.raises(SpecError, match="cannot read the W&B runs of 'me/demo'.*network"):
         load_wandb_runs("me/demo", api=Api())
+
+
+def test_wandb_report_shows_each_cell_once(tmp_path: Path) -> None:
+    """Older sessions of a cell (logged before runs were resumed by id) do not show up as extra cells."""
+    old, new, other = FakeWandbRun(), FakeWandbRun(), FakeWandbRun()
+    old.created_at, new.created_at, other.created_at = "2026-11-01T10:00:00", "2026-11-02T10:00:00", "2026-11-01"
+    old.summary = {**old.summary, "val_bpb": 9.9}
+    other.config = {**other.config, "lmbench": {"cell": "family=gru,seed=0", "group": "demo"}}
+
+    class Api:
+        def runs(self, path: str) -> list[FakeWandbRun]:
+            return [new, old, other]
+
+    runs = load_wandb_runs("me/demo", api=Api())
+    assert sorted(r.cell for r in runs) == ["family=gru,seed=0", "family=lstm,seed=0"]
+    assert next(r for r in runs if r.cell == "family=lstm,seed=0").summary["val_bpb"] == 2.5
