@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmbench.models.base import LanguageModel
+from lmbench.progress import bar
 from lmbench.sampling.filters import needs_history, process
 from lmbench.sampling.kinds import sampler_kind
 from lmbench.spec import DataSpec, SampleSpec, SamplerSpec
@@ -321,8 +322,11 @@ def sample_texts(model: LanguageModel, tokenizer: Tokenizer, sample_spec: Sample
     prompts = list(sample_spec.prompts)
     prompt_ids = [[start, *ids] for ids in tokenizer.encode_batch(prompts)]
     rows: list[dict[str, Any]] = []
-    for sampler in sample_spec.samplers:
-        rows.extend(_sampler_rows(model, tokenizer, sampler, sample_spec, prompts, prompt_ids, device, batch_size))
+    with bar(len(sample_spec.samplers), "sampling", "sampler") as progress:
+        for sampler in sample_spec.samplers:
+            rows.extend(_sampler_rows(model, tokenizer, sampler, sample_spec, prompts, prompt_ids, device,
+                                      batch_size))
+            progress.update(1)
     return rows
 
 

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmbench.data.batching import IGNORE_INDEX
 from lmbench.models.base import LanguageModel
+from lmbench.progress import bar
 from lmbench.spec import ExperimentSpec
 
 LN2 = math.log(2.0)
@@ -289,6 +290,8 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     total: Tensor | None = None  # on the model's device: one copy to the host at the end, not one per batch
+    main = accelerator is None or accelerator.is_main_process
+    progress = bar(math.ceil(len(items) / (per_process * num_processes)), "evaluating", "batch", main=main)
     try:
         for batch in _batches(items, per_process, pad_id, accelerator):
             with autocast() if autocast is not None else contextlib.nullcontext():
@@ -296,7 +299,9 @@ def evaluate_split(
             if accelerator is not None:
                 sums = accelerator.gather_for_metrics(sums)
             total = sums.sum(0) if total is None else total + sums.sum(0)
+            progress.update(1)
     finally:
+        progress.close()
         model.train(was_training)
     total = total.cpu() if total is not None else torch.zeros(2, dtype=torch.float64)
     stats = split.stats
