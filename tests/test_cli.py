@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -49,8 +50,8 @@ tracking: {{backends: [none]}}
 """
 
 
-def test_info_messages_shown_once_configured_and_quiet_with_q(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_messages_by_default_warnings_only_with_q(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """lmbench's INFO messages reach stderr by default; -q keeps warnings only; -v works after the command."""
     corpus = tmp_path / "c.txt"
     corpus.write_text("".join(f"line {i} of the corpus\n" for i in range(80)))
