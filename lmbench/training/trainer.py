@@ -325,9 +325,10 @@ class Trainer:
         loss = total_nll / max(num_targets, 1)
         if not math.isfinite(loss):
             raise NonFiniteLoss(step + 1, "loss", loss, ckpt.checkpoint_dir(self.run_dir))
+        # fp16: a non-finite norm is an overflow; the loss scaler skipped that update and lowers its scale
         if norm is not None and not math.isfinite(grad_norm) and self.acc.mixed_precision != "fp16":
             raise NonFiniteLoss(step + 1, "gradient norm", grad_norm, ckpt.checkpoint_dir(self.run_dir))
-        self._time_up = stop > 0  # fp16: the scaler skipped the update whose gradients overflowed
+        self._time_up = stop > 0
         return loss, num_targets, None if norm is None else grad_norm
 
     def lr(self, step: int) -> float:
