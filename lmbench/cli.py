@@ -1,4 +1,4 @@
-"""Command line: `lmbench {run,show,data,sample,report,slurm} ...` (also `python -m lmbench`).
+"""Command line: `lmbench {run,show,data,sample,report,slurm,export} ...` (also `python -m lmbench`).
 
 Arguments are declared here; each command's work lives in the module that owns it, imported lazily so that
 `lmbench show` and spec errors stay fast. A SpecError prints one line and exits with code 2, no traceback.
@@ -24,6 +24,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "sample": ("lmbench.sample", "cmd_sample"),
     "report": ("lmbench.reporting.report", "cmd_report"),
     "slurm": ("lmbench.experiment.slurm", "cmd_slurm"),
+    "export": ("lmbench.export", "cmd_export"),
 }
 
 
@@ -122,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", nargs="?", help="results/<spec name>")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="build the tables from W&B runs instead")
     p.add_argument("--out", help="output folder (default: the results folder)")
+
+    p = sub.add_parser("export", help="write a trained run as a transformers model + tokenizer folder "
+                                      "(AutoModelForCausalLM / AutoTokenizer), checked against the run")
+    p.add_argument("run_dir", help="a run directory with a checkpoint (results/<spec>/<cell>)")
+    p.add_argument("out_dir", help="folder to write (must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace out_dir if it holds files")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hub repository "
+                                                         "(owner/name; needs `huggingface-cli login`)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository as private (with --push-to-hub)")
 
     p = sub.add_parser("slurm", help="write an sbatch array script that runs every cell with accelerate")
     _spec_args(p)
