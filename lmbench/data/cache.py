@@ -8,6 +8,8 @@ Layout of `<data.cache_dir>/<fingerprint[:16]>/`:
     <split>.prompt_lens.npy      int64 (num_docs,), prompt_story only: leading ids of a document that are
                                  prompt + <sep> (document = encode(prompt) + [sep_id] + encode(story))
     <split>.stats.json           SplitStats of the raw text (prompt_story: the story only, the scored part)
+    <split>.units.npy            validation/test: int64 (num_units, 6) [doc, chunk, tokens, bytes, chars, words],
+                                 the evaluation units (see `units_of`), contiguous in tokens.bin order
     meta.json                    fingerprint, spec, tokenizer and timing; the cache is complete iff it exists
 
 A cache is built in a temporary folder under an exclusive file lock and renamed into place, so concurrent
@@ -46,8 +48,15 @@ from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict
 from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, tokenizer_fingerprint
 
-FORMAT_VERSION = 1  # bump when the cache layout or the document -> ids rule changes
+FORMAT_VERSION = 2  # bump when the cache layout or the document -> ids rule changes (2: evaluation units)
 DOCS_PER_BATCH = 1000
+# Evaluation units (per-document records, bootstrap intervals): the documents of a split with at least
+# MIN_UNIT_DOCS of them, else fixed CHUNK_CHARS-character chunks of its documents (a single-text corpus such as
+# Tiny Shakespeare). Only the held-out splits get units.
+UNIT_SPLITS = ("validation", "test")
+MIN_UNIT_DOCS = 50
+CHUNK_CHARS = 1000
+UNIT_COLUMNS = ("doc", "chunk", "tokens", "bytes", "chars", "words")
 META_FILE = "meta.json"
 # DataSpec fields that change the tokens (path, prompt_path and files are covered by the source fingerprint,
 # which resolves them to files with sizes and mtimes; batching fields and cache_dir do not change tokens).
@@ -73,6 +82,7 @@ class TokenSplit:
     doc_offsets: np.ndarray  # (num_docs + 1,) int64
     prompt_lens: np.ndarray | None  # (num_docs,) int64: prompt + <sep> ids at the start of each document
     stats: SplitStats
+    units: np.ndarray | None = None  # (num_units, 6) int64 UNIT_COLUMNS; held-out splits only
 
     @property
     def num_docs(self) -> int:
@@ -84,6 +94,17 @@ class TokenSplit:
 
     def doc_lengths(self) -> np.ndarray:
         return np.diff(self.doc_offsets)
+
+    def token_units(self) -> np.ndarray:
+        """(num_tokens,) int64: the unit of every token (units are contiguous runs of tokens.bin)."""
+        assert self.units is not None
+        return np.repeat(np.arange(len(self.units), dtype=np.int64), self.units[:, 2])
+
+    def doc_last_unit(self) -> np.ndarray:
+        """(num_docs,) int64: each document's last unit (its EOS target is scored there)."""
+        assert self.units is not None
+        docs = self.units[:, 0]
+        return np.searchsorted(docs, np.arange(self.num_docs), side="right") - 1
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the memory map as its file (DataLoader workers under spawn), not as a copy of the tokens."""
@@ -215,7 +236,11 @@ def _load_split(directory: Path, name: str, dtype: np.dtype) -> TokenSplit:
         raise DamagedCache(f"{directory / f'{name}.offsets.npy'} does not match {name}.stats.json")
     prompt_path = directory / f"{name}.prompt_lens.npy"
     prompt_lens = np.load(prompt_path) if prompt_path.is_file() else None
-    return TokenSplit(tokens, offsets, prompt_lens, stats)
+    units_path = directory / f"{name}.units.npy"
+    units = np.load(units_path) if units_path.is_file() else None
+    if units is not None and int(units[:, 2].sum()) != stats.num_tokens:
+        raise DamagedCache(f"{units_path} covers {int(units[:, 2].sum()):,} tokens, not {stats.num_tokens:,}")
+    return TokenSplit(tokens, offsets, prompt_lens, stats, units)
 
 
 @contextlib.contextmanager
@@ -286,8 +311,11 @@ def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:
 class _SplitWriter:
     """Appends tokenized document batches to the split's files and accumulates its statistics."""
 
-    def __init__(self, directory: Path, name: str, dtype: type, prompted: bool) -> None:
+    def __init__(self, directory: Path, name: str, dtype: type, prompted: bool,
+                 tokenizer: Tokenizer | None = None) -> None:
         self.directory, self.name, self.dtype = directory, name, dtype
+        self.tokenizer = tokenizer  # given: record evaluation units (held-out splits)
+        self.chunks: list[np.ndarray] = []  # per document: (num_chunks, 5) [chunk, tokens, bytes, chars, words]
         self.tokens = open(directory / f"{name}.tokens.bin", "wb")
         self.offsets = open(directory / f"{name}.offsets.tmp", "wb")
         self.prompt_lens = open(directory / f"{name}.prompt_lens.tmp", "wb") if prompted else None
@@ -302,6 +330,9 @@ class _SplitWriter:
         if self.prompt_lens is not None and prompt_lens is not None:
             np.asarray(prompt_lens, dtype=np.int64).tofile(self.prompt_lens)
         c = self.counts
+        if self.tokenizer is not None:
+            self.chunks += [doc_chunks(self.tokenizer, doc.text, len(seq), p)
+                            for doc, seq, p in zip(docs, seqs, prompt_lens or [0] * len(docs))]
         c["num_docs"] += len(docs)
         c["num_tokens"] += int(lengths.sum())
         for doc in docs:
@@ -319,15 +350,49 @@ class _SplitWriter:
             np.save(d / f"{n}.{kind}.npy", np.fromfile(raw, dtype=np.int64))
             raw.unlink()
         stats = SplitStats(**self.counts)
+        if self.tokenizer is not None:
+            np.save(d / f"{n}.units.npy", units_of(self.chunks))
         write_json_atomic(d / f"{n}.stats.json", dataclasses.asdict(stats), sort_keys=True)
         return stats
+
+
+def doc_chunks(tokenizer: Tokenizer, text: str, num_tokens: int, prompt_len: int = 0) -> np.ndarray:
+    """(num_chunks, 5) int64 [chunk, tokens, bytes, chars, words] of one document cut into CHUNK_CHARS-character
+    chunks. Bytes, characters and words are exact (a word belongs to the chunk it starts in). The document's
+    tokens are split between its chunks in proportion to each chunk's tokens when encoded on its own (a token
+    that a tokenizer merges across a boundary lands on one side); the prompt's tokens go to the first chunk."""
+    import re
+
+    pieces = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+    starts = [m.start() // CHUNK_CHARS for m in re.finditer(r"\S+", text)]
+    words = np.bincount(np.asarray(starts, dtype=np.int64), minlength=len(pieces))
+    story_tokens = num_tokens - prompt_len
+    if len(pieces) == 1:
+        tokens = np.array([story_tokens], dtype=np.int64)
+    else:
+        alone = np.cumsum([len(ids) for ids in tokenizer.encode_batch(pieces)], dtype=np.float64)
+        bounds = np.rint(alone / max(alone[-1], 1.0) * story_tokens).astype(np.int64)
+        tokens = np.diff(bounds, prepend=0)
+    tokens[0] += prompt_len
+    rows = [(k, int(tokens[k]), len(p.encode("utf-8")), len(p), int(words[k])) for k, p in enumerate(pieces)]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def units_of(chunks: Sequence[np.ndarray]) -> np.ndarray:
+    """(num_units, 6) int64 UNIT_COLUMNS from every document's chunks: one unit per document when there are at
+    least MIN_UNIT_DOCS documents (chunk 0 holding the document's sums), else one unit per chunk."""
+    if len(chunks) >= MIN_UNIT_DOCS:
+        rows = [(i, 0, *c[:, 1:].sum(0)) for i, c in enumerate(chunks)]
+    else:
+        rows = [(i, *row) for i, c in enumerate(chunks) for row in c]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, len(UNIT_COLUMNS))
 
 
 def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, directory: Path, dtype: type,
                  progress: bool) -> dict[str, Any]:
     """Tokenize split `name` in batches of DOCS_PER_BATCH documents; returns its meta entry."""
     prompted = spec.data.source == "prompt_story"
-    writer = _SplitWriter(directory, name, dtype, prompted)
+    writer = _SplitWriter(directory, name, dtype, prompted, tokenizer if name in UNIT_SPLITS else None)
     started = time.perf_counter()
     encode_seconds, encode_bytes = 0.0, 0
     docs = _progress(iter_documents(spec.data, name), progress, f"tokenize {name}")

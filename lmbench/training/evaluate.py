@@ -18,9 +18,14 @@ Reported (lm-evaluation-harness definitions; nats throughout):
 loss = nll/tokens, ppl = exp(loss), bpb = nll/(ln 2 x bytes), bits_per_char = nll/(ln 2 x chars),
 word_ppl = exp(nll/words), where bytes/chars/words are those of the split's raw text (`SplitStats`).
 
+Per unit (held-out splits with units in the token cache: documents, or fixed-size chunks of a single-text
+corpus): the NLL and target count of every unit, so that a report can bootstrap over units and pair two cells
+on the same text (`UnitScores`; their sums are the split's totals). A document's EOS target belongs to its last
+unit; prompt targets to none.
+
 Distributed: the items (windows, documents, rows) are sharded over the processes by accelerate's
-`prepare_data_loader`; per-item (nll, tokens) sums are gathered with `gather_for_metrics`, which drops the
-duplicates that pad the last batch, and summed in float64.
+`prepare_data_loader`; per-item (nll, tokens) sums (and per-target NLL with unit ids) are gathered with
+`gather_for_metrics`, which drops the duplicates that pad the last batch, and summed in float64.
 """
 
 from __future__ import annotations
@@ -46,6 +51,24 @@ LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
+class UnitScores:
+    """Per evaluation unit of a split: the cache's unit table (doc, chunk, tokens in the cache, bytes, chars, words)
+    and the NLL (nats) and scored targets of each unit."""
+
+    table: np.ndarray  # (num_units, 6) int64, lmbench.data.cache.UNIT_COLUMNS
+    nll_nats: np.ndarray  # (num_units,) float64
+    num_targets: np.ndarray  # (num_units,) int64
+
+    def frame(self) -> Any:
+        """A pandas DataFrame: doc, chunk, nll_nats, tokens (scored targets), bytes, chars, words."""
+        import pandas as pd
+
+        t = self.table
+        return pd.DataFrame({"doc": t[:, 0], "chunk": t[:, 1], "nll_nats": self.nll_nats,
+                             "tokens": self.num_targets, "bytes": t[:, 3], "chars": t[:, 4], "words": t[:, 5]})
+
+
+@dataclass(frozen=True)
 class EvalResult:
     """Sums over a whole split: NLL in nats, scored tokens, and bytes/chars/words of the text they cover."""
 
@@ -55,6 +78,7 @@ class EvalResult:
     num_chars: int = 0
     num_words: int = 0
     unk_rate: float | None = None  # share of the split's tokens that are <unk> (word tokenizers); None = none
+    units: UnitScores | None = None  # per-unit sums (held-out splits whose cache has units)
 
     @property
     def loss(self) -> float:
@@ -155,53 +179,83 @@ def document_arrays(split: Any, index: int, bos_id: int, eos_id: int) -> tuple[n
     return seq[:-1], targets
 
 
+def stream_units(split: Any) -> np.ndarray:
+    """(num_targets,) int64 unit of each target of `stream_arrays` (EOS: the unit of the document it ends)."""
+    units = np.insert(split.token_units(), np.asarray(split.doc_offsets, dtype=np.int64)[1:], split.doc_last_unit())
+    return units[1:]
+
+
+def document_units(split: Any, index: int, token_units: np.ndarray, last_unit: np.ndarray) -> np.ndarray:
+    """(len(doc) + 1,) int64 unit of each target of `document_arrays` (doc tokens, then EOS)."""
+    a, b = int(split.doc_offsets[index]), int(split.doc_offsets[index + 1])
+    return np.append(token_units[a:b], last_unit[index])
+
+
+Sequence3 = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # inputs, targets, target units (or None)
+
+
 class SpanItems(Dataset):
     """Items (sequence id, begin, end, score_from) cut from sequences that `get_sequence(id)` builds lazily.
 
-    An item is {"input_ids": (t,), "labels": (t,)} with labels before `score_from` set to -100.
+    An item is {"input_ids": (t,), "labels": (t,)} with labels before `score_from` set to -100, plus "units" (t,)
+    (-1 where a label is -100) when the sequences carry unit ids.
     """
 
-    def __init__(self, spans: list[tuple[int, int, int, int]],
-                 get_sequence: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+    def __init__(self, spans: list[tuple[int, int, int, int]], get_sequence: Callable[[int], Sequence3]) -> None:
         self.spans, self.get_sequence = spans, get_sequence
-        self._cache: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._cache: tuple[int, Sequence3] | None = None
 
     def __len__(self) -> int:
         return len(self.spans)
 
-    def _sequence(self, seq_id: int) -> tuple[np.ndarray, np.ndarray]:
+    def _sequence(self, seq_id: int) -> Sequence3:
         if self._cache is None or self._cache[0] != seq_id:
             self._cache = (seq_id, self.get_sequence(seq_id))
         return self._cache[1]
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         seq_id, begin, end, score_from = self.spans[i]
-        inputs, targets = self._sequence(seq_id)
+        inputs, targets, units = self._sequence(seq_id)
         labels = torch.from_numpy(targets[begin:end].copy())
         labels[: max(0, score_from - begin)] = IGNORE_INDEX
-        return {"input_ids": torch.from_numpy(inputs[begin:end].copy()), "labels": labels}
+        item = {"input_ids": torch.from_numpy(inputs[begin:end].copy()), "labels": labels}
+        if units is not None:
+            item["units"] = torch.from_numpy(units[begin:end].copy()).masked_fill(labels == IGNORE_INDEX, -1)
+        return item
 
 
 def pad_items(items: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
-    """Right-pad to the longest item: input_ids with pad_id, labels with -100 -> (B, T) each."""
+    """Right-pad to the longest item: input_ids with pad_id, labels with -100 (units with -1) -> (B, T) each."""
     length = max(int(item["input_ids"].numel()) for item in items)
     ids = torch.full((len(items), length), pad_id, dtype=torch.long)
     labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    units = torch.full((len(items), length), -1, dtype=torch.long) if "units" in items[0] else None
     for row, item in enumerate(items):
         n = item["input_ids"].numel()
         ids[row, :n], labels[row, :n] = item["input_ids"], item["labels"]
-    return {"input_ids": ids, "labels": labels}
+        if units is not None:
+            units[row, :n] = item["units"]
+    batch = {"input_ids": ids, "labels": labels}
+    return batch if units is None else {**batch, "units": units}
 
 
 def build_items(split: Any, *, mode: str, recurrent: bool, block_size: int, stride: int, num_rows: int,
                 bos_id: int, eos_id: int) -> SpanItems:
-    """The evaluation items of `split` (see the module docstring), longest first to bound padding."""
+    """The evaluation items of `split` (see the module docstring), longest first to bound padding; with unit ids
+    when the split has units."""
+    has_units = getattr(split, "units", None) is not None
     if mode == "packed":
         inputs, targets = stream_arrays(split, eos_id)
-        get = lambda _: (inputs, targets)  # noqa: E731  (one sequence: the whole stream)
+        stream = (inputs, targets, stream_units(split) if has_units else None)
+        get: Callable[[int], Sequence3] = lambda _: stream  # noqa: E731  (one sequence: the whole stream)
         lengths = [len(inputs)]
     elif mode == "documents":
-        get = lambda i: document_arrays(split, i, bos_id, eos_id)  # noqa: E731
+        token_units, last_unit = (split.token_units(), split.doc_last_unit()) if has_units else (None, None)
+
+        def get(i: int) -> Sequence3:
+            units = document_units(split, i, token_units, last_unit) if has_units else None
+            return (*document_arrays(split, i, bos_id, eos_id), units)
+
         offsets = np.asarray(split.doc_offsets, dtype=np.int64)
         lengths = (np.diff(offsets) + 1).tolist()  # BOS + doc (inputs), i.e. doc + EOS (targets)
     else:
@@ -225,24 +279,47 @@ def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
     return flat.view(labels.shape)
 
 
-def score_batch(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
-    """(B, 2) float64 [nll_nats, scored tokens] per row of a right-padded batch.
+def target_nll(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
+    """(B, T) float64 NLL (nats) of every target of a right-padded batch, 0 where labels are -100.
 
     Transformers: one forward (right pads cannot affect earlier positions under causal attention).
     Recurrent models: `chunk`-token pieces with the state carried from piece to piece.
     """
     ids, labels = batch["input_ids"], batch["labels"]
-    nll = torch.zeros(ids.size(0), dtype=torch.float64, device=ids.device)
     if not recurrent:
-        nll += token_nll(model(ids), labels).double().sum(1)
-    else:
-        state = model.init_state(ids.size(0), ids.device)
-        for start in range(0, ids.size(1), chunk):
-            piece = slice(start, start + chunk)
-            logits, state = model.forward_with_state(ids[:, piece], state)
-            nll += token_nll(logits, labels[:, piece]).double().sum(1)
-    count = (labels != IGNORE_INDEX).sum(1).double()
+        return token_nll(model(ids), labels).double()
+    pieces = []
+    state = model.init_state(ids.size(0), ids.device)
+    for start in range(0, ids.size(1), chunk):
+        piece = slice(start, start + chunk)
+        logits, state = model.forward_with_state(ids[:, piece], state)
+        pieces.append(token_nll(logits, labels[:, piece]).double())
+    return torch.cat(pieces, dim=1)
+
+
+def score_batch(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
+    """(B, 2) float64 [nll_nats, scored tokens] per row of a right-padded batch (see `target_nll`)."""
+    nll = target_nll(model, batch, recurrent=recurrent, chunk=chunk).sum(1)
+    count = (batch["labels"] != IGNORE_INDEX).sum(1).double()
     return torch.stack([nll, count], dim=1)
+
+
+class UnitTotals:
+    """Per-unit NLL and target sums on the model's device, from (B, T) target NLL and unit ids (-1: none)."""
+
+    def __init__(self, table: np.ndarray, device: torch.device) -> None:
+        self.table = table
+        self.nll = torch.zeros(len(table), dtype=torch.float64, device=device)
+        self.count = torch.zeros(len(table), dtype=torch.float64, device=device)
+
+    def add(self, nll: Tensor, units: Tensor) -> None:
+        keep = units >= 0
+        index = units[keep]
+        self.nll.index_add_(0, index, nll[keep])
+        self.count.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+
+    def result(self) -> UnitScores:
+        return UnitScores(self.table, self.nll.cpu().numpy(), self.count.cpu().numpy().round().astype(np.int64))
 
 
 def _batches(items: SpanItems, batch_size: int, pad_id: int, accelerator: Any) -> Iterator[dict[str, Tensor]]:
@@ -290,14 +367,24 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     total: Tensor | None = None  # on the model's device: one copy to the host at the end, not one per batch
+    per_unit: UnitTotals | None = None
     main = accelerator is None or accelerator.is_main_process
     progress = bar(math.ceil(len(items) / (per_process * num_processes)), "evaluating", "batch", main=main)
     try:
         for batch in _batches(items, per_process, pad_id, accelerator):
             with autocast() if autocast is not None else contextlib.nullcontext():
-                sums = score_batch(model, batch, recurrent=recurrent, chunk=block_size)
+                nll = target_nll(model, batch, recurrent=recurrent, chunk=block_size)
+            sums = torch.stack([nll.sum(1), (batch["labels"] != IGNORE_INDEX).sum(1).double()], dim=1)
+            units = batch.get("units")
             if accelerator is not None:
                 sums = accelerator.gather_for_metrics(sums)
+                if units is not None:  # rows of different lengths on each process: pad, then gather
+                    nll = accelerator.gather_for_metrics(accelerator.pad_across_processes(nll, dim=1))
+                    units = accelerator.gather_for_metrics(accelerator.pad_across_processes(units, dim=1,
+                                                                                            pad_index=-1))
+            if units is not None:
+                per_unit = per_unit or UnitTotals(split.units, nll.device)
+                per_unit.add(nll, units)
             total = sums.sum(0) if total is None else total + sums.sum(0)
             progress.update(1)
     finally:
@@ -306,7 +393,7 @@ def evaluate_split(
     total = total.cpu() if total is not None else torch.zeros(2, dtype=torch.float64)
     stats = split.stats
     return EvalResult(float(total[0]), int(round(float(total[1]))), int(stats.num_bytes), int(stats.num_chars),
-                      int(stats.num_words))
+                      int(stats.num_words), units=None if per_unit is None else per_unit.result())
 
 
 # ------------------------------------------------------------------------------------------- one cell

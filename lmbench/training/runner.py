@@ -127,7 +127,8 @@ def _run(parts: CellParts, facts: dict[str, Any], group: str | None) -> Summary:
             summary = Summary(**_record(parts, outcome.progress, None, facts), status=FAILED,
                               error=str(outcome.error), failed_step=outcome.error.step)
         else:
-            metrics = flatten_results(_final_results(parts, outcome))
+            results = _final_results(parts, outcome)
+            metrics = {**flatten_results(results), **_unit_records(parts, results)}
             summary = Summary(**_record(parts, outcome.progress, outcome.stop_reason, facts), status=COMPLETED,
                               **metrics)  # type: ignore[typeddict-item]  (the flat metric keys)
             summary["num_samples"] = _write_samples(parts)
@@ -174,6 +175,29 @@ def _final_results(parts: CellParts, outcome: TrainOutcome) -> dict[str, EvalRes
     parts.metrics.append({"step": p.step, "tokens": p.tokens, "wall_s": parts.trainer.wall_s(), "final": True,
                           **flatten_results(results)})
     return results
+
+
+def _unit_records(parts: CellParts, results: dict[str, EvalResult]) -> dict[str, Any]:
+    """Per split with evaluation units: `units_<split>.parquet` (one row per document or chunk: NLL, tokens,
+    bytes, chars, words; sums = the split's totals) and 95% bootstrap intervals over units for the summary:
+    `<split>_<metric>_low/_high` for bpb, ppl and word_ppl, and `<split>_units`."""
+    from lmbench.stats import unit_intervals
+    from lmbench.training.evaluate import SPLIT_PREFIX
+
+    out: dict[str, Any] = {}
+    for name, result in results.items():
+        if result.units is None:
+            continue
+        frame = result.units.frame()
+        if parts.accelerator.is_main_process:
+            frame.to_parquet(parts.run_dir / f"units_{name}.parquet", index=False)
+        prefix = SPLIT_PREFIX.get(name, name)
+        out[f"{prefix}_units"] = len(frame)
+        intervals = unit_intervals(frame["nll_nats"].to_numpy(), frame["tokens"].to_numpy(),
+                                   frame["bytes"].to_numpy(), frame["words"].to_numpy())
+        for metric, interval in intervals.items():
+            out[f"{prefix}_{metric}_low"], out[f"{prefix}_{metric}_high"] = interval.low, interval.high
+    return out
 
 
 def _write_samples(parts: CellParts) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmbench.cli import main
-from lmbench.data.cache import META_FILE, data_fingerprint, prepare_data, token_dtype
+from lmbench.data.cache import CHUNK_CHARS, META_FILE, MIN_UNIT_DOCS, data_fingerprint, prepare_data, token_dtype
 from lmbench.data.corpus import iter_documents
 from lmbench.errors import SpecError
 from lmbench.tokenizers.char import CharTokenizer
@@ -178,3 +178,51 @@ def test_tiny_shakespeare_char_cache(shared_data: Path, make_spec) -> None:
     data = prepare_data(spec, progress=False)
     assert data.tokenizer.vocab_size == 65 + 4  # the notebook's 65 characters + pad/bos/eos/unk
     assert data.splits["train"].stats.num_tokens == 1_003_854 and data.splits["validation"].stats.num_tokens == 111_540
+    units = data.splits["validation"].units  # one text: 1,000-character chunks, 112 of them
+    assert units.shape == (112, 6) and units[:, 1].tolist() == list(range(112)) and units[:, 4].max() == CHUNK_CHARS
+    assert units[:, 2].tolist() == units[:, 4].tolist()  # a char tokenizer: one token per character, per chunk
+    assert data.splits["train"].units is None
+
+
+def assert_units_add_up(split) -> None:
+    """The unit table covers the split: tokens, bytes, chars and words sum to the split's statistics."""
+    s, u = split.stats, split.units
+    assert u[:, 2:].sum(0).tolist() == [s.num_tokens, s.num_bytes, s.num_chars, s.num_words]
+    assert (np.diff(u[:, 0]) >= 0).all() and u[-1, 0] == s.num_docs - 1
+
+
+def test_units_are_documents_or_chunks_of_few_long_ones(make_spec, tmp_path: Path) -> None:
+    many = write_lines(tmp_path / "many.txt", [f"line {i} with some words, naïve café" for i in range(400)])
+    data = prepare_data(make_spec(source="text", path=str(many), val_fraction=0.25), progress=False)
+    split = data.splits["validation"]
+    assert split.stats.num_docs >= MIN_UNIT_DOCS and len(split.units) == split.stats.num_docs
+    assert (split.units[:, 1] == 0).all()
+    assert_units_add_up(split)
+    assert split.units[:, 2].tolist() == split.doc_lengths().tolist()
+
+    long_text = " ".join(f"wörd{i % 50}" for i in range(3000))  # one ~20,000-character document per file
+    (tmp_path / "docs").mkdir()
+    for i in range(3):
+        (tmp_path / "docs" / f"{i}.txt").write_text(long_text[i:], encoding="utf-8")
+    spec = make_spec({"kind": "word"}, source="text", path=str(tmp_path / "docs" / "*.txt"), unit="file",
+                     val_fraction=0.34, split_seed=1)
+    data = prepare_data(spec, progress=False)
+    split = data.splits["validation"]
+    doc = next(iter_documents(spec.data, "validation")).text
+    assert len(split.units) == -(-len(doc) // CHUNK_CHARS) * split.stats.num_docs
+    assert_units_add_up(split)
+    chunk = doc[:CHUNK_CHARS]
+    # a word tokenizer: chunk 0 holds about as many tokens as its own words (a word cut by the boundary aside)
+    assert abs(int(split.units[0, 2]) - len(chunk.split())) <= 2
+
+
+def test_prompt_story_units_count_the_story_and_give_the_prompt_to_the_first_chunk(make_spec, tmp_path: Path) -> None:
+    stories = write_lines(tmp_path / "s.txt", [f"story {i} " * 200 for i in range(6)])
+    prompts = write_lines(tmp_path / "p.txt", [f"[ WP ] prompt {i}" for i in range(6)])
+    spec = make_spec({"kind": "char", "params": {"specials": ["<sep>"]}}, source="prompt_story",
+                     path=str(stories), prompt_path=str(prompts), val_fraction=0.4, split_seed=3)
+    data = prepare_data(spec, progress=False)
+    split = data.splits["validation"]
+    assert_units_add_up(split)
+    assert split.units[0, 2] == split.prompt_lens[0] + min(CHUNK_CHARS, len(next(iter_documents(spec.data,
+                                                                                                  "validation")).text))

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from .test_trainer import DRIVER, REPO, tiny_cfg
@@ -81,6 +83,10 @@ def test_two_processes_equal_one(tmp_path: Path, family: str, sections: dict[str
                         tmp_path / "two"))
     assert_same_metrics(one, json.loads((tmp_path / "two" / "summary.json").read_text()))
     assert "random_states_1.pkl" in os.listdir(tmp_path / "two" / "checkpoint"), out[-1000:]
+    # per-unit records gathered from both processes: every unit once, the same sums as one process
+    units_one, units_two = (pd.read_parquet(tmp_path / d / "units_validation.parquet") for d in ("one", "two"))
+    assert units_two["tokens"].tolist() == units_one["tokens"].tolist() and units_two["tokens"].sum() > 0
+    np.testing.assert_allclose(units_two["nll_nats"], units_one["nll_nats"], rtol=1e-4)
 
 
 @pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI not installed")

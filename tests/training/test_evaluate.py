@@ -272,3 +272,67 @@ def test_unk_share_is_per_token_and_counted_once(monkeypatch: pytest.MonkeyPatch
     assert first.unk_rate == again.unk_rate == pytest.approx(3 / 8) and len(counted) == 1
     lossless = SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD, unk_id=PAD)
     assert Evaluator({"validation": split}, lossless, spec).evaluate(model, ["validation"])["validation"].unk_rate is None
+
+
+# ------------------------------------------------------------------------------------------- per-unit records
+def with_units(split: TokenSplit, chunks: dict[int, list[int]] | None = None) -> TokenSplit:
+    """`split` with a unit table: one unit per document, or the given token counts per chunk for some documents.
+    Bytes/chars/words per unit are made up (10, 9, 2 per unit): only their bookkeeping is under test here."""
+    rows = []
+    for doc, n in enumerate(split.doc_lengths().tolist()):
+        for k, tokens in enumerate((chunks or {}).get(doc, [n])):
+            rows.append((doc, k, tokens, 10, 9, 2))
+    split.units = np.asarray(rows, dtype=np.int64)
+    return split
+
+
+@pytest.mark.parametrize("mode", ["packed", "documents"])
+@pytest.mark.parametrize("family", ["window", "lstm"])
+def test_unit_sums_equal_the_totals(mode: str, family: str) -> None:
+    model = WindowLM() if family == "window" else tiny_lstm().eval()
+    split = with_units(make_split(DOCS, prompt_lens=[2, 0, 3] if mode == "documents" else None), {2: [5, 6]})
+    result = evaluate_split(model, split, mode=mode, block_size=4, stride=2, batch_size=2, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    units = result.units
+    assert units is not None and len(units.nll_nats) == 4
+    assert int(units.num_targets.sum()) == result.num_tokens
+    assert units.nll_nats.sum() == pytest.approx(result.nll_nats, rel=1e-12)
+    frame = units.frame()
+    assert frame[["doc", "chunk"]].values.tolist() == [[0, 0], [1, 0], [2, 0], [2, 1]]
+    assert frame["bytes"].sum() == 40 and (frame["nll_nats"] > 0).all()
+
+
+def test_packed_units_hold_their_targets_and_eos_goes_to_the_last_chunk() -> None:
+    """Bigram model (receptive field 1): each unit's NLL is the hand-scored NLL of the targets in it. In the
+    stream, target j is stream[j + 1]; the EOS after a document belongs to that document's last unit."""
+    model = BigramLM(seed=2)
+    split = with_units(make_split(DOCS), {2: [4, 7]})
+    result = evaluate_split(model, split, mode="packed", block_size=4, stride=2, batch_size=3, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    stream = [t for d in DOCS for t in d + [EOS]]
+    # unit of each stream position: doc 0 (6 tokens + EOS) -> 0, doc 1 (2 + EOS) -> 1, doc 2: 4 -> 2, 7 + EOS -> 3
+    owner = [0] * 7 + [1] * 3 + [2] * 4 + [3] * 8
+    expected = np.zeros(4)
+    for j in range(len(stream) - 1):
+        expected[owner[j + 1]] += hand_nll(model, [stream[j]], [stream[j + 1]], context=1)[0]
+    assert result.units.num_targets.tolist() == [6, 3, 4, 8]  # doc 0's first token is no target of the stream
+    np.testing.assert_allclose(result.units.nll_nats, expected, rtol=1e-6)
+
+
+def test_document_units_equal_each_document_scored_alone() -> None:
+    """documents mode, one unit per document: unit i's NLL is what evaluating document i on its own gives."""
+    model = tiny_transformer(4)
+    split = with_units(make_split(DOCS, prompt_lens=[2, 0, 3]))
+    result = evaluate_split(model, split, mode="documents", block_size=4, stride=2, batch_size=2, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    for i, doc in enumerate(DOCS):
+        alone = evaluate_split(model, make_split([doc], prompt_lens=[[2, 0, 3][i]]), mode="documents", block_size=4,
+                               stride=2, batch_size=1, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+        assert result.units.num_targets[i] == alone.num_tokens == len(doc) + 1 - [2, 0, 3][i]
+        assert result.units.nll_nats[i] == pytest.approx(alone.nll_nats, rel=1e-6)
+
+
+def test_no_units_without_a_unit_table() -> None:
+    result = evaluate_split(BigramLM(), make_split(DOCS), mode="packed", block_size=4, batch_size=2, bos_id=BOS,
+                            eos_id=EOS, pad_id=PAD)
+    assert result.units is None

@@ -48,6 +48,27 @@ def test_run_cell_writes_the_results_folder(tmp_path: Path) -> None:
     assert model.head.weight is model.tok_emb.weight
 
 
+def test_per_unit_records_add_up_to_the_summary_and_give_intervals(tmp_path: Path) -> None:
+    """units_<split>.parquet: one row per document of each held-out split; its sums are the summary's totals
+    (NLL, tokens) and the split's text (bytes); the bootstrap interval brackets the metric."""
+    from lmbench.data import prepare_data
+
+    cfg = tiny_cfg(tmp_path, eval={"splits": ["validation", "test"]})
+    summary = run(cfg, tmp_path / "cell")
+    split = prepare_data(to_spec(cfg), progress=False).splits["validation"]
+    for name, prefix in (("validation", "val"), ("test", "test")):
+        units = pd.read_parquet(tmp_path / "cell" / f"units_{name}.parquet")
+        assert list(units.columns) == ["doc", "chunk", "nll_nats", "tokens", "bytes", "chars", "words"]
+        assert summary[f"{prefix}_units"] == len(units) and units["doc"].tolist() == list(range(len(units)))
+        assert units["nll_nats"].sum() == pytest.approx(summary[f"{prefix}_nll_nats"], rel=1e-12)
+        assert int(units["tokens"].sum()) == summary[f"{prefix}_tokens"]
+        for metric in ("bpb", "ppl", "word_ppl"):
+            assert summary[f"{prefix}_{metric}_low"] < summary[f"{prefix}_{metric}"] < summary[f"{prefix}_{metric}_high"]
+    units = pd.read_parquet(tmp_path / "cell" / "units_validation.parquet")
+    s = split.stats
+    assert units[["bytes", "chars", "words"]].sum().tolist() == [s.num_bytes, s.num_chars, s.num_words]
+
+
 def test_a_cell_that_cannot_be_built_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no such weights")
