@@ -31,8 +31,8 @@ COMPLETED: Status = "completed"
 FAILED: Status = "failed"
 STATUSES: tuple[Status, ...] = (RUNNING, COMPLETED, FAILED)
 
-# Why training ended: a budget of spec.train, or early stopping on the validation loss.
-StopReason = Literal["max_steps", "epochs", "max_tokens", "max_seconds", "early_stopping"]
+# Why training ended: a budget of spec.train, early stopping on the validation loss, or train.stop_on_divergence.
+StopReason = Literal["max_steps", "epochs", "max_tokens", "max_seconds", "early_stopping", "diverged"]
 
 
 class Summary(TypedDict, total=False):
@@ -67,6 +67,12 @@ class Summary(TypedDict, total=False):
     best_step: int | None
     stop_reason: StopReason | None
     resumed_from: list[int]
+    # did it learn? (the runner; see lmbench.training.divergence)
+    diverged: bool
+    divergence_reason: str | None
+    first_train_loss: float | None
+    last_train_loss: float | None
+    min_train_loss: float | None
     num_samples: int
     # run facts (the runner)
     num_params: int

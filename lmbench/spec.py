@@ -97,6 +97,11 @@ class TrainSpec:
     eval_every: int | None = None  # steps between validation passes (and at the end)
     checkpoint_every: int | None = None  # steps between checkpoints (and at the end)
     early_stopping_patience: int | None = None  # validation passes without improvement before stopping
+    # A finished run is flagged `diverged` (listed apart, never ranked) when its final validation loss is not
+    # below the untrained one (or ln(vocabulary) without eval.untrained), its last logged training loss is above
+    # its first, or above divergence_factor x its lowest.
+    divergence_factor: float = 3.0
+    stop_on_divergence: float | None = None  # stop when a logged training loss passes this x its lowest so far
     log_every: int = 10
     num_threads: int | None = None  # torch intra-op threads; None keeps torch's default
 
@@ -378,6 +383,10 @@ def check_spec(spec: ExperimentSpec) -> None:
     for name in ("grad_clip", "max_steps", "epochs", "max_tokens", "max_seconds", "eval_every",
                  "checkpoint_every", "early_stopping_patience", "num_threads"):
         _positive(f"train.{name}", getattr(t, name))
+    for name in ("divergence_factor", "stop_on_divergence"):
+        value = getattr(t, name)
+        if value is not None and not (math.isfinite(value) and value > 1):
+            raise range_error(f"train.{name}", value, "> 1 (a multiple of the lowest training loss)")
     if all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens", "max_seconds")):
         raise SpecError("train", "no budget: set at least one of max_steps, epochs, max_tokens, max_seconds")
     check_batch_split(t, 1)

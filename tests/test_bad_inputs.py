@@ -103,6 +103,8 @@ CASES = [
     c("one beta", "train.betas", "train.betas=[0.9]"),
     c("min lr ratio above 1", "train.min_lr_ratio", "train.min_lr_ratio=2"),
     c("nan grad clip", "train.grad_clip", "train.grad_clip=nan"),
+    c("divergence factor of 1", "train.divergence_factor", "train.divergence_factor=1"),
+    c("stop on divergence below 1", "train.stop_on_divergence", "train.stop_on_divergence=0.5"),
     c("zero new tokens", "sample.max_new_tokens", "sample.max_new_tokens=0"),
     # samplers
     c("sampler kind", "sample.samplers[0].kind", "sample.samplers=[{kind: nucleus}]"),

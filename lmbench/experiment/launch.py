@@ -400,6 +400,13 @@ def _print_outcomes(ctx: _Launch, cells: Sequence[Cell], outcomes: dict[str, str
     _say(ctx, None, line)
     for cell in failed:
         _say(ctx, cell, f"failed: {(read_summary(ctx.run_dir(cell)) or {}).get('error', '?')}")
+    diverged = [(c, s) for c in cells if outcomes.get(c.name) in (COMPLETED, "done")
+                and (s := read_summary(ctx.run_dir(c)) or {}).get("diverged")]
+    if diverged:
+        _say(ctx, None, f"{len(diverged)} completed cell(s) diverged or did not learn (listed apart in the report, "
+                        "not ranked):")
+        for cell, summary in diverged:
+            _say(ctx, cell, f"diverged: {summary.get('divergence_reason', '?')}")
     return failed
 
 

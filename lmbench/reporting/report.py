@@ -25,8 +25,8 @@ from lmbench.reporting import plots
 from lmbench.reporting.load import Run, load_runs, load_wandb_runs
 from lmbench.results import COMPLETED
 from lmbench.reporting.tables import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, axis_names, coherence_column,
-                                      completed_groups, display_names, factor_columns, fmt, formatted, pivot, ranked,
-                                      rank_metric, runs_frame, sampler_frame, seed_table, unranked)
+                                      completed_groups, display_names, diverged, factor_columns, fmt, formatted, pivot,
+                                      ranked, rank_metric, runs_frame, sampler_frame, seed_table, unranked)
 
 SPLIT_METRICS = ("loss", "ppl", "bpb", "word_ppl")
 SAMPLES_PER_CELL = 3
@@ -180,6 +180,20 @@ def unranked_section(frame: pd.DataFrame, metric: str) -> Section | None:
                                                 "the ranking, pivots and averages."], table)
 
 
+def diverged_section(frame: pd.DataFrame, labels: dict[str, str]) -> Section | None:
+    bad = diverged(frame)
+    if bad.empty:
+        return None
+    columns = ["cell", "divergence_reason", "val_loss", "untrained_val_loss", "first_train_loss", "min_train_loss",
+               "last_train_loss", "stop_reason"]
+    return Section("Diverged or did not learn", [
+        "These cells completed but learned nothing, or their loss blew up and stayed up (the reason says which "
+        "check: final validation loss not below the untrained one, training loss ending above its start or above "
+        "train.divergence_factor x its lowest, or train.stop_on_divergence). They are not ranked, pivoted or "
+        "averaged: lower train.lr or set train.grad_clip."],
+        formatted(bad, columns, {**labels, "divergence_reason": "reason"}))
+
+
 def failures_section(frame: pd.DataFrame) -> Section | None:
     bad = frame[frame["status"] != COMPLETED]
     if bad.empty:
@@ -201,6 +215,7 @@ def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFr
     if metric:
         sections += [ranking_section(frame, axes, labels, metric), *pivot_sections(frame, factors, labels, metric),
                      seeds_section(frame, factors, labels, metric)]
+    sections.append(diverged_section(frame, labels))
     if metric:
         sections.append(unranked_section(frame, metric))
     sections += [runs_section(frame, axes, labels), untrained_section(frame, axes, labels)]

@@ -108,15 +108,32 @@ def _finite(frame: pd.DataFrame, metric: str) -> pd.Series:
     return pd.Series(np.isfinite(values.to_numpy()), index=frame.index)
 
 
+def is_diverged(frame: pd.DataFrame) -> pd.Series:
+    """True for cells whose summary flags `diverged` (they learned nothing, or blew up and stayed up)."""
+    if "diverged" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["diverged"].map(lambda v: v is True or v == 1 or str(v).lower() == "true")
+
+
+def learned(frame: pd.DataFrame) -> pd.DataFrame:
+    """Completed cells not flagged diverged: the only ones averaged over seeds."""
+    return frame[(frame["status"] == COMPLETED) & ~is_diverged(frame)]
+
+
 def ranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Completed cells with a finite `metric`: the only ones ranked, pivoted or averaged (an infinite loss is
-    a run that blew up, never a result)."""
-    return frame[(frame["status"] == COMPLETED) & _finite(frame, metric)]
+    """Completed, not diverged cells with a finite `metric`: the only ones ranked, pivoted or averaged (an
+    infinite loss is a run that blew up, never a result)."""
+    return frame[(frame["status"] == COMPLETED) & _finite(frame, metric) & ~is_diverged(frame)]
 
 
 def unranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Completed cells whose `metric` is infinite or NaN."""
-    return frame[(frame["status"] == COMPLETED) & ~_finite(frame, metric)]
+    """Completed cells whose `metric` is infinite or NaN (and not already flagged diverged)."""
+    return frame[(frame["status"] == COMPLETED) & ~_finite(frame, metric) & ~is_diverged(frame)]
+
+
+def diverged(frame: pd.DataFrame) -> pd.DataFrame:
+    """Completed cells flagged diverged, with their reason."""
+    return frame[(frame["status"] == COMPLETED) & is_diverged(frame)]
 
 
 def rank_metric(frame: pd.DataFrame) -> str | None:
@@ -124,8 +141,9 @@ def rank_metric(frame: pd.DataFrame) -> str | None:
 
 
 def seed_table(frame: pd.DataFrame, groups: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Completed cells grouped by every factor (not the seed): count, and mean ± std of each metric as text."""
-    done = frame[frame["status"] == COMPLETED]
+    """Completed, not diverged cells grouped by every factor (not the seed): count, and mean ± std of each metric
+    as text."""
+    done = learned(frame)
     metrics = [m for m in metrics if m in done and done[m].notna().any()]
     if done.empty or not metrics:
         return pd.DataFrame()

@@ -131,6 +131,7 @@ def _run(parts: CellParts, facts: dict[str, Any], group: str | None) -> Summary:
             metrics = {**flatten_results(results), **_unit_records(parts, results)}
             summary = Summary(**_record(parts, outcome.progress, outcome.stop_reason, facts), status=COMPLETED,
                               **metrics)  # type: ignore[typeddict-item]  (the flat metric keys)
+            summary.update(_divergence(parts, outcome, metrics))
             summary["num_samples"] = _write_samples(parts)
     except Exception as exc:
         if main:
@@ -161,7 +162,23 @@ def _record(parts: CellParts, p: Progress, stop_reason: str | None, facts: dict[
             "flops_per_token": flops,
             "train_flops_per_s": None if train_tokens_per_s is None else flops * train_tokens_per_s,
             "best_val_loss": p.best_val_loss, "best_step": p.best_step, "stop_reason": stop_reason,
-            "resumed_from": p.resumed_from, **p.untrained}
+            "resumed_from": p.resumed_from, "first_train_loss": p.first_train_loss,
+            "last_train_loss": p.last_train_loss, "min_train_loss": p.min_train_loss, **p.untrained}
+
+
+def _divergence(parts: CellParts, outcome: TrainOutcome, metrics: dict[str, Any]) -> dict[str, Any]:
+    """{diverged, divergence_reason} of a completed run (lmbench.training.divergence), with a warning."""
+    from lmbench.training.divergence import divergence_reason
+
+    p = outcome.progress
+    reason = divergence_reason(final_val_loss=metrics.get("val_loss"),
+                               untrained_val_loss=p.untrained.get("untrained_val_loss"),
+                               vocab_size=parts.data.tokenizer.vocab_size, first_train_loss=p.first_train_loss,
+                               last_train_loss=p.last_train_loss, min_train_loss=p.min_train_loss,
+                               factor=parts.spec.train.divergence_factor, stopped=outcome.stop_reason == "diverged")
+    if reason is not None and parts.accelerator.is_main_process:
+        log.warning("%s diverged: %s (listed apart in reports, not ranked)", parts.run_dir.name, reason)
+    return {"diverged": reason is not None, "divergence_reason": reason}
 
 
 def _final_results(parts: CellParts, outcome: TrainOutcome) -> dict[str, EvalResult]:

@@ -129,6 +129,9 @@ class Progress:
     best_step: int | None = None
     evals_since_best: int = 0
     stop_reason: StopReason | None = None  # set when early stopping ended training (budgets are not stored)
+    first_train_loss: float | None = None  # logged training losses (window means): divergence checks
+    last_train_loss: float | None = None
+    min_train_loss: float | None = None
     untrained: dict[str, Any] = field(default_factory=dict)  # untrained_val_loss, ... (eval.untrained)
     resumed_from: list[int] = field(default_factory=list)  # the step each later session started from
 
@@ -202,7 +205,8 @@ class Trainer:
             log.error("%s: %s", self.cell_name, exc)
             return TrainOutcome(self.progress, None, {}, exc)
         validation = self._final_validation()
-        self._save_if_new()
+        if reason != "diverged":  # the last checkpoint stays the last good weights
+            self._save_if_new()
         return TrainOutcome(self.progress, reason, validation)
 
     # ----- resume and checkpoints
@@ -458,4 +462,13 @@ class Trainer:
         if grad_norm is not None:
             row["grad_norm"] = grad_norm
         self.metrics.append(row)
+        p.first_train_loss = loss if p.first_train_loss is None else p.first_train_loss
+        p.min_train_loss = loss if p.min_train_loss is None else min(p.min_train_loss, loss)
+        p.last_train_loss = loss
+        limit = self.spec.train.stop_on_divergence
+        if limit is not None and loss > limit * p.min_train_loss:
+            p.stop_reason = "diverged"
+            log.warning("%s: training loss %.4g at step %d is over %g x its lowest (%.4g): stopping "
+                        "(train.stop_on_divergence); the last checkpoint keeps the weights from before",
+                        self.cell_name, loss, p.step, limit, p.min_train_loss)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)

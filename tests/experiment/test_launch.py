@@ -30,7 +30,8 @@ FAKE_RUNNER = '''
 """Stand-in for lmbench.training.runner.run_cell (tests/experiment/test_launch.py): logs calls, sleeps, fails, resumes.
 
 FAKE_RUNS_LOG: JSON lines of calls; FAKE_SLEEP: seconds per cell; FAKE_FAIL: cell names (|-separated) that
-raise; FAKE_HOLD / FAKE_GATE: that cell waits until the gate file exists.
+raise; FAKE_DIVERGE: cell names that complete flagged diverged; FAKE_HOLD / FAKE_GATE: that cell waits until
+the gate file exists.
 """
 import json, os, time
 from pathlib import Path
@@ -72,6 +73,8 @@ def run_cell(spec, run_dir, *, cell_name, group, axes):
                "world_size": world_size, "seed": spec.seed, "family": spec.model.family,
                "num_threads": spec.train.num_threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "results_dir": spec.tracking.results_dir}
+    if cell_name in os.environ.get("FAKE_DIVERGE", "").split("|"):
+        summary.update(diverged=True, divergence_reason="final validation loss 13.6 is not below the untrained 9.6")
     if rank == 0:
         _write(run_dir, summary)
     return summary
@@ -93,7 +96,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespa
     log = tmp_path / "runs.jsonl"
     log.touch()
     monkeypatch.setenv("FAKE_RUNS_LOG", str(log))
-    for var in ("FAKE_FAIL", "FAKE_SLEEP", "FAKE_HOLD", "RANK", "WORLD_SIZE", "LMBENCH_NUM_THREADS",
+    for var in ("FAKE_FAIL", "FAKE_DIVERGE", "FAKE_SLEEP", "FAKE_HOLD", "RANK", "WORLD_SIZE", "LMBENCH_NUM_THREADS",
                 "LMBENCH_LAUNCH_STARTED"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mods), str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -164,6 +167,18 @@ def test_a_failing_cell_is_recorded_and_the_others_run(tmp_path: Path, fake: typ
     monkeypatch.delenv("FAKE_FAIL")
     assert run(spec, fake) == 0  # the next run retries the failed cell only
     assert [r["cell"] for r in fake.runs()[4:]] == ["family=rnn,seed=1"]
+
+
+def test_the_closing_message_names_diverged_cells(tmp_path: Path, fake: types.SimpleNamespace,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, FAMILY_SEED)
+    monkeypatch.setenv("FAKE_DIVERGE", "family=rnn,seed=0")
+    assert run(spec, fake) == 0  # a diverged cell completed: the grid did not fail
+    out = capsys.readouterr().out
+    assert "1 completed cell(s) diverged" in out
+    assert "family=rnn,seed=0: diverged: final validation loss 13.6 is not below the untrained 9.6" in out
+    assert out.count("diverged:") == 1
 
 
 def test_cell_option_runs_one_cell_by_index_or_name(tmp_path: Path, fake: types.SimpleNamespace) -> None:

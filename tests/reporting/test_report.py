@@ -249,3 +249,17 @@ def test_a_non_finite_metric_is_never_ranked(tmp_path: Path) -> None:
     assert "family=lstm" in ranking and "family=rnn" not in ranking
     apart = md.split("## Completed but not ranked")[1].split("\n## ")[0]
     assert "family=rnn,kind=char,seed=0" in apart and "inf" in apart
+
+
+def test_a_diverged_cell_is_listed_apart_with_its_reason(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    write_cell(root, "family=lstm,kind=char,seed=0", "lstm", "char", 0, "completed", 1.2, 1000)
+    write_cell(root, "family=rnn,kind=char,seed=0", "rnn", "char", 0, "completed", 1.1, 1000)
+    path = root / "family=rnn,kind=char,seed=0" / "summary.json"
+    reason = "final validation loss 13.6 is not below the untrained model's 9.6"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "diverged": True, "divergence_reason": reason}))
+    md = report.build_report(root).read_text()
+    ranking = md.split("## Ranking by val_bpb")[1].split("\n## ")[0]
+    assert "family=lstm" in ranking and "family=rnn" not in ranking  # its lower bpb does not make it a result
+    apart = md.split("## Diverged or did not learn")[1].split("\n## ")[0]
+    assert "family=rnn,kind=char,seed=0" in apart and reason in apart
