@@ -88,11 +88,15 @@ def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False) -> None
     """Write JSON to `path` through a temporary file, fsync and os.replace: readers see the old file or the new
     one, never half of one, and a crash right after leaves the new one on disk. Key order is kept unless
     `sort_keys` (grid axes are listed in grid order)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file, fsync and os.replace (see write_json_atomic)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=sort_keys, default=_json_default)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -128,9 +128,26 @@ def _one_sampler(name: str, part: list[dict[str, Any]], model: LanguageModel, re
         "note": ref_note,
     }
     if ref_model is not None:
-        ref_nll, ref_num = continuation_nll(ref_model, pairs, device, batch_size)
-        row["reference_ppl"] = math.exp(ref_nll / ref_num) if ref_num else math.nan
+        row["reference_ppl"] = _perplexity(ref_model, pairs, device, batch_size)
     return row
+
+
+def _perplexity(model: LanguageModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+                device: torch.device | str | None, batch_size: int) -> float:
+    nll, num = continuation_nll(model, pairs, device, batch_size)
+    return math.exp(nll / num) if num else math.nan
+
+
+def reference_scores(rows: Sequence[dict[str, Any]], tokenizer: Tokenizer, reference: Reference, *,
+                     device: torch.device | str | None = None, batch_size: int = 16) -> dict[str, tuple[float, str]]:
+    """sampler -> (reference_ppl, note) of `sample_texts` rows made with `tokenizer`, as `sampler_metrics` computes
+    them: for a reference that finished after the cell whose samples these are."""
+    ref_model, note = _reference(reference, tokenizer)
+    out = {}
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        pairs = [(r["prompt_ids"], r["new_ids"]) for r in rows if r["sampler"] == name]
+        out[name] = (_perplexity(ref_model, pairs, device, batch_size) if ref_model is not None else math.nan, note)
+    return out
 
 
 def _tokens_per_s(part: list[dict[str, Any]]) -> float:

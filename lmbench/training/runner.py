@@ -140,6 +140,8 @@ def _run(parts: CellParts, facts: dict[str, Any], group: str | None) -> Summary:
         raise
     if main:
         write_summary(run_dir, summary)
+        if summary["status"] == COMPLETED:
+            _score_earlier_cells(parts)
     tracking.finish(acc, summary)
     return summary
 
@@ -235,6 +237,39 @@ def _write_samples(parts: CellParts) -> int:
         frame.to_csv(parts.run_dir / "sampler_metrics.csv", index=False)
     acc.wait_for_everyone()
     return len(rows)
+
+
+def _score_earlier_cells(parts: CellParts) -> None:
+    """Cells of this grid that name this one as `sample.reference_run` and completed before it get their
+    reference_ppl now (sampler_metrics.csv), so the sampler table does not depend on the order cells ran in.
+    (A cell finishing at the same moment as its reference, in another launcher, may still miss it.)"""
+    import pandas as pd
+    import yaml
+
+    from lmbench.results import write_text_atomic
+    from lmbench.sampling.metrics import reference_scores
+    from lmbench.tokenizers import load_tokenizer
+
+    me = f"cell:{parts.run_dir.name}"
+    for cell in sorted(p for p in parts.run_dir.parent.iterdir() if p.is_dir() and p != parts.run_dir):
+        table_path, samples_path = cell / "sampler_metrics.csv", cell / "samples.jsonl"
+        if not (table_path.is_file() and samples_path.is_file() and (cell / "spec.yaml").is_file()):
+            continue
+        spec = yaml.safe_load((cell / "spec.yaml").read_text(encoding="utf-8")) or {}
+        if (spec.get("sample") or {}).get("reference_run") != me or \
+                (read_summary(cell) or {}).get("status") != COMPLETED:
+            continue
+        table = pd.read_csv(table_path)
+        if "reference_ppl" in table and table["reference_ppl"].notna().all():
+            continue
+        rows = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        with parts.accelerator.autocast():
+            scores = reference_scores(rows, load_tokenizer(cell / "tokenizer"),
+                                      (parts.model, parts.data.tokenizer), device=parts.accelerator.device)
+        table["reference_ppl"] = [scores.get(s, (float("nan"), ""))[0] for s in table["sampler"]]
+        table["note"] = [scores.get(s, (0.0, ""))[1] for s in table["sampler"]]
+        write_text_atomic(table_path, table.to_csv(index=False))
+        log.info("%s: scored the samples of %s, which finished before its reference", parts.run_dir.name, cell.name)
 
 
 def _reference(parts: CellParts) -> tuple[LanguageModel, Any] | None:

@@ -98,6 +98,23 @@ def test_samples_are_scored_by_the_reference_run(tmp_path: Path, caplog: pytest.
     assert "is not completed" in caplog.text
 
 
+def test_cells_that_ran_before_their_reference_are_scored_when_it_completes(tmp_path: Path) -> None:
+    """Grid order must not matter: `other` runs first (its reference does not exist yet: no reference_ppl), then
+    `ref` completes and scores other's samples; `again`, the same spec run after `ref`, gets the same values."""
+    sample = {"prompts": ["the"], "max_new_tokens": 6, "samplers": [{"kind": "greedy"}, {"kind": "sample"}],
+              "reference_run": "cell:ref"}
+    run(tiny_cfg(tmp_path, sample=sample), tmp_path / "grid" / "other")
+    assert table_has_no_reference(tmp_path / "grid" / "other" / "sampler_metrics.csv")
+    run(tiny_cfg(tmp_path, sample={**sample, "reference_run": None}), tmp_path / "grid" / "ref")
+    rescored = pd.read_csv(tmp_path / "grid" / "other" / "sampler_metrics.csv")
+    assert (rescored["reference_ppl"] > 1).all()
+    run(tiny_cfg(tmp_path, sample=sample), tmp_path / "grid" / "again")
+    in_order = pd.read_csv(tmp_path / "grid" / "again" / "sampler_metrics.csv")
+    np.testing.assert_allclose(rescored["reference_ppl"], in_order["reference_ppl"], rtol=1e-6)
+    assert rescored.drop(columns=["reference_ppl", "note", "tokens_per_s"]).equals(
+        in_order.drop(columns=["reference_ppl", "note", "tokens_per_s"]))
+
+
 def table_has_no_reference(path: Path) -> bool:
     table = pd.read_csv(path)
     return "reference_ppl" not in table or bool(table["reference_ppl"].isna().all())
