@@ -90,7 +90,18 @@ def verify_checkpoint(directory: Path) -> str | None:
         return f"{directory / TRAINER_STATE} is unreadable ({type(exc).__name__})"
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         return f"{directory / TRAINER_STATE} has no step"
+    if "digest" in state and state["digest"] != _state_digest(state):
+        return f"{directory / TRAINER_STATE} does not match its checksum (its bytes were changed after it was written)"
     return check_manifest(directory, state["files"]) if "files" in state else None
+
+
+def _state_digest(state: dict[str, Any]) -> str:
+    """xxh3-128 of the trainer state's canonical JSON without its `digest` key: a trainer_state.json that still
+    parses after a change (a step number, a manifest entry) is caught as damaged, not trusted."""
+    import xxhash
+
+    body = {k: v for k, v in state.items() if k != "digest"}
+    return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True, default=str).encode("utf-8"))
 
 
 def usable_checkpoints(run_dir: Path) -> tuple[list[Path], list[str]]:
@@ -129,7 +140,8 @@ def save_checkpoint(accelerator: Any, run_dir: Path, trainer_state: dict[str, An
     if accelerator.is_main_process:
         _link_tree(final / BEST, tmp / BEST)
         files = manifest_of(tmp, exclude=(BEST,), fsync=True)
-        write_json_atomic(tmp / TRAINER_STATE, {**trainer_state, "files": files}, sort_keys=True)
+        state = json.loads(json.dumps({**trainer_state, "files": files}, default=str))  # as it will read back
+        write_json_atomic(tmp / TRAINER_STATE, {**state, "digest": _state_digest(state)}, sort_keys=True)
         fsync_dir(tmp)
         _swap(run_dir, final, prev, tmp)
     accelerator.wait_for_everyone()
@@ -176,7 +188,9 @@ def load_checkpoint(accelerator: Any, directory: Path) -> tuple[dict[str, Any], 
     accelerator.load_state(str(directory))
     carry_path = directory / f"carry_{accelerator.process_index}.safetensors"
     carry = load_file(str(carry_path)) if carry_path.is_file() else {}
-    return read_trainer_state(directory), carry
+    state = read_trainer_state(directory)
+    state.pop("digest", None)  # checked by verify_checkpoint; not part of the trainer's state
+    return state, carry
 
 
 def save_best(model: nn.Module, run_dir: Path, info: dict[str, Any]) -> Path:
