@@ -39,6 +39,7 @@ class Run:
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     samples: pd.DataFrame = field(default_factory=pd.DataFrame)
     sampler_metrics: pd.DataFrame | None = None  # written by the runner with model-based metrics, if any
+    units: dict[str, pd.DataFrame] = field(default_factory=dict)  # split -> units_<split>.parquet (paired tests)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -69,6 +70,21 @@ def _read_sampler_metrics(run_dir: Path) -> pd.DataFrame | None:
     return None
 
 
+def _read_units(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """split -> per-unit evaluation records (doc, chunk, nll_nats, tokens, bytes, chars, words); unreadable
+    files are skipped (a report never fails on one cell's file)."""
+    out = {}
+    for path in sorted(run_dir.glob("units_*.parquet")):
+        try:
+            out[path.stem[len("units_"):]] = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("%s is unreadable (%s): no paired comparison for this cell",
+                                                path, type(exc).__name__)
+    return out
+
+
 def _status_without_summary(run_dir: Path, started: bool = False) -> str:
     """running: a launcher holds the cell's lock now; incomplete: it started (metrics, checkpoint) but nothing runs
     it here (killed, or a folder copied while running); missing: never started."""
@@ -82,7 +98,7 @@ def _status_without_summary(run_dir: Path, started: bool = False) -> str:
 
 
 def load_run(run_dir: Path, axes: dict[str, Any] | None = None) -> Run:
-    """Read one cell directory; axes from summary.json, else cell.json (written when the cell starts), else `axes`."""
+    """Read one cell directory (its per-unit records too); axes from summary.json, else cell.json (written when the cell starts), else `axes`."""
     summary: dict[str, Any] = dict(read_summary(run_dir) or {})
     status = str(summary.get("status") or COMPLETED) if summary else _status_without_summary(run_dir)
     if status == RUNNING and (run_dir / LOCK_NAME).exists():  # run by `lmbench run`: is it still?
@@ -93,7 +109,7 @@ def load_run(run_dir: Path, axes: dict[str, Any] | None = None) -> Run:
     return Run(cell=run_dir.name, status=status, axes=ordered, spec=_read_spec(run_dir / "spec.yaml"),
                summary=summary, metrics=pd.DataFrame(read_jsonl(run_dir / "metrics.jsonl")),
                samples=pd.DataFrame(read_jsonl(run_dir / "samples.jsonl")),
-               sampler_metrics=_read_sampler_metrics(run_dir))
+               sampler_metrics=_read_sampler_metrics(run_dir), units=_read_units(run_dir))
 
 
 def run_dirs(results_dir: Path) -> list[Path]:

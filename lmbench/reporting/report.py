@@ -26,7 +26,8 @@ from lmbench.reporting.load import Run, load_runs, load_wandb_runs
 from lmbench.results import COMPLETED
 from lmbench.reporting.tables import (FIXED_AXES, LOSS_ONLY, NOT_COMPARABLE, UNK_NOTE, axis_names, coherence_column,
                                       completed_groups, display_names, diverged, factor_columns, fmt, formatted, pivot,
-                                      ranked, rank_metric, runs_frame, sampler_frame, seed_table, unranked)
+                                      paired_to_best, ranked, rank_metric, runs_frame, sampler_frame, seed_intervals,
+                                      seed_table, unranked, with_interval)
 
 SPLIT_METRICS = ("loss", "ppl", "bpb", "word_ppl")
 SAMPLES_PER_CELL = 3
@@ -72,7 +73,15 @@ def _unaxed(axes: Sequence[str]) -> list[str]:
     return [f for f in ("family", "tokenizer") if not any(a in FIXED_AXES[f] for a in axes)]
 
 
-def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str], metric: str) -> Section:
+PAIRED_NOTE = ("`± ` is half the width of a 95% bootstrap interval over the evaluation units (documents, or "
+               "1,000-character chunks of a single text; 2,000 resamples of the ratio of sums). `Δ to best` is the "
+               "cell's bits per byte minus the best cell's with a 95% paired bootstrap interval: both cells scored "
+               "on the same resampled units, so it holds across tokenizers; `tie` marks an interval that contains "
+               "0, a difference the held-out text cannot tell from noise.")
+
+
+def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, str], metric: str,
+                    units: dict[str, dict[str, pd.DataFrame]] | None = None) -> Section:
     done = ranked(frame, metric).sort_values(metric, kind="stable")
     done = done.assign(rank=range(1, len(done) + 1))
     columns = ["rank", "cell", *axes, *_unaxed(axes), metric, "val_bits_per_char", "val_word_ppl", "val_ppl",
@@ -80,8 +89,26 @@ def ranking_section(frame: pd.DataFrame, axes: Sequence[str], labels: dict[str, 
     lossy = "val_unk_rate" in done and bool((done["val_unk_rate"].fillna(0) > 0).any())
     columns = list(dict.fromkeys(columns + (["val_unk_rate"] if lossy else [])))
     notes = [NOT_COMPARABLE] + ([LOSS_ONLY] if metric == "val_loss" else []) + ([UNK_NOTE] if lossy else [])
-    return Section(f"Ranking by {metric}", [*notes, f"Completed cells, best (lowest `{metric}`) first."],
-                   formatted(done, columns, labels))
+    table = formatted(done, columns, labels)
+    if f"{metric}_low" in done:
+        table[labels.get(metric, metric)] = with_interval(done, metric)
+    if metric.endswith("bpb") and units:
+        paired = paired_to_best(done, units, "validation" if metric.startswith("val") else "test")
+        if paired["delta"].notna().sum() > 1:
+            notes.append(PAIRED_NOTE)
+            table.insert(table.columns.get_loc(labels.get(metric, metric)) + 1, "Δ to best (95% CI)",
+                         [_delta(r) for r in paired.itertuples()])
+            table.insert(table.columns.get_loc("Δ to best (95% CI)") + 1, "tie",
+                         ["tie" if r.tie else "" for r in paired.itertuples()])
+    return Section(f"Ranking by {metric}", [*notes, f"Completed cells, best (lowest `{metric}`) first."], table)
+
+
+def _delta(row: Any) -> str:
+    if not math.isfinite(row.delta):
+        return ""
+    if row.tie is None:
+        return "best" if row.delta == 0 else f"{row.delta:+.4f}"
+    return f"{row.delta:+.4f} [{row.delta_low:+.4f}, {row.delta_high:+.4f}]"
 
 
 def seeds_section(frame: pd.DataFrame, factors: Sequence[str], labels: dict[str, str], metric: str) -> Section | None:
@@ -89,9 +116,15 @@ def seeds_section(frame: pd.DataFrame, factors: Sequence[str], labels: dict[str,
     table = seed_table(frame, factors, metrics)
     if table.empty or table["n"].max() < 2:
         return None
+    notes = ["Completed cells grouped by every axis except the seed: mean ± sample standard deviation over `n` "
+             "seeds."]
+    intervals = seed_intervals(frame, factors, metric)
+    column = f"{metric} 95% CI over seeds"
+    if not intervals.empty and (intervals[column] != "").any():
+        table.insert(table.columns.get_loc(metric) + 1, column, intervals[column].to_numpy())
+        notes.append(f"With 3 or more seeds, `{column}` is a Student-t interval for the mean over seeds.")
     table = table.astype({c: str for c in factors}).rename(columns=labels)
-    return Section("Seeds aggregated", ["Completed cells grouped by every axis except the seed: mean ± sample "
-                                        "standard deviation over `n` seeds."], table.astype(str))
+    return Section("Seeds aggregated", notes, table.astype(str))
 
 
 def pivot_sections(frame: pd.DataFrame, factors: Sequence[str], labels: dict[str, str], metric: str) -> list[Section]:
@@ -213,7 +246,9 @@ def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFr
     metric = rank_metric(frame)
     sections: list[Section | None] = []
     if metric:
-        sections += [ranking_section(frame, axes, labels, metric), *pivot_sections(frame, factors, labels, metric),
+        units = {r.cell: r.units for r in runs if r.units}
+        sections += [ranking_section(frame, axes, labels, metric, units),
+                     *pivot_sections(frame, factors, labels, metric),
                      seeds_section(frame, factors, labels, metric)]
     sections.append(diverged_section(frame, labels))
     if metric:

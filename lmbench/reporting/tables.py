@@ -168,6 +168,64 @@ def completed_groups(done: pd.DataFrame, factors: Sequence[str], placeholder: st
         yield key, dict(zip(names, key)), part
 
 
+def seed_intervals(frame: pd.DataFrame, groups: Sequence[str], metric: str) -> pd.DataFrame:
+    """Per group of completed, not diverged cells (every factor but the seed): n and a 95% Student-t interval
+    of the mean of `metric` over seeds (empty text below 3 seeds)."""
+    from lmbench.stats import seed_interval
+
+    done = learned(frame)
+    if done.empty or metric not in done:
+        return pd.DataFrame()
+    rows = []
+    for _, row, part in completed_groups(done, groups, placeholder="runs"):
+        interval = seed_interval(part[metric][_finite(part, metric)].astype(float).to_numpy())
+        row[f"{metric} 95% CI over seeds"] = "" if interval is None else \
+            f"[{fmt(metric, interval.low)}, {fmt(metric, interval.high)}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def with_interval(frame: pd.DataFrame, metric: str) -> list[str]:
+    """`metric` of each row as "value ± half-width" of its 95% bootstrap interval over evaluation units
+    (`<metric>_low/_high` in summary.json), or the value alone when the run recorded none."""
+    out = []
+    for _, row in frame.iterrows():
+        value, low, high = row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high")
+        if low is None or high is None or not np.isfinite([float(low), float(high)]).all():
+            out.append(fmt(metric, value))
+        else:
+            out.append(f"{fmt(metric, value)} ± {fmt(metric, (float(high) - float(low)) / 2)}")
+    return out
+
+
+def paired_to_best(done: pd.DataFrame, units: dict[str, dict[str, pd.DataFrame]], split: str,
+                   resamples: int = 2000) -> pd.DataFrame:
+    """For ranked cells `done` (best first): bits per byte minus the best cell's, with a 95% paired bootstrap
+    interval over the evaluation units both were scored on, and `tie` when the interval holds 0. Pairs need the
+    same units with the same bytes (the same held-out text; any tokenizers); otherwise the row stays empty.
+    `units`: cell -> split -> per-unit records. Columns: cell, delta, delta_low, delta_high, tie."""
+    from lmbench.stats import paired_difference
+
+    rows = []
+    cells = list(done["cell"])
+    best = units.get(cells[0], {}).get(split) if cells else None
+    for cell in cells:
+        row: dict[str, Any] = {"cell": cell, "delta": math.nan, "delta_low": math.nan, "delta_high": math.nan,
+                               "tie": None}
+        mine = units.get(cell, {}).get(split)
+        if best is not None and mine is not None and len(mine) == len(best):
+            both = best.merge(mine, on=["doc", "chunk"], suffixes=("_best", ""))
+            if len(both) == len(best) and (both["bytes_best"] == both["bytes"]).all():
+                if cell == cells[0]:
+                    row.update(delta=0.0, delta_low=0.0, delta_high=0.0)
+                else:
+                    d = paired_difference(both["nll_nats"].to_numpy(), both["nll_nats_best"].to_numpy(),
+                                          both["bytes"].to_numpy(), resamples=resamples)
+                    row.update(delta=d.estimate, delta_low=d.low, delta_high=d.high, tie=bool(d.contains(0.0)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _mean_std(metric: str, values: pd.Series) -> str:
     if values.empty:
         return ""

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -263,3 +264,52 @@ def test_a_diverged_cell_is_listed_apart_with_its_reason(tmp_path: Path) -> None
     assert "family=lstm" in ranking and "family=rnn" not in ranking  # its lower bpb does not make it a result
     apart = md.split("## Diverged or did not learn")[1].split("\n## ")[0]
     assert "family=rnn,kind=char,seed=0" in apart and reason in apart
+
+
+def write_units(root: Path, name: str, nll_per_byte: np.ndarray, num_bytes: np.ndarray) -> None:
+    """units_validation.parquet for a cell, and the summary's val_bpb / interval made consistent with it."""
+    from lmbench.stats import LN2, unit_intervals
+
+    nll = nll_per_byte * num_bytes * LN2
+    frame = pd.DataFrame({"doc": np.arange(len(nll)), "chunk": 0, "nll_nats": nll, "tokens": num_bytes // 4,
+                          "bytes": num_bytes, "chars": num_bytes, "words": num_bytes // 5})
+    frame.to_parquet(root / name / "units_validation.parquet", index=False)
+    bpb = unit_intervals(nll, frame["tokens"], num_bytes, frame["words"], resamples=500)["bpb"]
+    path = root / name / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "val_bpb": bpb.estimate, "val_bpb_low": bpb.low,
+                                "val_bpb_high": bpb.high}))
+
+
+def test_ranking_shows_intervals_paired_differences_and_ties(tmp_path: Path) -> None:
+    """Three cells scored on the same 150 documents: `best`, `same` (best + document noise: a tie) and `worse`
+    (best + 0.05 bits per byte on every document: a real difference), plus a three-seed group with its t interval."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "demo"
+    num_bytes = rng.integers(50, 3000, size=150)
+    base = rng.gamma(8.0, 1.2 / 8.0, size=150)
+    cells = {"family=lstm,kind=char,seed=0": base, "family=gru,kind=char,seed=0": base + rng.normal(0, 0.01, 150),
+             "family=rnn,kind=char,seed=0": base + 0.05}
+    for name, per_byte in cells.items():
+        write_cell(root, name, name.split(",")[0][7:], "char", 0, "completed", 1.0, 1000)
+        write_units(root, name, per_byte, num_bytes)
+    md = report.build_report(root).read_text()
+    ranking = md.split("## Ranking by val_bpb")[1].split("\n## ")[0]
+    assert "paired bootstrap" in ranking and "Δ to best (95% CI)" in ranking
+    rows = {cells[2]: cells for ln in ranking.splitlines() if ln.startswith("|") and "family=" in ln
+            for cells in [[c.strip() for c in ln.split("|")]]}
+    best = rows["family=lstm,kind=char,seed=0"]
+    assert any(" ± " in c for c in best) and "best" in best and "tie" not in best
+    assert "tie" in rows["family=gru,kind=char,seed=0"]
+    worse = rows["family=rnn,kind=char,seed=0"]
+    assert any(c.startswith("+0.05") for c in worse) and "tie" not in worse
+
+
+def test_three_seeds_get_a_t_interval(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    for seed, bpb in enumerate((1.20, 1.25, 1.22)):
+        write_cell(root, f"family=lstm,kind=char,seed={seed}", "lstm", "char", seed, "completed", bpb, 1000)
+    write_cell(root, "family=gru,kind=char,seed=0", "gru", "char", 0, "completed", 1.3, 1000)
+    md = report.build_report(root).read_text()
+    seeds = md.split("## Seeds aggregated")[1].split("\n## ")[0]
+    # mean 1.22333, sd 0.025166, t(0.975, 2) = 4.30265: 1.22333 ± 0.06252
+    assert "[1.1608, 1.2858]" in seeds
