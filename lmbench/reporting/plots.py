@@ -133,3 +133,71 @@ def plot_sampler_tradeoff(samplers: pd.DataFrame, path: Path, coherence: str | N
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="sampler", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     return _save(fig, path)
+
+
+def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """True for the points no other point beats on both axes (less x and less y): the compute frontier."""
+    order = np.lexsort((y, x))
+    mask = np.zeros(len(x), dtype=bool)
+    best = np.inf
+    for i in order:
+        if y[i] < best:
+            mask[i], best = True, y[i]
+    return mask
+
+
+def plot_compute(curves: pd.DataFrame, finals: pd.DataFrame, path: Path, metric: str = "val_bpb") -> Path | None:
+    """`metric` against training FLOPs (left) and wall-clock time (right), log x: each cell's evaluation curve
+    (thin), its final point (dot), and the Pareto frontier of the final points (dashed).
+
+    `curves`: {cell, flops, wall_s, <metric>} per evaluation; `finals`: {cell, flops, wall_s, <metric>}."""
+    if finals.empty or metric not in finals or finals[metric].notna().sum() == 0:
+        return None
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    cells = list(dict.fromkeys(finals["cell"]))
+    colors = _colors(cells)
+    for ax, x, label in zip(axes, ("flops", "wall_s"), ("training FLOPs", "wall-clock time (s)")):
+        for cell in cells:
+            rows = curves[(curves["cell"] == cell) & curves[metric].notna() & (curves[x] > 0)] if not curves.empty \
+                else curves
+            if not rows.empty:
+                ax.plot(rows[x], rows[metric], color=colors[cell], alpha=0.45, linewidth=1)
+            final = finals[finals["cell"] == cell]
+            ax.scatter(final[x], final[metric], color=colors[cell], s=36, zorder=3, label=cell)
+        ok = finals[finals[x].notna() & (finals[x] > 0) & finals[metric].notna()]
+        if len(ok) > 1:
+            front = ok[pareto_mask(ok[x].to_numpy(float), ok[metric].to_numpy(float))].sort_values(x)
+            ax.step(front[x], front[metric], where="post", color="black", linestyle="--", linewidth=1.2,
+                    label="Pareto frontier" if x == "flops" else None, zorder=2)
+        ax.set_xscale("log")
+        ax.set(xlabel=f"{label} (log scale)", title=f"{metric} against {label.split(' (')[0]}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel(f"{metric} (bits per byte, lower is better)")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_scaling(points: pd.DataFrame, fits: dict[str, Any], path: Path, metric: str, x: str,
+                 x_label: str) -> Path | None:
+    """Points (x, metric) per group and each group's fitted L(x) = E + A x^-alpha over a range one step past
+    the data. `fits`: group -> ScalingFit."""
+    if not fits:
+        return None
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    colors = _colors(list(fits))
+    for group, fit in fits.items():
+        part = points[points["group"] == group]
+        ax.scatter(part[x], part[metric], color=colors[group], s=30, zorder=3)
+        lo, hi = float(part[x].min()), float(part[x].max())
+        grid = np.geomspace(lo, hi * (hi / lo) ** 0.25, 100)
+        ax.plot(grid, fit.predict(grid), color=colors[group],
+                label=f"{group}: E={fit.E:.3f}, alpha={fit.alpha:.3f} [{fit.alpha_interval.low:.3f}, "
+                      f"{fit.alpha_interval.high:.3f}]")
+    ax.set_xscale("log")
+    ax.set(xlabel=f"{x_label} (log scale)", ylabel=f"{metric} (lower is better)",
+           title=f"scaling fit: {metric} = E + A * {x}^-alpha")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lmbench.errors import SpecError
@@ -253,6 +254,14 @@ def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFr
     sections.append(diverged_section(frame, labels))
     if metric:
         sections.append(unranked_section(frame, metric))
+    if metric and metric.endswith("bpb"):
+        sections.append(compute_section(*compute_frames(runs, frame, metric), metric, images.get("compute")))
+        scaling = scaling_fits(frame, axes, metric)
+        scaling_images = [p for x, label in (("params", "parameters"), ("flops", "training FLOPs"))
+                          if scaling is not None and (p := plots.plot_scaling(
+                              scaling.points.rename(columns={"num_params": "params"}), scaling.fits[x],
+                              images["_dir"] / f"plot_scaling_{x}.png", metric, x, label)) is not None]
+        sections.append(scaling_section(scaling, metric, scaling_images))
     sections += [runs_section(frame, axes, labels), untrained_section(frame, axes, labels)]
     plots_found = [images[k] for k in ("curves", "bpb", "samplers") if images.get(k)]
     if plots_found:
@@ -389,6 +398,126 @@ def size_points(frame: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------- compute and scaling
+def compute_frames(runs: Sequence[Run], frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curves, finals) for compute-matched views: every evaluation of each ranked cell and its final point, with
+    training FLOPs (tokens x the model's FLOPs per token) and wall-clock seconds. Empty without FLOP counts."""
+    done = ranked(frame, metric) if metric in frame else frame.iloc[0:0]
+    if done.empty or "flops_per_token" not in done or "tokens" not in done:
+        return pd.DataFrame(), pd.DataFrame()
+    finals = pd.DataFrame({"cell": done["cell"], "flops": done["tokens"] * done["flops_per_token"],
+                           "wall_s": done.get("wall_s"), metric: done[metric]}).dropna(subset=["flops", metric])
+    per_token = dict(zip(done["cell"], done["flops_per_token"]))
+    curves = []
+    for run in runs:
+        m = run.metrics
+        if run.cell not in per_token or m.empty or metric not in m or "tokens" not in m:
+            continue
+        rows = m[m[metric].notna() & (m["tokens"] > 0)].drop_duplicates("step", keep="last")
+        curves.append(pd.DataFrame({"cell": run.cell, "flops": rows["tokens"] * per_token[run.cell],
+                                    "wall_s": rows.get("wall_s"), metric: rows[metric]}))
+    return (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()), finals
+
+
+def best_at_compute(curves: pd.DataFrame, finals: pd.DataFrame, metric: str, max_budgets: int = 6) -> pd.DataFrame:
+    """For FLOP budgets (the cells' final FLOPs, at most `max_budgets` spread over them): the cell whose
+    evaluations reached the lowest `metric` within that many training FLOPs, and how many cells had an
+    evaluation within it."""
+    if finals.empty:
+        return pd.DataFrame()
+    points = pd.concat([curves, finals], ignore_index=True) if not curves.empty else finals
+    budgets = sorted(set(finals["flops"].astype(float)))
+    if len(budgets) > max_budgets:
+        budgets = [budgets[round(i)] for i in np.linspace(0, len(budgets) - 1, max_budgets)]
+    rows = []
+    for budget in budgets:
+        within = points[points["flops"] <= budget * (1 + 1e-9)]
+        best = within.groupby("cell")[metric].min()
+        if best.empty:
+            continue
+        rows.append({"training FLOPs": _flops(budget), "best cell": best.idxmin(), metric: best.min(),
+                     "cells evaluated within it": len(best)})
+    return pd.DataFrame(rows)
+
+
+def _flops(value: float) -> str:
+    return f"{value:.2e}"
+
+
+def compute_section(curves: pd.DataFrame, finals: pd.DataFrame, metric: str, image: Path | None) -> Section | None:
+    table = best_at_compute(curves, finals, metric)
+    if table.empty or len(finals) < 2:
+        return None
+    table[metric] = [fmt(metric, v) for v in table[metric]]
+    return Section("Compute-matched", [
+        f"`{metric}` against training FLOPs (tokens x the model's FLOPs per token, forward + backward) and against "
+        "wall-clock time, one point per cell and its curve over evaluations; the dashed line is the Pareto "
+        "frontier (no other cell is both cheaper and better). The table names the best cell at equal FLOPs: the "
+        "lowest value any evaluation reached within each budget."], table.astype(str),
+        images=[image] if image else [])
+
+
+SIZE_AXIS_PREFIXES = ("model.params.", "model.size", "size")
+
+
+@dataclass
+class ScalingResult:
+    points: pd.DataFrame  # group, num_params, flops, <metric>
+    fits: dict[str, dict[str, Any]]  # "params" | "flops" -> group -> ScalingFit
+    refused: list[str]  # one line per group (and x) that could not be fitted, with the reason
+
+
+def scaling_fits(frame: pd.DataFrame, axes: Sequence[str], metric: str) -> ScalingResult | None:
+    """L(N) = E + A N^-alpha (and the same against training FLOPs) per group of ranked cells that differ only in
+    size: only when a grid axis changes the model's size (model.params.*); None otherwise."""
+    from lmbench.stats import MIN_SIZES, fit_scaling
+
+    size_axes = [a for a in axes if a.startswith(SIZE_AXIS_PREFIXES)]
+    done = ranked(frame, metric) if metric in frame else frame.iloc[0:0]
+    if not size_axes or done.empty or "num_params" not in done:
+        return None
+    groups = [c for c in factor_columns(frame, axes) if c not in size_axes]
+    done = done.assign(flops=done["tokens"] * done["flops_per_token"] if "flops_per_token" in done else np.nan)
+    points, fits, refused = [], {"params": {}, "flops": {}}, []
+    for key, _, part in completed_groups(done, groups, placeholder="_all"):
+        group = " / ".join(str(k) for k in key) if groups else "all cells"
+        points.append(part.assign(group=group)[["group", "num_params", "flops", metric]])
+        for x in ("params", "flops"):
+            column = "num_params" if x == "params" else "flops"
+            sizes = part[column].dropna().nunique()
+            if sizes < MIN_SIZES:
+                refused.append(f"{group} against {x}: {sizes} different value(s); a fit of E + A x^-alpha needs at "
+                               f"least {MIN_SIZES} (three points fit any three-parameter curve)")
+                continue
+            try:
+                fits[x][group] = fit_scaling(part[column].to_numpy(float), part[metric].to_numpy(float))
+            except (RuntimeError, ValueError) as exc:
+                refused.append(f"{group} against {x}: the fit did not converge ({exc})")
+    return ScalingResult(pd.concat(points, ignore_index=True), fits, refused)
+
+
+def scaling_section(result: ScalingResult | None, metric: str, images: list[Path]) -> Section | None:
+    if result is None:
+        return None
+    rows = []
+    for x, fits in result.fits.items():
+        column = "num_params" if x == "params" else "flops"
+        for group, fit in fits.items():
+            sizes = sorted(result.points.loc[result.points["group"] == group, column].dropna().unique())
+            next_size = sizes[-1] * sizes[-1] / sizes[-2]
+            rows.append({"group": group, "against": x, "points": fit.num_points,
+                         "E [95% CI]": f"{fit.E:.4f} [{fit.E_interval.low:.4f}, {fit.E_interval.high:.4f}]",
+                         "alpha [95% CI]": f"{fit.alpha:.3f} [{fit.alpha_interval.low:.3f}, "
+                                           f"{fit.alpha_interval.high:.3f}]",
+                         "next size": _flops(next_size), f"predicted {metric}": f"{float(fit.predict(next_size)):.4f}"})
+    notes = [f"`{metric}` fitted as E + A x^-alpha against parameters and against training FLOPs, per group of "
+             "cells that differ only in size (least squares, scipy's curve_fit); intervals from 500 bootstrap "
+             "resamples of the points. `next size` continues the grid's last size ratio; the prediction there is "
+             "an extrapolation."]
+    notes += [f"Not fitted: {line}." for line in result.refused]
+    return Section("Scaling", notes, pd.DataFrame(rows) if rows else None, images=images)
+
+
 def make_plots(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     curves = [c for c in (val_curve(r) for r in runs) if not c.empty]
     curves_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
@@ -404,6 +533,10 @@ def make_plots(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame,
                                         metric, hue, labels.get(hue, hue)),
         "samplers": plots.plot_sampler_tradeoff(samplers, out_dir / "plot_samplers.png", coherence_column(samplers)),
     }
+    if metric.endswith("bpb"):
+        curves_c, finals = compute_frames(runs, frame, metric)
+        if len(finals) > 1:
+            found["compute"] = plots.plot_compute(curves_c, finals, out_dir / "plot_bpb_vs_compute.png", metric)
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -417,7 +550,8 @@ def write_report(runs: Sequence[Run], out_dir: Path, title: str, source: str) ->
     if not samplers.empty:
         samplers.to_csv(out_dir / "samplers.csv", index=False)
     images = make_plots(runs, frame, samplers, out_dir) if not frame.empty else {}
-    sections = build_sections(runs, frame, samplers, sampler_source, images) if not frame.empty else []
+    sections = build_sections(runs, frame, samplers, sampler_source, {**images, "_dir": out_dir}) \
+        if not frame.empty else []
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = [f"Source: {source}. Generated {stamp} by `lmbench report`. {_status_line(frame)}"]
     (out_dir / "report.html").write_text(render_html(title, intro, sections), encoding="utf-8")

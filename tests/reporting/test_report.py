@@ -313,3 +313,52 @@ def test_three_seeds_get_a_t_interval(tmp_path: Path) -> None:
     seeds = md.split("## Seeds aggregated")[1].split("\n## ")[0]
     # mean 1.22333, sd 0.025166, t(0.975, 2) = 4.30265: 1.22333 ± 0.06252
     assert "[1.1608, 1.2858]" in seeds
+
+
+def write_sized_cell(root: Path, d_hidden: int, num_params: int, bpb: float, flops_per_token: float) -> str:
+    """A completed cell of a grid over model.params.d_hidden, with FLOP counts and an evaluation curve."""
+    name = f"d_hidden={d_hidden}"
+    cell = root / name
+    cell.mkdir(parents=True)
+    spec = {"name": "sizes", "seed": 0, "model": {"family": "lstm", "params": {"d_hidden": d_hidden}},
+            "tokenizer": {"kind": "char", "params": {}}, "train": {"max_steps": 100}}
+    (cell / "spec.yaml").write_text(yaml.safe_dump(spec))
+    rows = [{"step": s, "tokens": s * 1000, "wall_s": s * 0.01 * d_hidden, "val_bpb": bpb + 2.0 / s}
+            for s in (25, 50, 100)]
+    (cell / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = {"status": "completed", "cell": name, "axes": {"model.params.d_hidden": d_hidden}, "steps": 100,
+               "tokens": 100_000, "wall_s": d_hidden * 1.0, "num_params": num_params, "val_bpb": bpb,
+               "val_loss": bpb * 0.7, "flops_per_token": flops_per_token}
+    (cell / "summary.json").write_text(json.dumps(summary))
+    return name
+
+
+def test_compute_matched_view_and_scaling_fit_with_a_known_exponent(tmp_path: Path) -> None:
+    root = tmp_path / "sizes"
+    sizes = [16, 32, 64, 128, 256]
+    for d in sizes:
+        n = 400 * d * d
+        write_sized_cell(root, d, n, 1.0 + 30.0 * n ** -0.25, 6.0 * n)
+    md = report.build_report(root).read_text()
+    compute = md.split("## Compute-matched")[1].split("\n## ")[0]
+    assert "Pareto frontier" in compute and "plot_bpb_vs_compute" in compute
+    assert (root / "plot_bpb_vs_compute.png").stat().st_size > 10_000
+    # within the smallest budget (d_hidden=16's whole run), d_hidden=32's first evaluation (25% of its tokens,
+    # 6.14e10 FLOPs as well) is already better: 1 + 30 / 409600^0.25 + 2/25 = 2.2659 < 2.6763; the largest
+    # budget goes to the largest model
+    table = [ln for ln in compute.splitlines() if ln.startswith("| ") and "d_hidden=" in ln]
+    assert "d_hidden=32" in table[0] and "2.2659" in table[0] and "d_hidden=256" in table[-1]
+    scaling = md.split("## Scaling")[1].split("\n## ")[0]
+    params_row = next(ln for ln in scaling.splitlines() if "| params " in ln)
+    alpha = float(re.search(r"\| (0\.\d+) \[", params_row).group(1))
+    assert alpha == pytest.approx(0.25, abs=0.02)
+    assert (root / "plot_scaling_params.png").is_file()
+
+
+def test_scaling_fit_is_refused_below_four_sizes(tmp_path: Path) -> None:
+    root = tmp_path / "sizes"
+    for d in (16, 32, 64):
+        write_sized_cell(root, d, 400 * d * d, 1.0 + 30.0 * (400 * d * d) ** -0.25, 2400.0 * d * d)
+    scaling = report.build_report(root).read_text().split("## Scaling")[1].split("\n## ")[0]
+    assert "Not fitted: all cells against params: 3 different value(s)" in scaling
+    assert "at least 4" in scaling
