@@ -1,4 +1,4 @@
-"""Command line: `lmbench {run,show,data,sample,report,slurm,export} ...` (also `python -m lmbench`).
+"""Command line: `lmbench {run,show,data,sample,report,compare,slurm,export} ...` (also `python -m lmbench`).
 
 Arguments are declared here; each command's work lives in the module that owns it, imported lazily so that
 `lmbench show` and spec errors stay fast. A SpecError prints one line and exits with code 2, no traceback.
@@ -25,6 +25,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "report": ("lmbench.reporting.report", "cmd_report"),
     "slurm": ("lmbench.experiment.slurm", "cmd_slurm"),
     "export": ("lmbench.export", "cmd_export"),
+    "compare": ("lmbench.reporting.report", "cmd_compare"),
 }
 
 
@@ -132,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hub repository "
                                                          "(owner/name; needs `huggingface-cli login`)")
     p.add_argument("--private", action="store_true", help="create the Hub repository as private (with --push-to-hub)")
+
+    p = sub.add_parser("compare", help="one report over several results folders (e.g. before/after a change), "
+                                       "cells labelled by folder")
+    p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="results/<spec name> folders, two or more")
+    p.add_argument("--out", help="output folder (default: results/compare/<A>_vs_<B>)")
 
     p = sub.add_parser("slurm", help="write an sbatch array script that runs every cell with accelerate")
     _spec_args(p)

@@ -573,6 +573,41 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                         f"`{results_dir.name}/` ({len(runs)} cell folders)")
 
 
+def compare_runs(folders: Sequence[Path]) -> list[Run]:
+    """The runs of several results folders as one list: cells named `<folder>/<cell>` and a `results` axis (the
+    folder), so every table and plot of the report sets the folders side by side (e.g. before/after a change)."""
+    folders = [Path(f) for f in folders]
+    labels = [f.name for f in folders]
+    if len(set(labels)) < len(labels):  # same names in different places: name them by their parent too
+        labels = [f"{f.parent.name}/{f.name}" for f in folders]
+    runs: list[Run] = []
+    for folder, label in zip(folders, labels):
+        if not folder.is_dir():
+            raise SpecError("results_dirs", f"{folder} is not a folder (expected results/<spec name>)")
+        found = load_runs(folder)
+        if not found:
+            raise SpecError("results_dirs", f"{folder} holds no cell folders")
+        for run in found:
+            run.cell = f"{label}/{run.cell}"
+            run.axes = {"results": label, **run.axes}
+        runs += found
+    return runs
+
+
+def cmd_compare(args: Any) -> int:
+    """`lmbench compare RESULTS_A RESULTS_B [...] [--out DIR]`: one report over several results folders."""
+    if len(args.results_dirs) < 2:
+        raise SpecError("results_dirs", "give at least two results folders to compare")
+    runs = compare_runs(args.results_dirs)
+    names = [Path(f).name for f in args.results_dirs]
+    out = Path(args.out) if args.out else Path("results") / "compare" / "_vs_".join(names)
+    path = write_report(runs, out, f"lmbench compare: {' vs '.join(names)}",
+                        f"{len(args.results_dirs)} results folders ({len(runs)} cells): "
+                        + ", ".join(f"`{f}`" for f in args.results_dirs))
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0
+
+
 def cmd_report(args: Any) -> int:
     """`lmbench report results/<spec name> [--out DIR]` or `lmbench report --wandb ENTITY/PROJECT [--out DIR]`."""
     if args.wandb:

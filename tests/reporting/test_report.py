@@ -362,3 +362,20 @@ def test_scaling_fit_is_refused_below_four_sizes(tmp_path: Path) -> None:
     scaling = report.build_report(root).read_text().split("## Scaling")[1].split("\n## ")[0]
     assert "Not fitted: all cells against params: 3 different value(s)" in scaling
     assert "at least 4" in scaling
+
+
+def test_compare_builds_one_report_over_two_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmbench.cli import main
+
+    before, after = tmp_path / "before" / "demo", tmp_path / "after" / "demo"
+    write_cell(before, "family=lstm,kind=char,seed=0", "lstm", "char", 0, "completed", 1.30, 1000)
+    write_cell(after, "family=lstm,kind=char,seed=0", "lstm", "char", 0, "completed", 1.20, 1000)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(before), str(after), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    ranking = md.split("## Ranking by val_bpb")[1].split("\n## ")[0]
+    first, second = [ln for ln in ranking.splitlines() if "family=lstm" in ln]
+    assert "after/demo/family=lstm" in first and "before/demo/family=lstm" in second  # same names: parent shown
+    assert "results" in md and (out / "report.html").is_file()
+    assert main(["compare", str(before)]) == 2
