@@ -218,7 +218,39 @@ def test_edge_cases(tmp_path: Path) -> None:
         report.build_report(tmp_path / "nope")
 
 
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot(html: Path, tmp_path: Path, height: int = 2000) -> np.ndarray:
+    """Headless Chromium's rendering of `html` as pixels (height x 1280 x channels)."""
+    from matplotlib.image import imread
+
+    shot = tmp_path / "report.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", f"--window-size=1280,{height}",
+           html.resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    return imread(shot)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_the_example_report_renders_its_interval_and_compute_sections(tmp_path: Path) -> None:
+    """results/example rebuilt here: the ranking with intervals and paired differences, the compute-matched
+    plot and table are in the page, and the page renders (not blank) in a browser."""
+    root = tmp_path / "example"
+    shutil.copytree(REPO / "results" / "example", root, ignore=shutil.ignore_patterns("report.*", "plot_*", "runs.*",
+                                                                                        "samplers.csv"))
+    report.build_report(root)
+    html = (root / "report.html").read_text()
+    for needle in ("Δ to best (95% CI)", " ± 0.0", "Compute-matched", "Pareto frontier", "Seeds aggregated"):
+        assert needle in html, needle
+    assert html.count('src="data:image/png;base64,') >= 4  # curves, size, compute, samplers
+    pixels = screenshot(root / "report.html", tmp_path, height=3000)
+    assert pixels.shape[:2] == (3000, 1280) and pixels[..., :3].std() > 0.05
 
 
 @pytest.mark.integration
