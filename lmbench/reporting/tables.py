@@ -223,7 +223,7 @@ def paired_to_best(done: pd.DataFrame, units: dict[str, dict[str, pd.DataFrame]]
                                           both["bytes"].to_numpy(), resamples=resamples)
                     row.update(delta=d.estimate, delta_low=d.low, delta_high=d.high, tie=bool(d.contains(0.0)))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["cell", "delta", "delta_low", "delta_high", "tie"])
 
 
 def _mean_std(metric: str, values: pd.Series) -> str:
