@@ -58,6 +58,7 @@ class DataSpec:
     test_fraction: float = 0.0
     split_seed: int = 42
     streaming: bool = False  # hf: stream instead of downloading the whole split
+    num_workers: int | None = None  # tokenization processes (char/word; bpe/hf use their library's threads); None = all cores
     batching: Literal["packed", "documents"] = "packed"  # contiguous block_size windows | BOS + doc + EOS, padded
     block_size: int = 128  # training window (packed) or maximum document length (documents), in tokens
     bucket_by_length: bool = False  # documents: batch documents of similar length together
@@ -98,8 +99,8 @@ class TrainSpec:
     checkpoint_every: int | None = None  # steps between checkpoints (and at the end)
     early_stopping_patience: int | None = None  # validation passes without improvement before stopping
     # A finished run is flagged `diverged` (listed apart, never ranked) when its final validation loss is not
-    # below the untrained one (or ln(vocabulary) without eval.untrained), its last logged training loss is above
-    # its first, or above divergence_factor x its lowest.
+    # below the untrained one (or ln(vocabulary) without eval.untrained), its last logged training loss is more
+    # than 5% above its first, or above divergence_factor x its lowest.
     divergence_factor: float = 3.0
     stop_on_divergence: float | None = None  # stop when a logged training loss passes this x its lowest so far
     log_every: int = 10
@@ -390,6 +391,7 @@ def check_spec(spec: ExperimentSpec) -> None:
     if all(getattr(t, b) is None for b in ("max_steps", "epochs", "max_tokens", "max_seconds")):
         raise SpecError("train", "no budget: set at least one of max_steps, epochs, max_tokens, max_seconds")
     check_batch_split(t, 1)
+    _positive("data.num_workers", spec.data.num_workers)
     _positive("eval.batch_size", e.batch_size, allow_none=False)
     _positive("eval.stride", e.stride)
     _positive("sample.num_samples", spec.sample.num_samples, allow_none=False)

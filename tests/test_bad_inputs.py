@@ -99,6 +99,7 @@ CASES = [
     c("fractions summing to 1", "data.val_fraction", "data.val_fraction=0.6", "data.test_fraction=0.5"),
     c("zero subsample", "data.subsample", "data.subsample=0"),
     c("zero block", "data.block_size", "data.block_size=0"),
+    c("zero tokenization workers", "data.num_workers", "data.num_workers=0"),
     c("max_chars below min_chars", "data.max_chars", "data.max_chars=1", "data.min_chars=5"),
     c("one beta", "train.betas", "train.betas=[0.9]"),
     c("min lr ratio above 1", "train.min_lr_ratio", "train.min_lr_ratio=2"),

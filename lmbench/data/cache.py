@@ -274,8 +274,11 @@ def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bo
                                             "extra_special_tokens")
     tokenizer.save(directory / "tokenizer")
     dtype = token_dtype(tokenizer.vocab_size)
-    splits = {name: _write_split(spec, tokenizer, name, directory, dtype, progress)
-              for name in split_names(spec.data)}
+    if hasattr(tokenizer, "num_threads"):  # a library with a thread count of its own (sentencepiece)
+        tokenizer.num_threads = num_workers(spec)
+    with _encoding_pool(tokenizer, num_workers(spec)) as pool:
+        splits = {name: _write_split(spec, tokenizer, name, directory, dtype, progress, pool)
+                  for name in split_names(spec.data)}
     meta = {
         "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "python": platform.python_version(), "source": make_source(spec.data).fingerprint(),
@@ -322,23 +325,21 @@ class _SplitWriter:
         np.zeros(1, dtype=np.int64).tofile(self.offsets)
         self.counts = dict.fromkeys(("num_docs", "num_tokens", "num_bytes", "num_chars", "num_words"), 0)
 
-    def add(self, docs: Sequence[Document], seqs: list[list[int]], prompt_lens: list[int] | None) -> None:
-        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=self.dtype, count=int(lengths.sum()))
-        flat.tofile(self.tokens)
-        (np.cumsum(lengths) + self.counts["num_tokens"]).tofile(self.offsets)
-        if self.prompt_lens is not None and prompt_lens is not None:
-            np.asarray(prompt_lens, dtype=np.int64).tofile(self.prompt_lens)
-        c = self.counts
+    def add(self, docs: Sequence[Document], batch: "EncodedBatch") -> None:
+        batch.flat.astype(self.dtype, copy=False).tofile(self.tokens)
+        (np.cumsum(batch.lengths) + self.counts["num_tokens"]).tofile(self.offsets)
+        if self.prompt_lens is not None and batch.prompt_lens is not None:
+            batch.prompt_lens.tofile(self.prompt_lens)
         if self.tokenizer is not None:
-            self.chunks += [doc_chunks(self.tokenizer, doc.text, len(seq), p)
-                            for doc, seq, p in zip(docs, seqs, prompt_lens or [0] * len(docs))]
+            prompts = batch.prompt_lens if batch.prompt_lens is not None else np.zeros(len(docs), dtype=np.int64)
+            self.chunks += [doc_chunks(self.tokenizer, doc.text, int(n), int(p))
+                            for doc, n, p in zip(docs, batch.lengths, prompts)]
+        c = self.counts
         c["num_docs"] += len(docs)
-        c["num_tokens"] += int(lengths.sum())
-        for doc in docs:
-            c["num_bytes"] += len(doc.text.encode("utf-8"))
-            c["num_chars"] += len(doc.text)
-            c["num_words"] += len(doc.text.split())
+        c["num_tokens"] += int(batch.lengths.sum())
+        c["num_bytes"] += batch.num_bytes
+        c["num_chars"] += batch.num_chars
+        c["num_words"] += batch.num_words
 
     def close(self) -> SplitStats:
         for f in (self.tokens, self.offsets, self.prompt_lens):
@@ -388,25 +389,140 @@ def units_of(chunks: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, len(UNIT_COLUMNS))
 
 
+def num_workers(spec: ExperimentSpec) -> int:
+    """data.num_workers, or every core this process may run on."""
+    if spec.data.num_workers is not None:
+        return spec.data.num_workers
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, directory: Path, dtype: type,
-                 progress: bool) -> dict[str, Any]:
-    """Tokenize split `name` in batches of DOCS_PER_BATCH documents; returns its meta entry."""
+                 progress: bool, pool: _LazyPool | None = None) -> dict[str, Any]:
+    """Tokenize split `name` in batches of DOCS_PER_BATCH documents, streamed: read, encoded (in `pool`'s worker
+    processes when given, in order) and appended to the split's files; returns its meta entry."""
     prompted = spec.data.source == "prompt_story"
     writer = _SplitWriter(directory, name, dtype, prompted, tokenizer if name in UNIT_SPLITS else None)
     started = time.perf_counter()
-    encode_seconds, encode_bytes = 0.0, 0
+    encode_bytes = 0
     docs = _progress(iter_documents(spec.data, name), progress, f"tokenize {name}")
+    batches = iter(lambda: list(itertools.islice(docs, DOCS_PER_BATCH)), [])
     try:
-        while batch := list(itertools.islice(docs, DOCS_PER_BATCH)):
-            t0 = time.perf_counter()
-            seqs, prompt_lens = _encode(tokenizer, batch, prompted)
-            encode_seconds += time.perf_counter() - t0
-            encode_bytes += sum(len(d.text.encode("utf-8")) + len((d.prompt or "").encode("utf-8")) for d in batch)
-            writer.add(batch, seqs, prompt_lens)
+        for docs_batch, encoded in _encoded(tokenizer, batches, prompted, pool):
+            encode_bytes += encoded.input_bytes
+            writer.add(docs_batch, encoded)
     finally:
         stats = writer.close()
-    return {"stats": dataclasses.asdict(stats), "tokenize_seconds": round(encode_seconds, 4),
-            "tokenize_bytes": encode_bytes, "wall_seconds": round(time.perf_counter() - started, 4)}
+    seconds = time.perf_counter() - started
+    return {"stats": dataclasses.asdict(stats), "tokenize_seconds": round(seconds, 4),
+            "tokenize_bytes": encode_bytes, "wall_seconds": round(seconds, 4),
+            "workers": pool.workers if pool is not None and pool._executor is not None else 1}
+
+
+@dataclass
+class EncodedBatch:
+    """A batch of documents as the token cache stores them: ids back to back, lengths, prompt lengths, and the
+    statistics of its text (computed where it was encoded, in a worker process when there are several)."""
+
+    flat: np.ndarray  # uint32 ids of every document, back to back
+    lengths: np.ndarray  # int64 ids per document
+    prompt_lens: np.ndarray | None  # int64, prompt_story only
+    num_bytes: int  # of the scored text (prompt_story: the stories)
+    num_chars: int
+    num_words: int
+    input_bytes: int  # of all text read (prompts included): the tokenizer's input
+
+
+def encode_batch(tokenizer: Tokenizer, texts: Sequence[tuple[str, str | None]], prompted: bool) -> EncodedBatch:
+    """Ids and text statistics of (text, prompt) documents; prompt_story: encode(prompt) + [sep_id] +
+    encode(story). Numpy arrays, so that a worker process sends back one buffer, not a list per token."""
+    docs = [Document(text=text, prompt=prompt) for text, prompt in texts]
+    seqs, prompt_lens = _encode(tokenizer, docs, prompted)
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.uint32, count=int(lengths.sum()))
+    story_bytes = sum(len(text.encode("utf-8")) for text, _ in texts)
+    return EncodedBatch(flat, lengths, None if prompt_lens is None else np.asarray(prompt_lens, dtype=np.int64),
+                        story_bytes, sum(len(text) for text, _ in texts),
+                        sum(len(text.split()) for text, _ in texts),
+                        story_bytes + sum(len((p or "").encode("utf-8")) for _, p in texts))
+
+
+def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: bool,
+             pool: "_LazyPool | None") -> Iterator[tuple[list[Document], EncodedBatch]]:
+    """(documents, their EncodedBatch) for each batch, in order. A split of more than one batch is encoded in
+    the worker processes (started on first use), up to two batches per worker in flight while the main process
+    reads the next ones and writes finished ones; a single batch is not worth starting them."""
+    first = next(batches, None)
+    second = next(batches, None) if first is not None else None
+    if first is None:
+        return
+    if pool is None or second is None:
+        for batch in itertools.chain([first], [second] if second is not None else [], batches):
+            yield batch, encode_batch(tokenizer, [(d.text, d.prompt) for d in batch], prompted)
+        return
+    import collections
+
+    executor = pool.get()
+    window: collections.deque[tuple[list[Document], Any]] = collections.deque()
+    for batch in itertools.chain([first, second], batches):
+        window.append((batch, executor.submit(_encode_in_worker, [(d.text, d.prompt) for d in batch], prompted)))
+        if len(window) >= 2 * pool.workers:
+            done, future = window.popleft()
+            yield done, future.result()
+    while window:
+        done, future = window.popleft()
+        yield done, future.result()
+
+
+class _LazyPool:
+    """Worker processes holding a copy of the tokenizer, started on first use with the platform's default start
+    method (fork on Linux up to Python 3.13: no re-import of the caller's script, which spawn would need to be
+    guarded by `if __name__ == "__main__"`). Workers only run the tokenizer's pure-Python encode."""
+
+    def __init__(self, tokenizer: Tokenizer, workers: int) -> None:
+        self.tokenizer, self.workers, self._executor = tokenizer, workers, None
+
+    def get(self) -> Any:
+        if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(),
+                                                 initializer=_start_worker, initargs=(self.tokenizer,))
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+
+
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _start_worker(tokenizer: Tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_in_worker(texts: list[tuple[str, str | None]], prompted: bool) -> EncodedBatch:
+    assert _WORKER_TOKENIZER is not None
+    return encode_batch(_WORKER_TOKENIZER, texts, prompted)
+
+
+@contextlib.contextmanager
+def _encoding_pool(tokenizer: Tokenizer, workers: int) -> Iterator[_LazyPool | None]:
+    """Worker processes for `tokenizer` (started when a split needs them; see _LazyPool), or None when one process is asked for
+    or the tokenizer's library already uses every core."""
+    if workers <= 1 or tokenizer.threaded:
+        yield None
+        return
+    pool = _LazyPool(tokenizer, workers)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 def _encode(tokenizer: Tokenizer, batch: Sequence[Document], prompted: bool

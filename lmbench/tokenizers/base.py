@@ -27,6 +27,9 @@ class Tokenizer(abc.ABC):
 
     Config: ClassVar[type]
     kind: ClassVar[str]  # the registry name, written to META_FILE by `save`
+    # True when `encode_batch` already runs on every core (a library with its own thread pool): the token cache
+    # then calls it in-process; otherwise it encodes batches in worker processes (data.num_workers).
+    threaded: ClassVar[bool] = False
     config: Any  # the typed Config this tokenizer was trained with
     pad_id: int
     bos_id: int

@@ -51,6 +51,7 @@ class BPETokenizer(Tokenizer):
 
     Config = BPEConfig
     kind = "bpe"
+    threaded = True  # the library's batch encode uses every core
 
     def __init__(self, model_proto: bytes, config: BPEConfig) -> None:
         import sentencepiece as spm
@@ -103,9 +104,11 @@ class BPETokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text, out_type=int)
 
+    num_threads: int | None = None  # batch-encode threads (the token cache sets data.num_workers); None: all cores
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """sentencepiece's batch encode (C++, multi-threaded)."""
-        return self._sp.encode(list(texts), out_type=int, num_threads=_num_threads())
+        return self._sp.encode(list(texts), out_type=int, num_threads=self.num_threads or _num_threads())
 
     def decode(self, ids: Sequence[int]) -> str:
         """Pad, BOS and EOS decode to nothing; user-defined symbols (``<sep>``) to their text."""

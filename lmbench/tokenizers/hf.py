@@ -41,6 +41,7 @@ class HFTokenizer(Tokenizer):
 
     Config = HFConfig
     kind = "hf"
+    threaded = True  # the library's batch encode uses every core
 
     def __init__(self, hf_tokenizer: Any, config: HFConfig) -> None:
         self.config = config

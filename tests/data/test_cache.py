@@ -226,3 +226,32 @@ def test_prompt_story_units_count_the_story_and_give_the_prompt_to_the_first_chu
     assert_units_add_up(split)
     assert split.units[0, 2] == split.prompt_lens[0] + min(CHUNK_CHARS, len(next(iter_documents(spec.data,
                                                                                                   "validation")).text))
+
+
+@pytest.mark.parametrize("tokenizer", [
+    {"kind": "char"},
+    {"kind": "word", "params": {"lowercase": True}},
+    {"kind": "bpe", "params": {"vocab_size": 80}},
+    {"kind": "hf", "params": {"train_from_scratch": True, "vocab_size": 400}},
+])
+def test_many_workers_write_the_same_cache_as_one(tokenizer: dict, tmp_path: Path) -> None:
+    """3,000 documents (several batches per split): worker processes (char, word) or library threads (bpe)
+    give byte-identical token files, offsets and units, in the same order."""
+    from .helpers import experiment
+
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "naïve", "café", "Ünïcode", "don't", "e.g.", "3.14", "!"]
+    corpus = write_lines(tmp_path / "c.txt", [" ".join(rng.choice(words, rng.integers(1, 30))) for _ in range(3000)])
+    built = []
+    for workers in (1, 2):
+        spec = experiment({"source": "text", "path": str(corpus), "val_fraction": 0.4, "num_workers": workers,
+                           "cache_dir": str(tmp_path / f"cache{workers}")}, tokenizer)
+        built.append(prepare_data(spec, progress=False))
+    one, two = built
+    assert one.fingerprint == two.fingerprint  # num_workers does not change the tokens
+    if tokenizer["kind"] in ("char", "word"):
+        assert two.meta["splits"]["train"]["workers"] == 2 and one.meta["splits"]["train"]["workers"] == 1
+    for name in one.splits:
+        for suffix in ("tokens.bin", "offsets.npy", "units.npy"):
+            a, b = one.cache_dir / f"{name}.{suffix}", two.cache_dir / f"{name}.{suffix}"
+            assert a.is_file() == b.is_file() and (not a.is_file() or a.read_bytes() == b.read_bytes()), (name, suffix)
