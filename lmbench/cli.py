@@ -106,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", help="print that cell's resolved spec only (name, index or id)")
     p.add_argument("--no-models", action="store_true", help="skip building models for parameter counts")
 
-    p = sub.add_parser("data", help="prepare the token cache and print corpus and token statistics")
+    p = sub.add_parser("data", help="prepare the token cache(s) of a spec or grid and print corpus and token "
+                                    "statistics (e.g. on a login node, before compute nodes without network)")
     _spec_args(p)
+    p.add_argument("--cell", help="prepare this grid cell's cache only (name, index or id); default: every cache")
     p.add_argument("--json", dest="json_out", help="also write the statistics to this JSON file")
 
     p = sub.add_parser("sample", help="generate text from a trained run")

@@ -116,17 +116,30 @@ def format_data_summary(summary: dict[str, Any]) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """`lmbench data SPEC [key=value ...] [--json PATH]`: validate, prepare the cache, print the statistics."""
-    from lmbench.data.cache import data_summary, prepare_data
+    """`lmbench data SPEC [key=value ...] [--cell NAME] [--json PATH]`: validate, prepare the token cache of the
+    spec, of one grid cell, or of every distinct cache of a grid (cells with the same data and tokenizer share
+    one), and print the statistics. --json: the statistics (one cache), or {fingerprint: statistics}."""
+    from lmbench.data.cache import data_fingerprint, data_summary, prepare_data
+    from lmbench.experiment.grid import find_cell, load_cells
     from lmbench.results import write_json_atomic
-    from lmbench.spec import load_spec
     from lmbench.validate import validate
 
-    spec = load_spec(args.spec, args.overrides)
-    validate(spec)
-    summary = data_summary(prepare_data(spec, progress=True))
-    print(format_data_summary(summary))
+    _, cells = load_cells(args.spec, args.overrides)
+    if getattr(args, "cell", None) is not None:
+        cells = [find_cell(cells, str(args.cell))]
+    for cell in cells:  # every cell checked before any data is read
+        validate(cell.spec)
+    caches: dict[str, list[Any]] = {}
+    for cell in cells:
+        caches.setdefault(data_fingerprint(cell.spec), []).append(cell)
+    summaries = {}
+    for fingerprint, users in caches.items():
+        if len(cells) > 1:
+            print(f"# cache {fingerprint[:16]} for {', '.join(c.name for c in users)}")
+        summaries[fingerprint] = data_summary(prepare_data(users[0].spec, progress=True))
+        print(format_data_summary(summaries[fingerprint]))
     if getattr(args, "json_out", None):
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(args.json_out), summary, sort_keys=True)
+        out = next(iter(summaries.values())) if len(summaries) == 1 else summaries
+        write_json_atomic(Path(args.json_out), out, sort_keys=True)
     return 0

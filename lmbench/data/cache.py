@@ -311,6 +311,42 @@ def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:
     return iter(tqdm(items, desc=desc, unit="doc", mininterval=1.0, file=sys.stderr, disable=None))
 
 
+def _byte_progress(docs: Iterator[Document], enabled: bool, desc: str, total: int | None) -> Iterator[Document]:
+    """Documents passed through, with a terminal progress bar in MB of text (MB/s; an ETA when the split's size
+    can be estimated). Characters are counted as bytes: exact for ASCII text, close otherwise."""
+    if not enabled:
+        yield from docs
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1000, mininterval=1.0, file=sys.stderr,
+              disable=None) as bar:
+        for doc in docs:
+            bar.update(len(doc.text) + len(doc.prompt or ""))
+            yield doc
+
+
+def _split_size(spec: ExperimentSpec, name: str) -> int | None:
+    """About how many bytes of text split `name` holds, for the progress bar's ETA: its files' size, or the
+    train files' size times the split's fraction; None for sources without plain files (hub, builtin, tables)."""
+    try:
+        source = make_source(spec.data)
+        native = source.native_splits()
+        split = name if name in native else "train"
+        files = source.split_files(split)
+    except Exception:  # noqa: BLE001  (only an estimate: any source that cannot say gives no ETA)
+        return None
+    if not files or any(f.suffix not in (".txt", ".jsonl", ".json", ".csv", "") for f in files):
+        return None
+    from lmbench.data.corpus import carved_fractions
+
+    size = sum(f.stat().st_size for f in files)
+    carved = carved_fractions(spec.data, list(native))
+    if name in carved:
+        return int(size * carved[name])
+    return int(size * (1 - sum(carved.values()))) if name == "train" else size
+
+
 class _SplitWriter:
     """Appends tokenized document batches to the split's files and accumulates its statistics."""
 
@@ -407,7 +443,7 @@ def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, director
     writer = _SplitWriter(directory, name, dtype, prompted, tokenizer if name in UNIT_SPLITS else None)
     started = time.perf_counter()
     encode_bytes = 0
-    docs = _progress(iter_documents(spec.data, name), progress, f"tokenize {name}")
+    docs = _byte_progress(iter_documents(spec.data, name), progress, f"tokenize {name}", _split_size(spec, name))
     batches = iter(lambda: list(itertools.islice(docs, DOCS_PER_BATCH)), [])
     try:
         for docs_batch, encoded in _encoded(tokenizer, batches, prompted, pool):

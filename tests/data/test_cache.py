@@ -164,6 +164,28 @@ def test_cmd_data_prints_and_writes_json(tmp_path: Path, lines_path: Path, capsy
     assert "reused" in capsys.readouterr().out
 
 
+def test_cmd_data_prepares_one_grid_cell_or_every_cache_of_a_grid(tmp_path: Path, lines_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """A grid over tokenizers (and seeds, which share a cache): --cell builds that cell's cache only; without it,
+    each distinct cache once."""
+    spec_path = tmp_path / "grid.yaml"
+    spec_path.write_text(f"name: g\ndata: {{source: text, path: {lines_path}, cache_dir: {tmp_path / 'c'}, "
+                         "val_fraction: 0.25}\ntokenizer: {kind: char}\nmodel: {family: lstm}\n"
+                         "train: {max_steps: 1}\ngrid: {axes: {tokenizer.kind: [char, word], seed: [0, 1]}}\n",
+                         "utf-8")
+    out = tmp_path / "one.json"
+    assert main(["data", str(spec_path), "--cell", "kind=word,seed=1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["tokenizer"]["kind"] == "word"
+    assert len([d for d in (tmp_path / "c").iterdir() if d.is_dir() and not d.name.startswith(".")]) == 1
+    capsys.readouterr()
+    assert main(["data", str(spec_path), "--json", str(tmp_path / "all.json")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("# cache ") == 2 and "kind=char,seed=0, kind=char,seed=1" in printed
+    both = json.loads((tmp_path / "all.json").read_text())
+    assert sorted(s["tokenizer"]["kind"] for s in both.values()) == ["char", "word"]
+    assert [s["reused"] for s in both.values() if s["tokenizer"]["kind"] == "word"] == [True]
+
+
 def test_cmd_data_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(f"name: cli\ndata: {{source: text, path: {tmp_path / 'missing.txt'}}}\n"
@@ -255,3 +277,13 @@ def test_many_workers_write_the_same_cache_as_one(tokenizer: dict, tmp_path: Pat
         for suffix in ("tokens.bin", "offsets.npy", "units.npy"):
             a, b = one.cache_dir / f"{name}.{suffix}", two.cache_dir / f"{name}.{suffix}"
             assert a.is_file() == b.is_file() and (not a.is_file() or a.read_bytes() == b.read_bytes()), (name, suffix)
+
+
+def test_progress_size_estimate_of_a_split(make_spec, lines_path: Path) -> None:
+    """The bar's total (MB, for the ETA): the train files' size times the split's fraction; None without files."""
+    from lmbench.data.cache import _split_size
+
+    size = lines_path.stat().st_size
+    spec = make_spec(source="text", path=str(lines_path), val_fraction=0.2, test_fraction=0.1)
+    assert (_split_size(spec, "train"), _split_size(spec, "validation")) == (int(size * 0.7), int(size * 0.2))
+    assert _split_size(make_spec(source="builtin"), "train") is None
