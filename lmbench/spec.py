@@ -58,6 +58,9 @@ class DataSpec:
     test_fraction: float = 0.0
     split_seed: int = 42
     streaming: bool = False  # hf: stream instead of downloading the whole split
+    # The tokenizer learns from a seeded sample of the train split of about this many MB (None: all of it);
+    # smaller splits are used whole. meta.json records the sample.
+    tokenizer_sample_mb: float | None = 200.0
     num_workers: int | None = None  # tokenization processes (char/word; bpe/hf use their library's threads); None = all cores
     batching: Literal["packed", "documents"] = "packed"  # contiguous block_size windows | BOS + doc + EOS, padded
     block_size: int = 128  # training window (packed) or maximum document length (documents), in tokens
@@ -392,6 +395,7 @@ def check_spec(spec: ExperimentSpec) -> None:
         raise SpecError("train", "no budget: set at least one of max_steps, epochs, max_tokens, max_seconds")
     check_batch_split(t, 1)
     _positive("data.num_workers", spec.data.num_workers)
+    _positive("data.tokenizer_sample_mb", spec.data.tokenizer_sample_mb)
     _positive("eval.batch_size", e.batch_size, allow_none=False)
     _positive("eval.stride", e.stride)
     _positive("sample.num_samples", spec.sample.num_samples, allow_none=False)

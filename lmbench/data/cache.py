@@ -62,7 +62,7 @@ META_FILE = "meta.json"
 # which resolves them to files with sizes and mtimes; batching fields and cache_dir do not change tokens).
 TOKEN_FIELDS = ("source", "name", "text_field", "prompt_field", "unit", "separator", "encoding", "replace", "lowercase",
                 "limit", "subsample", "min_chars", "max_chars", "split", "val_fraction", "test_fraction",
-                "split_seed")
+                "split_seed", "tokenizer_sample_mb")
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,8 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bool) -> None:
     started = time.perf_counter()
-    tokenizer = build_tokenizer(spec.tokenizer, _progress(_training_texts(spec), progress, "tokenizer (train)"))
+    sample = TrainingSample(spec)
+    tokenizer = build_tokenizer(spec.tokenizer, _progress(sample.texts(), progress, "tokenizer (train)"))
     train_seconds = time.perf_counter() - started
     prompted = spec.data.source == "prompt_story"
     if prompted and tokenizer.sep_id is None:
@@ -285,7 +286,8 @@ def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bo
         "spec": {k: v for k, v in spec_to_dict(spec).items() if k in ("data", "tokenizer")},
         "tokenizer": {"kind": spec.tokenizer.kind, "fingerprint": tokenizer_fingerprint(spec.tokenizer),
                       "vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name,
-                      "train_seconds": round(train_seconds, 3), "pad_id": tokenizer.pad_id,
+                      "train_seconds": round(train_seconds, 3), "train_sample": sample.record(),
+                      "pad_id": tokenizer.pad_id,
                       "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "unk_id": tokenizer.unk_id,
                       "sep_id": tokenizer.sep_id},
         "splits": splits, "build_seconds": round(time.perf_counter() - started, 3),
@@ -294,12 +296,39 @@ def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bo
     write_json_atomic(directory / META_FILE, meta, sort_keys=True)  # last: its presence marks the cache complete
 
 
-def _training_texts(spec: ExperimentSpec) -> Iterator[str]:
-    """Train-split texts for the tokenizer (prompt_story: each prompt, then its story)."""
-    for doc in iter_documents(spec.data, "train"):
-        if doc.prompt is not None:
-            yield doc.prompt
-        yield doc.text
+class TrainingSample:
+    """The train-split texts a tokenizer learns from (prompt_story: each prompt, then its story): all of them, or
+    with `data.tokenizer_sample_mb` a seeded sample of documents of about that size (every document kept with
+    probability sample / estimated split size; the first documents up to the size when the size is unknown).
+    `record()` says what was used, for meta.json."""
+
+    def __init__(self, spec: ExperimentSpec) -> None:
+        self.spec = spec
+        limit = spec.data.tokenizer_sample_mb
+        self.limit = None if limit is None else int(limit * 1e6)
+        size = _split_size(spec, "train") if self.limit is not None else None
+        self.cut = self.limit is not None and size is None  # size unknown: the first `limit` bytes
+        self.rate = 1.0 if self.limit is None or size is None else min(1.0, self.limit / max(size, 1))
+        self.docs = self.bytes = self.seen = 0
+
+    def texts(self) -> Iterator[str]:
+        from lmbench.data.corpus import unit_hash
+
+        for i, doc in enumerate(iter_documents(self.spec.data, "train")):
+            self.seen += 1
+            if self.rate < 1.0 and unit_hash(self.spec.data.split_seed, "tokenizer-sample", i) >= self.rate:
+                continue
+            if self.cut and self.bytes >= self.limit:  # type: ignore[operator]
+                continue
+            self.docs += 1
+            self.bytes += len(doc.text) + len(doc.prompt or "")
+            if doc.prompt is not None:
+                yield doc.prompt
+            yield doc.text
+
+    def record(self) -> dict[str, Any]:
+        return {"docs": self.docs, "chars": self.bytes, "of_docs": self.seen,
+                "limit_mb": self.spec.data.tokenizer_sample_mb, "rate": round(self.rate, 6)}
 
 
 def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:

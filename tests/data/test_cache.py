@@ -287,3 +287,20 @@ def test_progress_size_estimate_of_a_split(make_spec, lines_path: Path) -> None:
     spec = make_spec(source="text", path=str(lines_path), val_fraction=0.2, test_fraction=0.1)
     assert (_split_size(spec, "train"), _split_size(spec, "validation")) == (int(size * 0.7), int(size * 0.2))
     assert _split_size(make_spec(source="builtin"), "train") is None
+
+
+def test_tokenizer_learns_from_a_recorded_sample_of_a_large_split(make_spec, tmp_path: Path) -> None:
+    """data.tokenizer_sample_mb: a seeded sample of documents of about that size; meta.json records it. A char
+    vocabulary then lacks characters that only occur outside the sample (they become <unk>)."""
+    lines = [f"common words {i}" for i in range(2000)] + ["rare ζ"]
+    path = write_lines(tmp_path / "c.txt", lines)
+    size = path.stat().st_size
+    whole = prepare_data(make_spec(source="text", path=str(path), val_fraction=0.1), progress=False)
+    record = whole.meta["tokenizer"]["train_sample"]
+    assert record["rate"] == 1.0 and record["docs"] == record["of_docs"] == whole.splits["train"].stats.num_docs
+    sampled = prepare_data(make_spec(source="text", path=str(path), val_fraction=0.1,
+                                     tokenizer_sample_mb=size * 0.9 * 0.25 / 1e6), progress=False)
+    record = sampled.meta["tokenizer"]["train_sample"]
+    assert record["rate"] == pytest.approx(0.25, rel=1e-3)
+    assert 0.18 < record["docs"] / record["of_docs"] < 0.32  # about a quarter of the documents
+    assert sampled.fingerprint != whole.fingerprint and sampled.tokenizer.vocab_size <= whole.tokenizer.vocab_size
