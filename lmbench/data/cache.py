@@ -483,7 +483,7 @@ def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, director
     seconds = time.perf_counter() - started
     return {"stats": dataclasses.asdict(stats), "tokenize_seconds": round(seconds, 4),
             "tokenize_bytes": encode_bytes, "wall_seconds": round(seconds, 4),
-            "workers": pool.workers if pool is not None and pool._executor is not None else 1}
+            "workers": pool.workers if pool is not None and pool.started else 1}
 
 
 @dataclass
@@ -519,19 +519,16 @@ def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: 
     """(documents, their EncodedBatch) for each batch, in order. A split of more than one batch is encoded in
     the worker processes (started on first use), up to two batches per worker in flight while the main process
     reads the next ones and writes finished ones; a single batch is not worth starting them."""
-    first = next(batches, None)
-    second = next(batches, None) if first is not None else None
-    if first is None:
-        return
-    if pool is None or second is None:
-        for batch in itertools.chain([first], [second] if second is not None else [], batches):
+    head = list(itertools.islice(batches, 2))
+    if pool is None or len(head) < 2:
+        for batch in itertools.chain(head, batches):
             yield batch, encode_batch(tokenizer, [(d.text, d.prompt) for d in batch], prompted)
         return
     import collections
 
     executor = pool.get()
     window: collections.deque[tuple[list[Document], Any]] = collections.deque()
-    for batch in itertools.chain([first, second], batches):
+    for batch in itertools.chain(head, batches):
         window.append((batch, executor.submit(_encode_in_worker, [(d.text, d.prompt) for d in batch], prompted)))
         if len(window) >= 2 * pool.workers:
             done, future = window.popleft()
@@ -548,6 +545,10 @@ class _LazyPool:
 
     def __init__(self, tokenizer: Tokenizer, workers: int) -> None:
         self.tokenizer, self.workers, self._executor = tokenizer, workers, None
+
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
 
     def get(self) -> Any:
         if self._executor is None:

@@ -51,6 +51,7 @@ def _export(run_dir: Path, out_dir: Path) -> dict[str, Any]:
     from lmbench.export import tokenizers as tokenizer_exporters
     from lmbench.sampling.search import prompt_start_id
     from lmbench.training.checkpoint import load_run
+    from lmbench.training.tracking import package_versions
 
     model, tokenizer, spec = load_run(run_dir, "cpu")
     start_id = prompt_start_id(spec.data, tokenizer)
@@ -74,7 +75,7 @@ def _export(run_dir: Path, out_dir: Path) -> dict[str, Any]:
         "architecture": type(hf_model).__name__,
         "trust_remote_code": remote,
         **_check(out_dir, model, tokenizer, start_id, texts, remote, spec.data.block_size),
-        "versions": _versions(),
+        "versions": package_versions(("lmbench", "torch", "transformers", "tokenizers")),
     }
     (out_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out_dir / "README.md").write_text(model_card(run_dir, record), encoding="utf-8")
@@ -122,18 +123,6 @@ def _check(out_dir: Path, model: Any, tokenizer: Any, start_id: int, texts: list
         theirs = [[start_id, *row] for row in theirs]
     return {"max_abs_logit_diff": diff, "checked_ids_shape": list(ids.shape),
             "tokenizer_checked_texts": len(texts), "tokenizer_mismatches": sum(a != b for a, b in zip(ours, theirs))}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("lmbench", "torch", "transformers", "tokenizers"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def model_card(run_dir: Path, record: dict[str, Any]) -> str:

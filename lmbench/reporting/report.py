@@ -240,7 +240,7 @@ def failures_section(frame: pd.DataFrame) -> Section | None:
 
 
 def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame, source: str,
-                   images: dict[str, Path]) -> list[Section]:
+                   images: dict[str, Path], views: ComputeViews | None = None) -> list[Section]:
     axes = axis_names(runs)
     labels = display_names(axes)
     factors = factor_columns(frame, axes)
@@ -254,14 +254,10 @@ def build_sections(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFr
     sections.append(diverged_section(frame, labels))
     if metric:
         sections.append(unranked_section(frame, metric))
-    if metric and metric.endswith("bpb"):
-        sections.append(compute_section(*compute_frames(runs, frame, metric), metric, images.get("compute")))
-        scaling = scaling_fits(frame, axes, metric)
-        scaling_images = [p for x, label in (("params", "parameters"), ("flops", "training FLOPs"))
-                          if scaling is not None and (p := plots.plot_scaling(
-                              scaling.points.rename(columns={"num_params": "params"}), scaling.fits[x],
-                              images["_dir"] / f"plot_scaling_{x}.png", metric, x, label)) is not None]
-        sections.append(scaling_section(scaling, metric, scaling_images))
+    if views is not None:
+        sections.append(compute_section(views.curves, views.finals, views.metric, images.get("compute")))
+        sections.append(scaling_section(views.scaling, views.metric,
+                                        [images[k] for k in ("scaling_params", "scaling_flops") if k in images]))
     sections += [runs_section(frame, axes, labels), untrained_section(frame, axes, labels)]
     plots_found = [images[k] for k in ("curves", "bpb", "samplers") if images.get(k)]
     if plots_found:
@@ -496,6 +492,25 @@ def scaling_fits(frame: pd.DataFrame, axes: Sequence[str], metric: str) -> Scali
     return ScalingResult(pd.concat(points, ignore_index=True), fits, refused)
 
 
+@dataclass
+class ComputeViews:
+    """What the compute-matched and scaling sections and their plots share, computed once per report."""
+
+    metric: str
+    curves: pd.DataFrame  # every evaluation of each ranked cell: cell, flops, wall_s, <metric>
+    finals: pd.DataFrame  # each ranked cell's final point
+    scaling: ScalingResult | None
+
+
+def compute_views(runs: Sequence[Run], frame: pd.DataFrame) -> ComputeViews | None:
+    """Compute-matched frames and scaling fits when cells are ranked by bits per byte; None otherwise."""
+    metric = rank_metric(frame)
+    if not metric or not metric.endswith("bpb"):
+        return None
+    curves, finals = compute_frames(runs, frame, metric)
+    return ComputeViews(metric, curves, finals, scaling_fits(frame, axis_names(runs), metric))
+
+
 def scaling_section(result: ScalingResult | None, metric: str, images: list[Path]) -> Section | None:
     if result is None:
         return None
@@ -518,7 +533,8 @@ def scaling_section(result: ScalingResult | None, metric: str, images: list[Path
     return Section("Scaling", notes, pd.DataFrame(rows) if rows else None, images=images)
 
 
-def make_plots(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def make_plots(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame, out_dir: Path,
+               views: ComputeViews | None = None) -> dict[str, Path]:
     curves = [c for c in (val_curve(r) for r in runs) if not c.empty]
     curves_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     axes = axis_names(runs)
@@ -533,10 +549,15 @@ def make_plots(runs: Sequence[Run], frame: pd.DataFrame, samplers: pd.DataFrame,
                                         metric, hue, labels.get(hue, hue)),
         "samplers": plots.plot_sampler_tradeoff(samplers, out_dir / "plot_samplers.png", coherence_column(samplers)),
     }
-    if metric.endswith("bpb"):
-        curves_c, finals = compute_frames(runs, frame, metric)
-        if len(finals) > 1:
-            found["compute"] = plots.plot_compute(curves_c, finals, out_dir / "plot_bpb_vs_compute.png", metric)
+    if views is not None:
+        if len(views.finals) > 1:
+            found["compute"] = plots.plot_compute(views.curves, views.finals, out_dir / "plot_bpb_vs_compute.png",
+                                                  views.metric)
+        if views.scaling is not None:
+            points = views.scaling.points.rename(columns={"num_params": "params"})
+            for x, label in (("params", "parameters"), ("flops", "training FLOPs")):
+                found[f"scaling_{x}"] = plots.plot_scaling(points, views.scaling.fits[x],
+                                                           out_dir / f"plot_scaling_{x}.png", views.metric, x, label)
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -549,9 +570,9 @@ def write_report(runs: Sequence[Run], out_dir: Path, title: str, source: str) ->
     samplers, sampler_source = sampler_frame(runs)
     if not samplers.empty:
         samplers.to_csv(out_dir / "samplers.csv", index=False)
-    images = make_plots(runs, frame, samplers, out_dir) if not frame.empty else {}
-    sections = build_sections(runs, frame, samplers, sampler_source, {**images, "_dir": out_dir}) \
-        if not frame.empty else []
+    views = compute_views(runs, frame) if not frame.empty else None
+    images = make_plots(runs, frame, samplers, out_dir, views) if not frame.empty else {}
+    sections = build_sections(runs, frame, samplers, sampler_source, images, views) if not frame.empty else []
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = [f"Source: {source}. Generated {stamp} by `lmbench report`. {_status_line(frame)}"]
     (out_dir / "report.html").write_text(render_html(title, intro, sections), encoding="utf-8")

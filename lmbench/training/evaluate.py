@@ -299,9 +299,12 @@ def target_nll(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: boo
 
 def score_batch(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
     """(B, 2) float64 [nll_nats, scored tokens] per row of a right-padded batch (see `target_nll`)."""
-    nll = target_nll(model, batch, recurrent=recurrent, chunk=chunk).sum(1)
-    count = (batch["labels"] != IGNORE_INDEX).sum(1).double()
-    return torch.stack([nll, count], dim=1)
+    return row_sums(target_nll(model, batch, recurrent=recurrent, chunk=chunk), batch["labels"])
+
+
+def row_sums(nll: Tensor, labels: Tensor) -> Tensor:
+    """(B, T) target NLL and labels -> (B, 2) float64 [nll_nats, scored tokens] per row."""
+    return torch.stack([nll.sum(1), (labels != IGNORE_INDEX).sum(1).double()], dim=1)
 
 
 class UnitTotals:
@@ -374,7 +377,7 @@ def evaluate_split(
         for batch in _batches(items, per_process, pad_id, accelerator):
             with autocast() if autocast is not None else contextlib.nullcontext():
                 nll = target_nll(model, batch, recurrent=recurrent, chunk=block_size)
-            sums = torch.stack([nll.sum(1), (batch["labels"] != IGNORE_INDEX).sum(1).double()], dim=1)
+            sums = row_sums(nll, batch["labels"])
             units = batch.get("units")
             if accelerator is not None:
                 sums = accelerator.gather_for_metrics(sums)

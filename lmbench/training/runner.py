@@ -266,8 +266,8 @@ def _score_earlier_cells(parts: CellParts) -> None:
         with parts.accelerator.autocast():
             scores = reference_scores(rows, load_tokenizer(cell / "tokenizer"),
                                       (parts.model, parts.data.tokenizer), device=parts.accelerator.device)
-        table["reference_ppl"] = [scores.get(s, (float("nan"), ""))[0] for s in table["sampler"]]
-        table["note"] = [scores.get(s, (0.0, ""))[1] for s in table["sampler"]]
+        values = [scores.get(s, (float("nan"), "")) for s in table["sampler"]]
+        table["reference_ppl"], table["note"] = [v[0] for v in values], [v[1] for v in values]
         write_text_atomic(table_path, table.to_csv(index=False))
         log.info("%s: scored the samples of %s, which finished before its reference", parts.run_dir.name, cell.name)
 

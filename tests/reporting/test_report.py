@@ -384,7 +384,18 @@ def test_compute_matched_view_and_scaling_fit_with_a_known_exponent(tmp_path: Pa
     params_row = next(ln for ln in scaling.splitlines() if "| params " in ln)
     alpha = float(re.search(r"\| (0\.\d+) \[", params_row).group(1))
     assert alpha == pytest.approx(0.25, abs=0.02)
+    # one size up: 400 * 256^2 * (256/128)^2 = 1.05e+08 parameters, where 1 + 30 / (1.048576e8)^0.25 = 1.2965
+    assert "| 1.05e+08 " in params_row and re.search(r"\| 1\.29[5-7]\d ", params_row)
     assert (root / "plot_scaling_params.png").is_file()
+
+
+def test_pareto_mask_keeps_the_points_nothing_beats_on_both_axes() -> None:
+    from lmbench.reporting.plots import pareto_mask
+
+    x = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([5.0, 4.0, 4.5, 4.0, 2.0, 3.0])
+    # (2, 4.5) loses to (2, 4); (3, 4) ties (2, 4) on y at more cost; (5, 3) loses to (4, 2)
+    assert pareto_mask(x, y).tolist() == [True, True, False, False, True, False]
 
 
 def test_scaling_fit_is_refused_below_four_sizes(tmp_path: Path) -> None:
