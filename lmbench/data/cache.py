@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import os
 import platform
 import resource
@@ -397,8 +398,12 @@ class _SplitWriter:
             batch.prompt_lens.tofile(self.prompt_lens)
         if self.tokenizer is not None:
             prompts = batch.prompt_lens if batch.prompt_lens is not None else np.zeros(len(docs), dtype=np.int64)
-            self.chunks += [doc_chunks(self.tokenizer, doc.text, int(n), int(p))
-                            for doc, n, p in zip(docs, batch.lengths, prompts)]
+            for doc, n, p in zip(docs, batch.lengths, prompts):
+                # Chunks matter only while a split has fewer than MIN_UNIT_DOCS documents (units_of sums them
+                # otherwise): from then on one row per document, without encoding its chunks again.
+                whole = len(self.chunks) >= MIN_UNIT_DOCS
+                self.chunks.append(doc_row(doc.text, int(n)) if whole else
+                                   doc_chunks(self.tokenizer, doc.text, int(n), int(p)))
         c = self.counts
         c["num_docs"] += len(docs)
         c["num_tokens"] += int(batch.lengths.sum())
@@ -436,12 +441,30 @@ def doc_chunks(tokenizer: Tokenizer, text: str, num_tokens: int, prompt_len: int
     if len(pieces) == 1:
         tokens = np.array([story_tokens], dtype=np.int64)
     else:
-        alone = np.cumsum([len(ids) for ids in tokenizer.encode_batch(pieces)], dtype=np.float64)
+        with _quiet(logging.getLogger("lmbench.tokenizers")):  # a word cut at a boundary is no unknown word
+            alone = np.cumsum([len(ids) for ids in tokenizer.encode_batch(pieces)], dtype=np.float64)
         bounds = np.rint(alone / max(alone[-1], 1.0) * story_tokens).astype(np.int64)
         tokens = np.diff(bounds, prepend=0)
     tokens[0] += prompt_len
     rows = [(k, int(tokens[k]), len(p.encode("utf-8")), len(p), int(words[k])) for k, p in enumerate(pieces)]
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` (and its children) silent below ERROR inside the block."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def doc_row(text: str, num_tokens: int) -> np.ndarray:
+    """(1, 5) int64 [0, tokens, bytes, chars, words] of a whole document: the sums of its `doc_chunks`."""
+    num_bytes, num_chars, num_words = text_stats([text])
+    return np.array([[0, num_tokens, num_bytes, num_chars, num_words]], dtype=np.int64)
 
 
 def units_of(chunks: Sequence[np.ndarray]) -> np.ndarray:
@@ -475,7 +498,7 @@ def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, director
     docs = _byte_progress(iter_documents(spec.data, name), progress, f"tokenize {name}", _split_size(spec, name))
     batches = iter(lambda: list(itertools.islice(docs, DOCS_PER_BATCH)), [])
     try:
-        for docs_batch, encoded in _encoded(tokenizer, batches, prompted, pool):
+        for docs_batch, encoded in _encoded(tokenizer, batches, prompted, dtype, pool):
             encode_bytes += encoded.input_bytes
             writer.add(docs_batch, encoded)
     finally:
@@ -483,7 +506,8 @@ def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, director
     seconds = time.perf_counter() - started
     return {"stats": dataclasses.asdict(stats), "tokenize_seconds": round(seconds, 4),
             "tokenize_bytes": encode_bytes, "wall_seconds": round(seconds, 4),
-            "workers": pool.workers if pool is not None and pool.started else 1}
+            "workers": (num_workers(spec) if tokenizer.threaded else pool.workers)
+            if pool is not None and pool.started else 1}
 
 
 @dataclass
@@ -491,7 +515,7 @@ class EncodedBatch:
     """A batch of documents as the token cache stores them: ids back to back, lengths, prompt lengths, and the
     statistics of its text (computed where it was encoded, in a worker process when there are several)."""
 
-    flat: np.ndarray  # uint32 ids of every document, back to back
+    flat: np.ndarray  # ids of every document, back to back, in the cache's token dtype
     lengths: np.ndarray  # int64 ids per document
     prompt_lens: np.ndarray | None  # int64, prompt_story only
     num_bytes: int  # of the scored text (prompt_story: the stories)
@@ -500,36 +524,59 @@ class EncodedBatch:
     input_bytes: int  # of all text read (prompts included): the tokenizer's input
 
 
-def encode_batch(tokenizer: Tokenizer, texts: Sequence[tuple[str, str | None]], prompted: bool) -> EncodedBatch:
-    """Ids and text statistics of (text, prompt) documents; prompt_story: encode(prompt) + [sep_id] +
-    encode(story). Numpy arrays, so that a worker process sends back one buffer, not a list per token."""
-    docs = [Document(text=text, prompt=prompt) for text, prompt in texts]
-    seqs, prompt_lens = _encode(tokenizer, docs, prompted)
-    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-    flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.uint32, count=int(lengths.sum()))
-    story_bytes = sum(len(text.encode("utf-8")) for text, _ in texts)
-    return EncodedBatch(flat, lengths, None if prompt_lens is None else np.asarray(prompt_lens, dtype=np.int64),
-                        story_bytes, sum(len(text) for text, _ in texts),
-                        sum(len(text.split()) for text, _ in texts),
-                        story_bytes + sum(len((p or "").encode("utf-8")) for _, p in texts))
+def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], prompts: Sequence[str] | None = None,
+                 dtype: type = np.uint32) -> EncodedBatch:
+    """Ids and text statistics of documents; with `prompts` (prompt_story): encode(prompt) + [sep_id] +
+    encode(text) each. Numpy arrays in `dtype`, so that a worker process sends back one small buffer."""
+    if prompts is None:
+        flat, lengths = tokenizer.encode_flat(texts)
+        prompt_lens = None
+    else:
+        seqs, prompt_list = _encode_prompted(tokenizer, texts, prompts)
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.uint32, count=int(lengths.sum()))
+        prompt_lens = np.asarray(prompt_list, dtype=np.int64)
+    num_bytes, num_chars, num_words = text_stats(texts)
+    prompt_bytes = sum(len(p.encode("utf-8", "surrogatepass")) for p in prompts) if prompts is not None else 0
+    return EncodedBatch(flat.astype(dtype, copy=False), lengths, prompt_lens, num_bytes, num_chars, num_words,
+                        num_bytes + prompt_bytes)
 
 
-def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: bool,
+_SPACE = np.array([chr(c).isspace() for c in range(0x3001)] + [False])  # str.isspace; nothing above U+3000 is
+
+
+def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
+    """(UTF-8 bytes, characters, whitespace-separated words as `str.split` counts them) of all `texts`, with
+    numpy over the code points instead of a Python string per word."""
+    joined = " ".join(texts)  # a space between texts: no word runs on from one text into the next
+    num_chars = len(joined) - max(len(texts) - 1, 0)
+    num_bytes = len(joined.encode("utf-8", "surrogatepass")) - max(len(texts) - 1, 0)
+    if not joined:
+        return num_bytes, num_chars, 0
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    word = ~_SPACE[np.minimum(points, len(_SPACE) - 1)]
+    return num_bytes, num_chars, int(word[0]) + int(np.count_nonzero(word[1:] & ~word[:-1]))
+
+
+def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: bool, dtype: type,
              pool: "_LazyPool | None") -> Iterator[tuple[list[Document], EncodedBatch]]:
     """(documents, their EncodedBatch) for each batch, in order. A split of more than one batch is encoded in
-    the worker processes (started on first use), up to two batches per worker in flight while the main process
-    reads the next ones and writes finished ones; a single batch is not worth starting them."""
+    `pool` (started on first use): worker processes, or for a library that uses every core itself one thread
+    that calls it (the library releases the GIL, so reading the next batch and writing the last one overlap its
+    encoding). Up to two batches per worker are in flight; a single batch is not worth starting the pool."""
+    def job(batch: list[Document]) -> tuple[list[str], list[str] | None, type]:
+        return [d.text for d in batch], [d.prompt or "" for d in batch] if prompted else None, dtype
+
     head = list(itertools.islice(batches, 2))
     if pool is None or len(head) < 2:
         for batch in itertools.chain(head, batches):
-            yield batch, encode_batch(tokenizer, [(d.text, d.prompt) for d in batch], prompted)
+            yield batch, encode_batch(tokenizer, *job(batch))
         return
     import collections
 
-    executor = pool.get()
     window: collections.deque[tuple[list[Document], Any]] = collections.deque()
     for batch in itertools.chain(head, batches):
-        window.append((batch, executor.submit(_encode_in_worker, [(d.text, d.prompt) for d in batch], prompted)))
+        window.append((batch, pool.submit(*job(batch))))
         if len(window) >= 2 * pool.workers:
             done, future = window.popleft()
             yield done, future.result()
@@ -539,25 +586,35 @@ def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: 
 
 
 class _LazyPool:
-    """Worker processes holding a copy of the tokenizer, started on first use with the platform's default start
-    method (fork on Linux up to Python 3.13: no re-import of the caller's script, which spawn would need to be
-    guarded by `if __name__ == "__main__"`). Workers only run the tokenizer's pure-Python encode."""
+    """Where batches are encoded off the main thread, started on first use: `workers` processes holding a copy of
+    the tokenizer (its pure-Python encode), started with the platform's default start method (fork on Linux up to
+    Python 3.13: no re-import of the caller's script, which spawn would need to be guarded by
+    `if __name__ == "__main__"`); or, with `thread`, one thread calling a library that is parallel itself."""
 
-    def __init__(self, tokenizer: Tokenizer, workers: int) -> None:
-        self.tokenizer, self.workers, self._executor = tokenizer, workers, None
+    def __init__(self, tokenizer: Tokenizer, workers: int, thread: bool = False) -> None:
+        self.tokenizer, self.workers, self.thread, self._executor = tokenizer, workers, thread, None
 
     @property
     def started(self) -> bool:
         return self._executor is not None
 
-    def get(self) -> Any:
+    def submit(self, texts: list[str], prompts: list[str] | None, dtype: type) -> Any:
+        """A future of `encode_batch` of these documents."""
         if self._executor is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+            if self.thread:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(),
-                                                 initializer=_start_worker, initargs=(self.tokenizer,))
-        return self._executor
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmbench-encode")
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self._executor = ProcessPoolExecutor(max_workers=self.workers,
+                                                     mp_context=multiprocessing.get_context(),
+                                                     initializer=_start_worker, initargs=(self.tokenizer,))
+        if self.thread:
+            return self._executor.submit(encode_batch, self.tokenizer, texts, prompts, dtype)
+        return self._executor.submit(_encode_in_worker, texts, prompts, dtype)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -572,32 +629,30 @@ def _start_worker(tokenizer: Tokenizer) -> None:
     _WORKER_TOKENIZER = tokenizer
 
 
-def _encode_in_worker(texts: list[tuple[str, str | None]], prompted: bool) -> EncodedBatch:
+def _encode_in_worker(texts: list[str], prompts: list[str] | None, dtype: type) -> EncodedBatch:
     assert _WORKER_TOKENIZER is not None
-    return encode_batch(_WORKER_TOKENIZER, texts, prompted)
+    return encode_batch(_WORKER_TOKENIZER, texts, prompts, dtype)
 
 
 @contextlib.contextmanager
 def _encoding_pool(tokenizer: Tokenizer, workers: int) -> Iterator[_LazyPool | None]:
-    """Worker processes for `tokenizer` (started when a split needs them; see _LazyPool), or None when one process is asked for
-    or the tokenizer's library already uses every core."""
-    if workers <= 1 or tokenizer.threaded:
+    """Worker processes for `tokenizer` (started when a split needs them; see _LazyPool); one encoding thread
+    when the tokenizer's library is parallel itself; None when one process is asked for."""
+    if workers <= 1:
         yield None
         return
-    pool = _LazyPool(tokenizer, workers)
+    pool = _LazyPool(tokenizer, 1 if tokenizer.threaded else workers, thread=tokenizer.threaded)
     try:
         yield pool
     finally:
         pool.close()
 
 
-def _encode(tokenizer: Tokenizer, batch: Sequence[Document], prompted: bool
-            ) -> tuple[list[list[int]], list[int] | None]:
-    """Ids of each document; prompt_story: encode(prompt) + [sep_id] + encode(story), and the prompt lengths."""
-    ids = tokenizer.encode_batch([d.text for d in batch])
-    if not prompted:
-        return ids, None
-    prompt_ids = tokenizer.encode_batch([d.prompt or "" for d in batch])
+def _encode_prompted(tokenizer: Tokenizer, texts: Sequence[str], prompts: Sequence[str]
+                     ) -> tuple[list[list[int]], list[int]]:
+    """encode(prompt) + [sep_id] + encode(text) of each document, and the prompt + <sep> lengths."""
+    ids = tokenizer.encode_batch(texts)
+    prompt_ids = tokenizer.encode_batch(prompts)
     sep = [int(tokenizer.sep_id)]  # type: ignore[arg-type]  (checked in _build)
     return [p + sep + s for p, s in zip(prompt_ids, ids)], [len(p) + 1 for p in prompt_ids]
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from lmbench.registry import Registry
 
@@ -58,6 +61,14 @@ class Tokenizer(abc.ABC):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Batched encode; subclasses backed by a fast library override this."""
         return [self.encode(t) for t in texts]
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of every text back to back as uint32, ids per text as int64): what the token cache stores, equal
+        to `encode_batch`. Subclasses with a vectorised encoder override this."""
+        seqs = self.encode_batch(texts)
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.uint32, count=int(lengths.sum()))
+        return flat, lengths
 
     @abc.abstractmethod
     def decode(self, ids: Sequence[int]) -> str:

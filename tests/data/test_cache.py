@@ -53,6 +53,7 @@ def test_second_call_reuses_the_cache_without_tokenizing(make_spec, lines_path: 
         raise AssertionError("tokenized again")
 
     monkeypatch.setattr(CharTokenizer, "encode_batch", boom)
+    monkeypatch.setattr(CharTokenizer, "encode_flat", boom)
     monkeypatch.setattr(CharTokenizer, "train", classmethod(boom))
     second = prepare_data(spec, progress=False)
     assert second.reused and second.fingerprint == first.fingerprint
@@ -257,8 +258,8 @@ def test_prompt_story_units_count_the_story_and_give_the_prompt_to_the_first_chu
     {"kind": "hf", "params": {"train_from_scratch": True, "vocab_size": 400}},
 ])
 def test_many_workers_write_the_same_cache_as_one(tokenizer: dict, tmp_path: Path) -> None:
-    """3,000 documents (several batches per split): worker processes (char, word) or library threads (bpe)
-    give byte-identical token files, offsets and units, in the same order."""
+    """3,000 documents (several batches per split): worker processes (char, word) or the library's threads called
+    from an encoding thread (bpe, hf) give byte-identical token files, offsets and units, in the same order."""
     from .helpers import experiment
 
     rng = np.random.default_rng(0)
@@ -271,12 +272,21 @@ def test_many_workers_write_the_same_cache_as_one(tokenizer: dict, tmp_path: Pat
         built.append(prepare_data(spec, progress=False))
     one, two = built
     assert one.fingerprint == two.fingerprint  # num_workers does not change the tokens
-    if tokenizer["kind"] in ("char", "word"):
-        assert two.meta["splits"]["train"]["workers"] == 2 and one.meta["splits"]["train"]["workers"] == 1
+    assert two.meta["splits"]["train"]["workers"] == 2 and one.meta["splits"]["train"]["workers"] == 1
     for name in one.splits:
         for suffix in ("tokens.bin", "offsets.npy", "units.npy"):
             a, b = one.cache_dir / f"{name}.{suffix}", two.cache_dir / f"{name}.{suffix}"
             assert a.is_file() == b.is_file() and (not a.is_file() or a.read_bytes() == b.read_bytes()), (name, suffix)
+
+
+def test_text_statistics_count_like_python() -> None:
+    """Bytes, characters and words (as str.split counts them: Unicode whitespace, no word across two texts),
+    pinned by hand."""
+    from lmbench.data.cache import text_stats
+
+    assert text_stats(["two words", "", "naïve\u3000café😀", "\x1c a\u00a0b\n"]) == (9 + 0 + 18 + 7, 9 + 0 + 11 + 6,
+                                                                                2 + 0 + 2 + 2)
+    assert text_stats(["ab", "cd"]) == (4, 4, 2) and text_stats([]) == (0, 0, 0) and text_stats([" "]) == (1, 1, 0)
 
 
 def test_progress_size_estimate_of_a_split(make_spec, lines_path: Path) -> None:

@@ -43,6 +43,30 @@ def test_unknown_characters_map_to_unk_with_one_warning(caplog: pytest.LogCaptur
     assert tok.decode(ids[0]) == "ab<unk>"
 
 
+def test_vectorised_encode_equals_the_per_character_one(corpus: list[str], varied_texts: list[str]) -> None:
+    for config in (CharConfig(), CharConfig(lowercase=True)):
+        tok = CharTokenizer.train(corpus[: len(corpus) // 2], config)  # some characters of the texts stay unknown
+        flat, lengths = tok.encode_flat(varied_texts + corpus)
+        seqs = tok.encode_batch(varied_texts + corpus)
+        assert lengths.tolist() == [len(s) for s in seqs] and flat.tolist() == [i for s in seqs for i in s]
+
+
+def test_vectorised_encode_matches_the_definition(caplog: pytest.LogCaptureFixture) -> None:
+    """encode_flat (a code-point table) gives the ids of the definition, written out by hand: unknown characters
+    (above and below the table's largest code point, a lone surrogate) are <unk> with one warning that counts them,
+    and lowercase folds before lengths are taken ("İ" lower-cases to two characters)."""
+    tok = CharTokenizer.train(["abc"], CharConfig())  # a=4 b=5 c=6
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.char"):
+        flat, lengths = tok.encode_flat(["cab", "", "a\x00z😀\ud800"])
+    assert flat.tolist() == [6, 4, 5, 4, 3, 3, 3, 3] and lengths.tolist() == [3, 0, 5]
+    assert len(caplog.records) == 1 and "4 of 8 tokens unknown" in caplog.records[0].getMessage()
+    lower = CharTokenizer.train(["i\u0307ab"], CharConfig(lowercase=True))  # "i", "\u0307", "a", "b": 6..7, 4, 5
+    flat, lengths = lower.encode_flat(["İA", "B"])
+    assert lengths.tolist() == [3, 1] and flat.tolist() == [6, 7, 4, 5]
+    special = CharTokenizer.train(["ab"], CharConfig(specials=["<sep>"]))  # the per-character path keeps <sep> whole
+    assert special.encode_flat(["a<sep>b"])[0].tolist() == [5, 4, 6]
+
+
 def test_decode_drops_pad_bos_eos() -> None:
     tok = CharTokenizer.train(["ab"], CharConfig())
     assert tok.decode([tok.bos_id, *tok.encode("ab"), tok.eos_id, tok.pad_id, tok.pad_id]) == "ab"

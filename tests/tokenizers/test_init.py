@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lmbench.errors import SpecError
@@ -47,6 +48,15 @@ def test_encode_contract(tokenizer: Tokenizer, varied_texts: list[str]) -> None:
     assert tokenizer.encode_batch(varied_texts) == [tokenizer.encode(t) for t in varied_texts]
     assert tokenizer.encode_batch([]) == [] and tokenizer.encode("") == []
     assert len(tokenizer.tokens()) == tokenizer.vocab_size
+
+
+def test_encode_flat_is_encode_batch_back_to_back(tokenizer: Tokenizer, varied_texts: list[str]) -> None:
+    """What the token cache stores: every kind's (vectorised or not) flat ids equal its per-text ids."""
+    flat, lengths = tokenizer.encode_flat(varied_texts)
+    seqs = tokenizer.encode_batch(varied_texts)
+    assert flat.dtype == np.uint32 and lengths.dtype == np.int64
+    assert lengths.tolist() == [len(s) for s in seqs]
+    assert flat.tolist() == [i for s in seqs for i in s]
 
 
 def test_decode_drops_pad_bos_eos(tokenizer: Tokenizer) -> None:
