@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from lmbench.allocator import keep_freed_memory
 from lmbench.errors import SpecError
 
 # command -> (module, function): the function takes the parsed arguments and returns an exit code.
@@ -170,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.verbosity)
+    keep_freed_memory()  # before any work: see lmbench.allocator
     module_name, function = HANDLERS[args.command]
     try:
         handler = getattr(importlib.import_module(module_name), function)

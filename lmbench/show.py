@@ -107,7 +107,8 @@ def format_data_summary(summary: dict[str, Any]) -> str:
     tok = summary["tokenizer"]
     how = "reused, nothing tokenized" if summary["reused"] else f"built in {summary['build_seconds']:.1f} s"
     lines += ["", f"tokenizer: {tok['kind']}, vocab size {tok['vocab_size']:,} ({tok['dtype']} ids)",
-              f"cache: {summary['cache_dir']} ({how})", f"fingerprint: {summary['fingerprint'][:16]}"]
+              f"cache: {summary['cache_dir']} ({summary['cache_mb']:,.1f} MB, {how})",
+              f"fingerprint: {summary['fingerprint'][:16]}"]
     if "sha256" in summary["source"]:
         src = summary["source"]
         lines.append(f"builtin corpus: Python {src['python']}, {src['num_docs']:,} docs, sha256 {src['sha256'][:16]}")

@@ -46,6 +46,7 @@ class PackedDataset(Dataset):
         self.doc_starts = offsets[:-1] + np.arange(num_docs, dtype=np.int64)  # stream position of each doc's start
         self.doc_lengths = np.diff(offsets)
         self.stream_length = int(offsets[-1]) + num_docs  # every document followed by EOS
+        self.eos_positions = offsets[1:] + np.arange(num_docs, dtype=np.int64)  # stream position of each EOS
         self.num_windows = max((self.stream_length - 1 - offset) // block_size, 0)
 
     def __len__(self) -> int:
@@ -53,21 +54,56 @@ class PackedDataset(Dataset):
 
     def stream(self, start: int, stop: int) -> np.ndarray:
         """Stream tokens at positions [start, stop) as int64, (stop - start,)."""
-        positions = np.arange(start, stop, dtype=np.int64)
-        doc = np.searchsorted(self.doc_starts, positions, side="right") - 1
-        within = positions - self.doc_starts[doc]
-        is_eos = within == self.doc_lengths[doc]
+        return self.rows(np.array([start], dtype=np.int64), stop - start)[0]
+
+    def rows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """(len(starts), length) int64: the stream tokens at positions [s, s + length) for each s in `starts`.
+
+        Vectorised over the batch: a stream position p that is not an EOS holds token p - E(p), where E(p) counts
+        the EOS positions before p; the EOS positions inside each row are scattered into a mask and E follows by
+        a cumulative sum along the row (two binary searches per row, none per token)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        eos = self.eos_positions
+        first = np.searchsorted(eos, starts, side="left")  # EOS positions before each row's start
+        counts = np.searchsorted(eos, starts + length, side="left") - first
+        is_eos = np.zeros((len(starts), length), dtype=bool)
+        if counts.sum():
+            row = np.repeat(np.arange(len(starts)), counts)
+            k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(first, counts)
+            is_eos[row, eos[k] - starts[row]] = True
+        # p - E(p) = (start - first) + j - (EOS in the row up to j); inclusive counts differ only at EOS positions,
+        # whose (possibly out-of-range) index is replaced below
+        index = (starts - first)[:, None] + np.arange(length) - np.cumsum(is_eos, axis=1, dtype=np.int64)
         tokens = self.split.tokens
-        index = np.minimum(self.doc_offsets[doc] + within, max(len(tokens) - 1, 0))
-        ids = np.asarray(tokens[index], dtype=np.int64) if len(tokens) else np.zeros_like(positions)
-        return np.where(is_eos, self.eos_id, ids)
+        if not len(tokens):
+            return np.full((len(starts), length), self.eos_id, dtype=np.int64)
+        np.minimum(index, len(tokens) - 1, out=index)
+        ids = np.asarray(tokens[index]).astype(np.int64)
+        ids[is_eos] = self.eos_id
+        return ids
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not 0 <= i < self.num_windows:
-            raise IndexError(f"window {i} out of range for {self.num_windows} windows")
-        start = self.offset + i * self.block_size
-        seq = torch.from_numpy(self.stream(start, start + self.block_size + 1))
-        return {"input_ids": seq[:-1], "labels": seq[1:]}  # (T,), (T,)
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Windows `indices` read together (`rows`); DataLoader and the Trainer fetch a batch this way."""
+        index = np.asarray(indices, dtype=np.int64)
+        if len(index) and not (0 <= index.min() and index.max() < self.num_windows):
+            bad = index[(index < 0) | (index >= self.num_windows)][0]
+            raise IndexError(f"window {bad} out of range for {self.num_windows} windows")
+        seqs = torch.from_numpy(self.rows(self.offset + index * self.block_size, self.block_size + 1))
+        return [{"input_ids": seq[:-1], "labels": seq[1:]} for seq in seqs]  # (T,), (T,) views of one array
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The collated batch of windows `indices` (what stacking their items gives), built in one piece:
+        input_ids and labels (n, T)."""
+        index = np.asarray(indices, dtype=np.int64)
+        seqs = torch.from_numpy(self.rows(self.offset + index * self.block_size, self.block_size + 1))
+        return {"input_ids": seqs[:, :-1].contiguous(), "labels": seqs[:, 1:].contiguous()}
+
+    def num_targets(self, indices: Sequence[int]) -> int:
+        """Scored labels of windows `indices`: every position of every window."""
+        return len(indices) * self.block_size
 
 
 class StreamSampler(Sampler[int]):
@@ -103,13 +139,14 @@ class DocumentDataset(Dataset):
     labels -100 on the prompt and `<sep>` (prompt/story data). Items have different lengths; see
     `collate_documents`."""
 
-    def __init__(self, split: TokenSplit, block_size: int, bos_id: int, eos_id: int) -> None:
+    def __init__(self, split: TokenSplit, block_size: int, bos_id: int, eos_id: int, pad_id: int = 0) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.split = split
         self.block_size = block_size
         self.bos_id = bos_id
         self.eos_id = eos_id
+        self.pad_id = pad_id  # of `batch` (collate_documents takes its own)
 
     def __len__(self) -> int:
         return self.split.num_docs
@@ -118,6 +155,36 @@ class DocumentDataset(Dataset):
     def lengths(self) -> np.ndarray:
         """Input length of every item, (num_docs,): min(doc tokens + 1, block_size)."""
         return np.minimum(self.split.doc_lengths() + 1, self.block_size)
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """`collate_documents(pad_id)` of items `indices`, built in one piece from the memory map: position j of
+        row r holds seq_r[j] (input) and seq_r[j + 1] (label), where seq_r = BOS + document + EOS."""
+        index = np.asarray(indices, dtype=np.int64)
+        lengths = self.split.doc_lengths()[index] if len(index) else np.zeros(0, dtype=np.int64)
+        n = np.minimum(lengths + 1, self.block_size)[:, None]  # inputs (= labels) of each row
+        j = np.arange(int(n.max()) if len(index) else 0, dtype=np.int64)[None, :]
+        valid = j < n
+        input_ids = np.where(valid, self._seq_at(index, lengths, j), self.pad_id)
+        labels = np.where(valid, self._seq_at(index, lengths, j + 1), IGNORE_INDEX)
+        if self.split.prompt_lens is not None:
+            labels[j < np.asarray(self.split.prompt_lens)[index][:, None]] = IGNORE_INDEX
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(valid.astype(np.int64)),
+                "labels": torch.from_numpy(labels)}
+
+    def _seq_at(self, index: np.ndarray, lengths: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """(rows, positions) int64: seq[k] of each document (BOS at 0, its tokens, EOS after them)."""
+        tokens = self.split.tokens
+        at = np.asarray(self.split.doc_offsets)[index][:, None] + k - 1
+        ids = np.asarray(tokens[np.clip(at, 0, len(tokens) - 1)], dtype=np.int64) if len(tokens) else np.zeros_like(at)
+        return np.where(k == 0, self.bos_id, np.where(k == lengths[:, None] + 1, self.eos_id, ids))
+
+    def num_targets(self, indices: Sequence[int]) -> int:
+        """Scored labels of items `indices` (no pads, no prompt or <sep>), from the lengths alone."""
+        index = np.asarray(indices, dtype=np.int64)
+        n = np.minimum(self.split.doc_lengths()[index] + 1, self.block_size)
+        if self.split.prompt_lens is not None:
+            n = n - np.minimum(np.asarray(self.split.prompt_lens)[index], n)
+        return int(n.sum())
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         doc = np.asarray(self.split.doc(i), dtype=np.int64)

@@ -673,6 +673,7 @@ def data_summary(data: PreparedData) -> dict[str, Any]:
                       "tokenize_seconds": m["tokenize_seconds"], "wall_seconds": m["wall_seconds"]}
     return {"fingerprint": data.fingerprint, "cache_dir": str(data.cache_dir), "reused": data.reused,
             "tokenizer": meta["tokenizer"], "source": meta["source"], "build_seconds": meta["build_seconds"],
+            "cache_mb": sum(f.stat().st_size for f in data.cache_dir.rglob("*") if f.is_file()) / 1e6,
             "peak_rss_mb": peak_rss_mb(), "splits": rows}
 
 

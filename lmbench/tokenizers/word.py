@@ -182,12 +182,12 @@ class WordTokenizer(VocabList, Tokenizer):
         """`encode_batch` with the lookups done by `map` straight into one numpy array (no list per text)."""
         pieces = [self.split(text) for text in texts]
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        words = list(itertools.chain.from_iterable(pieces))
-        ids = np.fromiter(map(self._stoi.get, words, itertools.repeat(self.unk_id)), dtype=np.uint32,
-                          count=len(words))
-        hits = np.flatnonzero(ids == self.unk_id).tolist()
-        if hits:  # a literal "<unk>" in the text is the unk token, not an unknown word
-            warn_unknown(logger, self.kind, [w for w in (words[i] for i in hits) if w not in self._stoi], len(ids))
+        ids = np.fromiter(map(self._stoi.get, itertools.chain.from_iterable(pieces), itertools.repeat(self.unk_id)),
+                          dtype=np.uint32, count=int(lengths.sum()))
+        if self.unk_id in ids:  # a literal "<unk>" in the text is the unk token, not an unknown word
+            words = list(itertools.chain.from_iterable(pieces))
+            unknown = [words[i] for i in np.flatnonzero(ids == self.unk_id).tolist() if words[i] not in self._stoi]
+            warn_unknown(logger, self.kind, unknown, len(ids))
         return ids, lengths
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -74,6 +74,14 @@ class TrainData:
     carry: bool  # a model that carries state on a packed stream: carry it across steps (truncated BPTT)
     tokens_per_item: float  # mean targets per item (schedule/ETA estimate for max_tokens)
 
+    def batch(self, indices: np.ndarray) -> dict[str, Tensor]:
+        """The collated batch of items `indices` (a micro-batch), built in one piece from the memory map."""
+        return self.dataset.batch(indices)
+
+    def num_targets(self, indices: np.ndarray) -> int:
+        """Scored labels of items `indices` (a global batch), from the lengths alone."""
+        return self.dataset.num_targets(indices)
+
     def micro_batch_size(self, num_processes: int, grad_accum_steps: int) -> int:
         """Sequences per forward: the global batch split over processes and accumulation steps (the spec was
         checked to divide evenly before anything ran: `lmbench.spec.check_batch_split`)."""
@@ -93,7 +101,7 @@ def make_train_data(spec: ExperimentSpec, split: Any, tokenizer: Any, carries_st
         plan = BatchPlan("stream" if carries_state else "shuffle", len(dataset), B, spec.seed)
         collate, per_item = _stack, float(d.block_size)
     else:
-        dataset = DocumentDataset(split, d.block_size, tokenizer.bos_id, tokenizer.eos_id)
+        dataset = DocumentDataset(split, d.block_size, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
         lengths = np.asarray(dataset.lengths)
         plan = BatchPlan("bucket" if d.bucket_by_length else "shuffle", len(dataset), B, spec.seed, lengths)
         pad_id = tokenizer.pad_id

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -267,17 +268,20 @@ class Trainer:
             self._save()
 
     # ----- one optimizer step
-    def global_items(self, step: int) -> list[dict[str, Tensor]]:
-        epoch, index = divmod(step, self.steps_per_epoch)
-        indices = self.train_data.plan.batch(epoch, index)
-        return [self.train_data.dataset[int(i)] for i in indices]
+    def global_indices(self, step: int) -> np.ndarray:
+        """The dataset items of update `step`'s global batch (every process's), from the seeded plan."""
+        return self.train_data.plan.batch(*divmod(step, self.steps_per_epoch))
 
-    def micro_batches(self, items: list[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
-        """This process's micro-batches: slot a * world + rank of the global batch, a = 0..accum-1."""
+    def global_batch(self, step: int) -> dict[str, Tensor]:
+        """Update `step`'s whole global batch, collated on the host (for tests and benchmarks)."""
+        return self.train_data.batch(self.global_indices(step))
+
+    def micro_batches(self, indices: np.ndarray) -> Iterator[dict[str, Tensor]]:
+        """This process's micro-batches of a global batch: slot a * world + rank, a = 0..accum-1 (only these are
+        built)."""
         for a in range(self.accum):
             slot = a * self.world + self.acc.process_index
-            batch = self.train_data.collate(items[slot * self.micro:(slot + 1) * self.micro])
-            yield to_device(batch, self.acc.device)
+            yield to_device(self.train_data.batch(indices[slot * self.micro:(slot + 1) * self.micro]), self.acc.device)
 
     def _batches(self, step: int) -> tuple[int, list[dict[str, Tensor]]]:
         """(targets in the global batch, this process's micro-batches on the device) for update `step`: the
@@ -285,9 +289,8 @@ class Trainer:
         ready, self._ready = self._ready, None
         if ready is not None and ready[0] == step:
             return ready[1], ready[2]
-        items = self.global_items(step)
-        num_targets = int(sum(int((item["labels"] != IGNORE_INDEX).sum()) for item in items))
-        return num_targets, list(self.micro_batches(items))
+        indices = self.global_indices(step)
+        return self.train_data.num_targets(indices), list(self.micro_batches(indices))
 
     def _prefetch(self, step: int) -> None:
         """Collate, pin and start copying update `step`'s batches now: on a GPU this host work overlaps the

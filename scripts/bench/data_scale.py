@@ -138,9 +138,14 @@ def maxrss_mb(who: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- children
-def child_pipeline(kind: str, folder: Path, cache: Path) -> dict[str, Any]:
+def child_pipeline(kind: str, folder: Path, cache: Path, workers: str = "all") -> dict[str, Any]:
+    import dataclasses
+
+    from lmbench.allocator import keep_freed_memory
     from lmbench.data import cache as cache_module
     from lmbench.data.cache import prepare_data
+
+    keep_freed_memory()  # as the lmbench CLI does
 
     sampler = RssSampler()
     write_split = cache_module._write_split
@@ -152,6 +157,8 @@ def child_pipeline(kind: str, folder: Path, cache: Path) -> dict[str, Any]:
     cache_module._write_split = marked
     sampler.phase = "train_tokenizer"
     spec = spec_for(kind, folder, cache)
+    if workers != "all":
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, num_workers=int(workers)))
     started = time.perf_counter()
     data = prepare_data(spec, progress=False, verify=False)
     wall = time.perf_counter() - started
@@ -184,6 +191,9 @@ def read_documents(path: Path, separator: str | None):  # noqa: ANN201  (a gener
 def child_raw(kind: str, folder: Path, tokenizer_dir: Path) -> dict[str, Any]:
     import numpy as np
 
+    from lmbench.allocator import keep_freed_memory
+
+    keep_freed_memory()
     threads = len(os.sched_getaffinity(0))
     separator = SEPARATOR if KINDS[kind]["corpus"] == "tinystories" else None
     if kind == "hf":
@@ -191,15 +201,17 @@ def child_raw(kind: str, folder: Path, tokenizer_dir: Path) -> dict[str, Any]:
 
         tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
-        def encode(docs: list[str]) -> int:
-            return sum(len(e.ids) for e in tok.encode_batch_fast(docs, add_special_tokens=False))
+        def encode(docs: list[str]) -> int:  # batches of 1,000 documents: the library's fastest here
+            return sum(len(e.ids) for i in range(0, len(docs), 1000)
+                       for e in tok.encode_batch_fast(docs[i:i + 1000], add_special_tokens=False))
     elif kind == "bpe":
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=str(tokenizer_dir / "sentencepiece.model"))
 
         def encode(docs: list[str]) -> int:
-            return sum(map(len, sp.encode(docs, out_type=int, num_threads=threads)))
+            return sum(len(ids) for i in range(0, len(docs), 1000)
+                       for ids in sp.encode(docs[i:i + 1000], out_type=int, num_threads=threads))
     else:
         vocab = json.loads(next(tokenizer_dir.glob("*_vocab.json")).read_text(encoding="utf-8"))
         vocab = vocab["vocab"] if isinstance(vocab, dict) else vocab
@@ -242,18 +254,21 @@ def run_child(*args: str) -> dict[str, Any]:
 def loader_rows(cache_dir: Path, seconds: float = 10.0) -> list[dict[str, Any]]:
     """Tokens/s of the Trainer's host-side batch work (items of a global batch from the seeded plan, collate,
     target count: `Trainer._batches` without the device copy) at 64 x 1024 from a cache."""
+    from lmbench.allocator import keep_freed_memory
     from lmbench.data.batching import IGNORE_INDEX
     from lmbench.data.cache import load_prepared
     from lmbench.training.plan import make_train_data
 
+    keep_freed_memory()  # as the lmbench CLI does (the Trainer runs under it)
     data = load_prepared(cache_dir, verify=False)
     rows = []
     for batching in ("packed", "documents"):
         train = make_train_data(_loader_spec(batching), data.splits["train"], data.tokenizer, carries_state=False)
         done, tokens, started = 0, 0, time.perf_counter()
         while time.perf_counter() - started < seconds and done < train.plan.steps_per_epoch:
-            items = [train.dataset[int(i)] for i in train.plan.batch(0, done)]
-            batch = train.collate(items)
+            indices = train.plan.batch(0, done)  # what Trainer._batches does, less the device copy
+            train.num_targets(indices)
+            batch = train.batch(indices)
             tokens += int((batch["labels"] != IGNORE_INDEX).sum())
             done += 1
         elapsed = time.perf_counter() - started
@@ -298,15 +313,19 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
              "`raw` is the library called the fastest plain way on the same text in the same run (see the script's",
              "docstring). Peak RSS: the pipeline process during tokenization (and tokenizer training), its worker",
              "processes' peak apart.", "",
-             "| size | kind | pipeline MB/s | raw MB/s | pipeline / raw | workers | tokens | tokenizer training s "
-             "(sample MB) | RSS tokenize MB | RSS train-tok. MB | workers RSS MB | cache MB |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| size | kind | pipeline MB/s | raw MB/s | pipeline / raw | lmbench 1 process MB/s | pipeline / 1 process "
+             "| workers | tokens | tokenizer training s (sample MB) | RSS tokenize MB | RSS train-tok. MB | workers RSS MB "
+             "| cache MB |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["rows"]:
         p, r = row["pipeline"], row["raw"]
         mb = p["file_bytes"] / 1e6
         pipe, raw = mb / p["tokenize_s"], r["file_bytes"] / 1e6 / r["tokenize_s"]
+        one = row.get("one_process")
+        one_rate = one["file_bytes"] / 1e6 / one["tokenize_s"] if one else None
+        one_cells = f"{fmt(one_rate)} | **{pipe / one_rate:.2f}x**" if one_rate else "- | -"
         lines.append(f"| {row['size_mb']} MB | {KINDS[row['kind']]['label']} | {fmt(pipe)} | {fmt(raw)} | "
-                     f"**{pipe / raw:.2f}x** | {p['workers']} | {p['tokens']:,} | {fmt(p['train_tokenizer_s'])} "
+                     f"**{pipe / raw:.2f}x** | {one_cells} | {p['workers']} | {p['tokens']:,} | {fmt(p['train_tokenizer_s'])} "
                      f"({fmt(p['train_sample']['chars'] / 1e6)}) | {fmt(p['rss_mb'].get('tokenize', 0), 0)} | "
                      f"{fmt(p['rss_mb'].get('train_tokenizer', 0), 0)} | {fmt(p['workers_maxrss_mb'], 0)} | "
                      f"{fmt(p['cache_bytes'] / 1e6, 0)} |")
@@ -344,15 +363,19 @@ def main() -> None:
     parser.add_argument("--no-loader", action="store_true")
     args = parser.parse_args()
     if args.child:
-        mode, kind, *paths = args.child
+        mode, kind, folder, where, *rest = args.child
         fn = child_pipeline if mode == "pipeline" else child_raw
-        print(json.dumps(fn(kind, *map(Path, paths))))
+        print(json.dumps(fn(kind, Path(folder), Path(where), *rest)))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="lmbench-scale-"))
     results: dict[str, Any] = {"command": "python " + " ".join([os.path.relpath(__file__, REPO), *sys.argv[1:]]),
                                "date": time.strftime("%Y-%m-%d"), "rows": [], "growth": {}, "extrapolated": {},
                                "machine": f"{platform.processor() or platform.machine()}, "
                                           f"{len(os.sched_getaffinity(0))} cores"}
+    if not args.child:
+        from lmbench.allocator import keep_freed_memory
+
+        keep_freed_memory()
     for size in args.sizes:
         for kind in args.kinds:
             folder = make_corpus(KINDS[kind]["corpus"], size, work / f"{KINDS[kind]['corpus']}-{size}")
@@ -361,6 +384,9 @@ def main() -> None:
             pipeline = run_child("pipeline", kind, str(folder), str(cache))
             raw = run_child("raw", kind, str(folder), pipeline["tokenizer_dir"])
             row = {"size_mb": size, "kind": kind, "pipeline": pipeline, "raw": raw}
+            if kind in ("char", "word"):  # lmbench in one process (data.num_workers: 1), for the scaling ratio
+                shutil.rmtree(cache, ignore_errors=True)
+                row["one_process"] = run_child("pipeline", kind, str(folder), str(cache), "1")
             results["rows"].append(row)
             print(json.dumps({k: row[k] for k in ("size_mb", "kind")} |
                              {"pipeline_mb_s": pipeline["file_bytes"] / 1e6 / pipeline["tokenize_s"],

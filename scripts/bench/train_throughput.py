@@ -134,7 +134,7 @@ def lmbench_runner(trainer: Trainer) -> Callable[[int], None]:
 
 def same_batches(trainer: Trainer, num_steps: int) -> list[dict[str, torch.Tensor]]:
     """The global batches lmbench trains on at steps 0..num_steps-1, collated, for the plain loops."""
-    return [trainer.train_data.collate(trainer.global_items(i)) for i in range(num_steps)]
+    return [trainer.global_batch(i) for i in range(num_steps)]
 
 
 # ------------------------------------------------------------------------------------------ plain side

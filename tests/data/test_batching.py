@@ -44,6 +44,23 @@ def test_packed_windows_cover_the_stream_in_order(block_size: int) -> None:
     assert item["input_ids"].dtype == torch.long and item["input_ids"].shape == (block_size,)
 
 
+def test_packed_windows_read_together_equal_the_materialised_stream() -> None:
+    """`__getitems__` (one vectorised gather for a batch, any order, repeats) gives the windows of the stream
+    written out in full, with empty documents and windows spanning several documents."""
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(4, 50, rng.integers(0, 9)).tolist() for _ in range(60)]
+    stream = stream_of(docs)
+    ds = PackedDataset(make_split(docs), 7, EOS, offset=3)
+    indices = [5, 0, len(ds) - 1, 5, 17]
+    for i, item in zip(indices, ds.__getitems__(indices)):
+        start = 3 + i * 7
+        assert item["input_ids"].tolist() == stream[start:start + 7]
+        assert item["labels"].tolist() == stream[start + 1:start + 8]
+    assert ds.__getitems__([]) == []
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, len(ds)])
+
+
 def test_packed_offset_and_empty_documents() -> None:
     docs = [[], [11, 12], [], [13]]  # stream: EOS 11 12 EOS EOS 13 EOS
     ds = PackedDataset(make_split(docs), 2, EOS, offset=1)
@@ -109,6 +126,31 @@ def test_document_truncation_and_lengths() -> None:
     assert ds.lengths.tolist() == [8, 4, 1] == [len(ds[i]["input_ids"]) for i in range(3)]
     assert ds[0]["labels"].tolist() == [10] * 8  # truncated: EOS is cut off
     assert ds[2]["input_ids"].tolist() == [BOS] and ds[2]["labels"].tolist() == [EOS]
+
+
+@pytest.mark.parametrize("prompted", [False, True])
+@pytest.mark.parametrize("block_size", [3, 64])
+def test_batches_built_in_one_piece_equal_collated_items(prompted: bool, block_size: int) -> None:
+    """`batch` (vectorised over the memory map) is exactly collate_documents / stacking of the items, with
+    truncation, empty documents, prompts longer than the block; `num_targets` counts its scored labels."""
+    docs = random_docs(30, seed=3) + [[]]
+    rng = np.random.default_rng(4)
+    prompts = [int(rng.integers(0, len(d) + 2)) for d in docs] if prompted else None
+    indices = [30, 4, 4, 17, 0, 29, 8]
+    split = make_split(docs, prompts)
+    documents = DocumentDataset(split, block_size, BOS, EOS, PAD)
+    expected = collate_documents([documents[i] for i in indices], PAD)
+    got = documents.batch(np.array(indices))
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key].dtype == torch.long and torch.equal(got[key], expected[key]), key
+    assert documents.num_targets(np.array(indices)) == int((expected["labels"] != IGNORE_INDEX).sum())
+    packed = PackedDataset(split, block_size, EOS, offset=1)
+    windows = [0, len(packed) - 1, 2]
+    stacked = {k: torch.stack([packed[i][k] for i in windows]) for k in ("input_ids", "labels")}
+    got = packed.batch(np.array(windows))
+    assert all(torch.equal(got[k], stacked[k]) and got[k].is_contiguous() for k in stacked)
+    assert packed.num_targets(np.array(windows)) == len(windows) * block_size
 
 
 def test_length_bucket_sampler() -> None:

@@ -160,6 +160,9 @@ def test_cmd_data_prints_and_writes_json(tmp_path: Path, lines_path: Path, capsy
     assert "validation" in printed and "tok MB/s" in printed and "built in" in printed
     summary = json.loads(out.read_text("utf-8"))
     assert set(summary["splits"]) == {"train", "validation"} and not summary["reused"]
+    on_disk = sum(f.stat().st_size for f in Path(summary["cache_dir"]).rglob("*") if f.is_file())
+    assert summary["cache_mb"] == pytest.approx(on_disk / 1e6) and f"{on_disk / 1e6:,.1f} MB" in printed
+    assert "peak RSS:" in printed and summary["peak_rss_mb"] > 0
     assert summary["splits"]["train"]["num_docs"] + summary["splits"]["validation"]["num_docs"] == len(LINES) + 1
     assert main(["data", str(spec_path), "data.val_fraction=0.25"]) == 0
     assert "reused" in capsys.readouterr().out
@@ -314,3 +317,91 @@ def test_tokenizer_learns_from_a_recorded_sample_of_a_large_split(make_spec, tmp
     assert record["rate"] == pytest.approx(0.25, rel=1e-3)
     assert 0.18 < record["docs"] / record["of_docs"] < 0.32  # about a quarter of the documents
     assert sampled.fingerprint != whole.fingerprint and sampled.tokenizer.vocab_size <= whole.tokenizer.vocab_size
+
+
+@pytest.mark.parametrize("kind", ["char", "hf"])
+def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays flat: while a split is tokenized, the documents read but not yet written never exceed a few
+    batches per worker (here 20,000 documents in batches of 100, at most (2 x workers + 3) x 100 in flight),
+    whatever the split's size; a build that held the split as a list would reach 20,000."""
+    from lmbench.data import cache as cache_module
+
+    from .helpers import experiment
+
+    monkeypatch.setattr(cache_module, "DOCS_PER_BATCH", 100)
+    corpus = write_lines(tmp_path / "c.txt", [f"story {i} of the cat" for i in range(20_000)])
+    read, written, in_flight, writing = [0], [0], [], [False]
+    real_iter, real_add, real_write = cache_module.iter_documents, cache_module._SplitWriter.add, cache_module._write_split
+
+    def counted(spec, split):  # noqa: ANN001, ANN202  (the tokenizer's training pass reads too: not counted)
+        for doc in real_iter(spec, split):
+            if writing[0]:
+                read[0] += 1
+                in_flight.append(read[0] - written[0])
+            yield doc
+
+    def add(self, docs, batch):  # noqa: ANN001, ANN202
+        written[0] += len(docs)
+        return real_add(self, docs, batch)
+
+    def write_split(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        read[0], written[0], writing[0] = 0, 0, True
+        try:
+            return real_write(*args, **kwargs)
+        finally:
+            writing[0] = False
+
+    monkeypatch.setattr(cache_module, "iter_documents", counted)
+    monkeypatch.setattr(cache_module._SplitWriter, "add", add)
+    monkeypatch.setattr(cache_module, "_write_split", write_split)
+    tokenizer = {"kind": "char"} if kind == "char" else {"kind": "hf", "params": {"train_from_scratch": True,
+                                                                                   "vocab_size": 300}}
+    spec = experiment({"source": "text", "path": str(corpus), "val_fraction": 0.1, "num_workers": 2,
+                       "cache_dir": str(tmp_path / "cache")}, tokenizer)
+    data = prepare_data(spec, progress=False)
+    assert data.splits["train"].num_docs > 17_000 and data.meta["splits"]["train"]["workers"] == 2
+    workers = 1 if kind == "hf" else 2  # one encoding thread for a library that is parallel itself
+    assert len(in_flight) == 20_000 and max(in_flight) <= (2 * workers + 3) * 100, max(in_flight)
+
+
+def test_streamed_parquet_shards_of_a_hub_dataset_build_the_same_cache(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`source: hf` on a folder laid out like a Hub dataset (data/train-0000k-of-00004.parquet, a validation
+    shard) with `streaming: true` is read as an IterableDataset, batch by batch, into the same token cache as the
+    downloaded (non-streaming) dataset."""
+    import datasets
+    import pandas as pd
+
+    from lmbench.data.sources import hf as hf_source
+
+    from .helpers import experiment
+
+    folder = tmp_path / "hub" / "data"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    words = ["once", "upon", "a", "time", "the", "dog", "ran", "home", "."]
+    for shard in range(4):
+        texts = [" ".join(rng.choice(words, 12)) for _ in range(300)]
+        pd.DataFrame({"text": texts, "id": range(300)}).to_parquet(folder / f"train-{shard:05d}-of-00004.parquet")
+    pd.DataFrame({"text": ["the dog ran home ."] * 60}).to_parquet(folder / "validation-00000-of-00001.parquet")
+    loaded = []
+    real_load = hf_source._hf_load
+
+    def spy(config, split):  # noqa: ANN001, ANN202
+        ds = real_load(config, split)
+        loaded.append(type(ds))
+        return ds
+
+    monkeypatch.setattr(hf_source, "_hf_load", spy)
+    built = []
+    for streaming in (True, False):
+        spec = experiment({"source": "hf", "path": str(tmp_path / "hub"), "streaming": streaming,
+                           "cache_dir": str(tmp_path / f"cache-{streaming}")}, {"kind": "char"})
+        built.append(prepare_data(spec, progress=False))
+    assert datasets.IterableDataset in loaded and datasets.Dataset in loaded
+    streamed, downloaded = built
+    assert streamed.splits["train"].num_docs == 1200 and streamed.splits["validation"].num_docs == 60
+    for name in ("train", "validation"):
+        a, b = (d.cache_dir / f"{name}.tokens.bin" for d in built)
+        assert a.read_bytes() == b.read_bytes()

@@ -295,8 +295,7 @@ def test_train_loss_is_the_mean_over_target_tokens_not_sequences(tmp_path: Path)
                    train={"grad_accum_steps": 2, "max_steps": 1, "eval_every": None})
     cfg["model"]["params"].update(dropout=0.0, block_size=96)
     trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
-    items = trainer.global_items(0)
-    batch = trainer.train_data.collate(items)
+    batch = trainer.global_batch(0)
     model = trainer.acc.unwrap_model(trainer.module).model
     with torch.no_grad():
         logits = model(batch["input_ids"], batch.get("attention_mask")).double()
