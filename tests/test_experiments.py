@@ -82,9 +82,16 @@ def data_env(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> Path:
 def _local_overrides(path: Path, data_root: Path, tokenizer_dir: Path) -> list[str]:
     if path.stem == "tinystories":  # hub dataset + hub tokenizer -> local folder + local tokenizer
         return [f"data.path={data_root / 'hf_tinystories'}", f"tokenizer.params.name_or_path={tokenizer_dir}"]
-    if path.stem == "writingprompts":  # sentencepiece cannot learn 2500 pieces from a few hundred words
-        return ["tokenizer.params.vocab_size=200"]
+    if path.stem in ("writingprompts", "writingprompts_seq2seq"):  # sentencepiece cannot learn 2500 pieces
+        return ["tokenizer.params.vocab_size=200"]                   # from a few hundred words
     return []
+
+
+def _late_overrides(path: Path) -> list[str]:
+    """After TINY: an encoder-decoder's prompts are a source followed by <sep>."""
+    cells = load_cells(path, [])[1]
+    return ["sample.prompts=['Once upon a time <sep>']"] if any(c.spec.model.family == "hf_seq2seq" for c in cells) \
+        else []
 
 
 TINY = ["train.max_steps=2", "train.batch_size=4", "train.max_seconds=null", "train.eval_every=null", "train.checkpoint_every=null",
@@ -95,7 +102,7 @@ TINY = ["train.max_steps=2", "train.batch_size=4", "train.max_seconds=null", "tr
 def test_there_is_a_recipe_for_every_notebook() -> None:
     names = {p.stem for p in EXPERIMENTS}
     assert {"quickstart", "tinystories", "tinystories_local", "shakespeare_char", "shakespeare_char_large",
-            "writingprompts", "arxiv_rnn", "wikitext2_lstm"} <= names
+            "writingprompts", "writingprompts_seq2seq", "t5_pairs", "arxiv_rnn", "wikitext2_lstm"} <= names
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -108,7 +115,8 @@ def test_recipe_loads_and_validates(path: Path, data_env: Path, hf_tokenizer_dir
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_recipe_runs_at_a_tiny_budget(path: Path, data_env: Path, hf_tokenizer_dir: Path, tmp_path: Path) -> None:
-    overrides = _local_overrides(path, data_env, hf_tokenizer_dir) + TINY + [f"data.cache_dir={tmp_path / 'cache'}"]
+    overrides = (_local_overrides(path, data_env, hf_tokenizer_dir) + TINY + _late_overrides(path)
+                 + [f"data.cache_dir={tmp_path / 'cache'}"])
     code = main(["run", str(path), *overrides, "--results", str(tmp_path / "results")])
     assert code == 0
     grid_name, cells = load_cells(path, overrides)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from lmbench.data.corpus import iter_documents, split_names
+from lmbench.data.corpus import iter_document_batches, split_names
 from lmbench.data.sources import SPLITS, Document, make_source
 from lmbench.errors import SpecError
 from lmbench.integrity import check_manifest, manifest_of
@@ -315,17 +315,18 @@ class TrainingSample:
     def texts(self) -> Iterator[str]:
         from lmbench.data.corpus import unit_hash
 
-        for i, doc in enumerate(iter_documents(self.spec.data, "train")):
-            self.seen += 1
-            if self.rate < 1.0 and unit_hash(self.spec.data.split_seed, "tokenizer-sample", i) >= self.rate:
-                continue
-            if self.cut and self.bytes >= self.limit:  # type: ignore[operator]
-                continue
-            self.docs += 1
-            self.bytes += len(doc.text) + len(doc.prompt or "")
-            if doc.prompt is not None:
-                yield doc.prompt
-            yield doc.text
+        for batch in iter_document_batches(self.spec.data, "train"):
+            for i, doc in enumerate(batch, start=self.seen):
+                if self.rate < 1.0 and unit_hash(self.spec.data.split_seed, "tokenizer-sample", i) >= self.rate:
+                    continue
+                if self.cut and self.bytes >= self.limit:  # type: ignore[operator]
+                    continue
+                self.docs += 1
+                self.bytes += len(doc.text) + len(doc.prompt or "")
+                if doc.prompt is not None:
+                    yield doc.prompt
+                yield doc.text
+            self.seen += len(batch)
 
     def record(self) -> dict[str, Any]:
         return {"docs": self.docs, "chars": self.bytes, "of_docs": self.seen,
@@ -341,19 +342,32 @@ def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:
     return iter(tqdm(items, desc=desc, unit="doc", mininterval=1.0, file=sys.stderr, disable=None))
 
 
-def _byte_progress(docs: Iterator[Document], enabled: bool, desc: str, total: int | None) -> Iterator[Document]:
-    """Documents passed through, with a terminal progress bar in MB of text (MB/s; an ETA when the split's size
-    can be estimated). Characters are counted as bytes: exact for ASCII text, close otherwise."""
+def _byte_progress(batches: Iterator[list[Document]], enabled: bool, desc: str,
+                   total: int | None) -> Iterator[list[Document]]:
+    """Document batches passed through, with a terminal progress bar in MB of text (MB/s; an ETA when the split's
+    size can be estimated). Characters are counted as bytes: exact for ASCII text, close otherwise."""
     if not enabled:
-        yield from docs
+        yield from batches
         return
     from tqdm.auto import tqdm
 
     with tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1000, mininterval=1.0, file=sys.stderr,
               disable=None) as bar:
-        for doc in docs:
-            bar.update(len(doc.text) + len(doc.prompt or ""))
-            yield doc
+        for batch in batches:
+            bar.update(sum(len(doc.text) + len(doc.prompt or "") for doc in batch))
+            yield batch
+
+
+def rebatch(batches: Iterator[list[Document]], size: int) -> Iterator[list[Document]]:
+    """The same documents, in order, in lists of exactly `size` (the last one shorter)."""
+    pending: list[Document] = []
+    for batch in batches:
+        pending += batch
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
 def _split_size(spec: ExperimentSpec, name: str) -> int | None:
@@ -495,8 +509,8 @@ def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, director
     writer = _SplitWriter(directory, name, dtype, prompted, tokenizer if name in UNIT_SPLITS else None)
     started = time.perf_counter()
     encode_bytes = 0
-    docs = _byte_progress(iter_documents(spec.data, name), progress, f"tokenize {name}", _split_size(spec, name))
-    batches = iter(lambda: list(itertools.islice(docs, DOCS_PER_BATCH)), [])
+    batches = rebatch(_byte_progress(iter_document_batches(spec.data, name), progress, f"tokenize {name}",
+                                     _split_size(spec, name)), DOCS_PER_BATCH)
     try:
         for docs_batch, encoded in _encoded(tokenizer, batches, prompted, dtype, pool):
             encode_bytes += encoded.input_bytes

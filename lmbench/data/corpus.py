@@ -17,9 +17,11 @@ Everything is an iterator; nothing holds the corpus in memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 
 from lmbench.data.sources import SPLITS, Document, make_source
+from lmbench.data.sources.base import ROWS_PER_READ
 from lmbench.errors import SpecError
 from lmbench.spec import DataSpec
 
@@ -42,24 +44,37 @@ def split_names(spec: DataSpec) -> list[str]:
 
 def iter_documents(spec: DataSpec, split: str) -> Iterator[Document]:
     """The filtered documents of `split`. Raises SpecError (when exhausted) if the split has no documents."""
+    for batch in iter_document_batches(spec, split):
+        yield from batch
+
+
+def iter_document_batches(spec: DataSpec, split: str) -> Iterator[list[Document]]:
+    """`iter_documents` in lists, as the source reads them (a text file: the documents of each chunk): the filters
+    run over a list at a time, so reading costs no Python call per document."""
     source = make_source(spec)
     native = source.native_splits()
     carved = carved_fractions(spec, native)
     if split not in native and split not in carved:
         names = sorted(set(native) | set(carved), key=SPLITS.index)
         raise SpecError("data", f"this data has no {split!r} split; it has {', '.join(names)}")
+    batches: Iterator[list[Document]]
     if split != "train" and split in native or not carved:
-        docs: Iterator[Document] = (d for _, d in filtered(spec, source.documents(split), split))
-    else:
+        batches = (docs for _, docs in filtered_batches(spec, source.document_batches(split), split))
+    elif spec.split == "tail":
         def train_stream() -> Iterator[tuple[int, Document]]:
-            return filtered(spec, source.documents("train"), "train")
+            return ((i, d) for indices, docs in filtered_batches(spec, source.document_batches("train"), "train")
+                    for i, d in zip(indices, docs))
 
-        docs = tail_split(train_stream, carved, split) if spec.split == "tail" else \
-            (d for i, d in train_stream() if assign_split(spec.split_seed, i, carved) == split)
+        docs = tail_split(train_stream, carved, split)
+        batches = iter(lambda: list(itertools.islice(docs, ROWS_PER_READ)), [])
+    else:
+        batches = ([d for i, d in zip(indices, docs) if assign_split(spec.split_seed, i, carved) == split]
+                   for indices, docs in filtered_batches(spec, source.document_batches("train"), "train"))
     num_docs = 0
-    for doc in docs:
-        num_docs += 1
-        yield doc
+    for batch in batches:
+        if batch:
+            num_docs += len(batch)
+            yield batch
     if num_docs == 0:
         raise SpecError("data", f"split {split!r} is empty after filtering ({describe_filters(spec)}); "
                                 "loosen data.limit / data.subsample / data.min_chars / data.max_chars "
@@ -90,15 +105,38 @@ def assign_split(seed: int, index: int, carved: dict[str, float]) -> str:
 
 def filtered(spec: DataSpec, docs: Iterator[Document], salt: str) -> Iterator[tuple[int, Document]]:
     """(raw index, transformed document) of the documents that pass limit, subsample and length filters."""
-    for index, doc in enumerate(docs):
-        if spec.limit is not None and index >= spec.limit:
+    batches = iter(lambda: list(itertools.islice(docs, ROWS_PER_READ)), [])
+    for indices, kept in filtered_batches(spec, batches, salt):
+        yield from zip(indices, kept)
+
+
+def filtered_batches(spec: DataSpec, batches: Iterator[list[Document]], salt: str
+                     ) -> Iterator[tuple[Sequence[int], list[Document]]]:
+    """`filtered` a list at a time: (raw indices, transformed documents) of each batch's documents that pass
+    `limit` (the first N raw documents), `subsample` (seeded by raw index), `replace`/`lowercase`, then
+    `min_chars`/`max_chars`. Every step is skipped when its field is at its default."""
+    start = 0
+    for docs in batches:
+        indices: Sequence[int] = range(start, start + len(docs))
+        start += len(docs)
+        if spec.limit is not None and indices.stop > spec.limit:
+            keep = max(spec.limit - indices.start, 0)
+            docs, indices = docs[:keep], indices[:keep]
+        if spec.subsample < 1:
+            chosen = [k for k, i in enumerate(indices)
+                      if unit_hash(spec.split_seed, "subsample", salt, i) < spec.subsample]
+            docs, indices = [docs[k] for k in chosen], [indices[k] for k in chosen]
+        if spec.replace or spec.lowercase:
+            docs = [transform(spec, d) for d in docs]
+        low, high = spec.min_chars, spec.max_chars
+        if low > 0 or high is not None:
+            chosen = [k for k, d in enumerate(docs) if len(d.text) >= low and (high is None or len(d.text) <= high)]
+            if len(chosen) < len(docs):
+                docs, indices = [docs[k] for k in chosen], [indices[k] for k in chosen]
+        if docs:
+            yield indices, docs
+        if spec.limit is not None and start >= spec.limit:
             return
-        if spec.subsample < 1 and unit_hash(spec.split_seed, "subsample", salt, index) >= spec.subsample:
-            continue
-        doc = transform(spec, doc)
-        if len(doc.text) < spec.min_chars or (spec.max_chars is not None and len(doc.text) > spec.max_chars):
-            continue
-        yield index, doc
 
 
 def transform(spec: DataSpec, doc: Document) -> Document:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lmbench.models import hf, recurrent, transformer  # noqa: F401  (each module registers its families)
+from lmbench.models import hf, recurrent, seq2seq, transformer  # noqa: F401  (each module registers its families)
 from lmbench.models.base import MODELS, DecodeState, LanguageModel
 from lmbench.spec import ModelSpec, typed_params
 
@@ -47,5 +47,6 @@ def build_model(spec: ModelSpec, tokenizer: Any, *, seed: int = 0) -> LanguageMo
     """
     family = MODELS.get(spec.family)
     config = resolve_config(spec)
-    extras = _glove_extras(config, tokenizer, seed) if issubclass(family, recurrent.RecurrentLM) else {}
+    extras = _glove_extras(config, tokenizer, seed) if issubclass(family, recurrent.RecurrentLM) else \
+        family.extras(config, tokenizer, seed)
     return family(config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, **extras)

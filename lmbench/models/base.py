@@ -59,6 +59,16 @@ class LanguageModel(nn.Module, abc.ABC):
         transformers' argument of that name: a prefill needs only the last one.
         """
 
+    # True for families that must see a whole sequence at once (hf_seq2seq: the source at its start): evaluation
+    # scores every document in one forward instead of sliding block_size windows over it.
+    whole_sequences: ClassVar[bool] = False
+
+    @classmethod
+    def extras(cls, config: Any, tokenizer: Any, seed: int) -> dict[str, Any]:
+        """Constructor arguments beyond (config, vocab_size, pad_id) that come from the tokenizer (e.g. the
+        <sep> id an encoder-decoder splits rows at); `build_model` passes them as keywords."""
+        return {}
+
     @classmethod
     def check_spec(cls, config: Any, spec: Any) -> None:
         """Raise SpecError for field ranges and combinations that are wrong with this Config in `spec`

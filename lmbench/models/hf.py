@@ -81,7 +81,10 @@ def _copy_cache(cache: Any) -> Any:
     return new
 
 
-def _auto_config(cfg: Config, vocab_size: int, pad_id: int) -> Any:
+def _auto_config(cfg: Config, vocab_size: int, pad_id: int, eos_id: int | None = None) -> Any:
+    """The transformers config of `cfg`: the pretrained one with overrides, or model_type's defaults sized to the
+    tokenizer (its pad id; with `eos_id`, an encoder-decoder's eos and decoder_start ids that were the default pad
+    or EOS become the tokenizer's and forced BOS/EOS are dropped, so that `generate` decodes as lmbench does)."""
     from transformers import AutoConfig
 
     overrides = dict(cfg.config)
@@ -97,6 +100,17 @@ def _auto_config(cfg: Config, vocab_size: int, pad_id: int) -> Any:
             if key not in overrides and isinstance(value, int) and value >= overrides["vocab_size"]:
                 overrides[key] = None
         overrides.setdefault("pad_token_id", pad_id)
+        if eos_id is not None:
+            own = {getattr(base, "pad_token_id", None): pad_id, getattr(base, "eos_token_id", None): eos_id}
+            for key in ("eos_token_id", "decoder_start_token_id"):
+                value = getattr(base, key, None)
+                if key not in overrides and isinstance(value, int):
+                    overrides[key] = own.get(value)  # anything else (BART's BOS 0) has no lmbench counterpart
+            for key in ("forced_eos_token_id", "forced_bos_token_id"):  # lmbench's samplers force no token
+                if getattr(base, key, None) is not None:
+                    overrides.setdefault(key, None)
+            if getattr(base, "decoder_start_token_id", None) is None:  # T5's config leaves it to the checkpoints,
+                overrides.setdefault("decoder_start_token_id", pad_id)  # which all use the pad id
         hf_config = AutoConfig.for_model(cfg.model_type, **overrides)
     return hf_config
 

@@ -240,9 +240,9 @@ def pad_items(items: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
 
 
 def build_items(split: Any, *, mode: str, recurrent: bool, block_size: int, stride: int, num_rows: int,
-                bos_id: int, eos_id: int) -> SpanItems:
+                bos_id: int, eos_id: int, whole: bool = False) -> SpanItems:
     """The evaluation items of `split` (see the module docstring), longest first to bound padding; with unit ids
-    when the split has units."""
+    when the split has units. `whole`: every document in one piece (models that must see it all at once)."""
     has_units = getattr(split, "units", None) is not None
     if mode == "packed":
         inputs, targets = stream_arrays(split, eos_id)
@@ -264,7 +264,7 @@ def build_items(split: Any, *, mode: str, recurrent: bool, block_size: int, stri
     for seq_id, n in enumerate(lengths):
         if recurrent and mode == "packed":
             spans += [(seq_id, a, b, a) for a, b in row_spans(n, num_rows)]
-        elif recurrent:
+        elif recurrent or (whole and mode == "documents"):
             spans.append((seq_id, 0, n, 0))
         else:
             spans += [(seq_id, a, b, s) for a, b, s in window_spans(n, block_size, stride)]
@@ -364,7 +364,8 @@ def evaluate_split(
     recurrent = model.carries_state
     stride = stride or max(1, block_size // 2)
     items = build_items(split, mode=mode, recurrent=recurrent, block_size=block_size, stride=min(stride, block_size),
-                        num_rows=batch_size, bos_id=bos_id, eos_id=eos_id)
+                        num_rows=batch_size, bos_id=bos_id, eos_id=eos_id,
+                        whole=getattr(model, "whole_sequences", False))
     num_processes = accelerator.num_processes if accelerator is not None else 1
     per_process = max(1, batch_size // num_processes)
     was_training = model.training

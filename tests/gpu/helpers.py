@@ -24,7 +24,7 @@ from ..training.test_trainer import rows, tiny_cfg
 REPO = Path(__file__).resolve().parents[2]
 
 # Every family of lmbench.models (MODELS.names()) plus GloVe-LSTM (lstm + pretrained vectors, word tokenizer).
-FAMILIES = ("rnn", "lstm", "gru", "transformer", "hf", "glove-lstm")
+FAMILIES = ("rnn", "lstm", "gru", "transformer", "hf", "hf_seq2seq", "glove-lstm")
 PRECISIONS = ("no", "bf16", "fp16")  # train.mixed_precision forced (auto picks bf16 on Ampere and newer)
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]  # tiny_cfg's corpus
 ALL_SAMPLERS = [{"kind": "greedy"}, {"kind": "sample", "top_k": 5, "top_p": 0.9},
@@ -52,6 +52,16 @@ def cell_cfg(tmp_path: Path, family: str, precision: str = "no", **sections: dic
         params = {"embeddings": "glove", "embeddings_source": str(vectors), "d_hidden": 24, "num_layers": 2}
         cfg["model"] = {"family": "lstm", "params": params}
         cfg["tokenizer"] = {"kind": "word"}
+    elif family == "hf_seq2seq":  # (prompt, story) pairs: the corpus's lines, each prompt its first word
+        lines = [ln for ln in Path(cfg["data"]["path"]).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        (tmp_path / "stories.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (tmp_path / "prompts.txt").write_text("\n".join(ln.split()[0] for ln in lines) + "\n", encoding="utf-8")
+        cfg["data"] = {**cfg["data"], "source": "prompt_story", "path": str(tmp_path / "stories.txt"),
+                       "prompt_path": str(tmp_path / "prompts.txt"), "batching": "documents"}
+        cfg["data"].pop("unit", None)
+        cfg["tokenizer"] = {"kind": "char", "params": {"specials": ["<sep>"]}}
+        cfg["model"] = {"family": family, "params": copy.deepcopy(TINY_PARAMS[family])}
+        cfg["sample"]["prompts"] = ["the <sep>"]
     else:
         cfg["model"] = {"family": family, "params": copy.deepcopy(TINY_PARAMS[family])}
     for section, values in sections.items():

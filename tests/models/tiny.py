@@ -19,6 +19,9 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "transformer": {"num_layers": 2, "num_heads": 2, "d_model": 16, "block_size": 32},
     "hf": {"from_config": True, "model_type": "gpt2",
            "config": {"n_layer": 2, "n_embd": 16, "n_head": 2, "n_positions": 32}},
+    "hf_seq2seq": {"from_config": True, "model_type": "t5",
+                   "config": {"d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 2, "num_heads": 2,
+                              "relative_attention_num_buckets": 8, "dropout_rate": 0.0}},
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import csv
 import glob
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -70,6 +71,12 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def documents(self, split: str) -> Iterator[Document]:
         """Raw documents of native split `split`, in a deterministic order (no filters applied)."""
+
+    def document_batches(self, split: str) -> Iterator[list[Document]]:
+        """`documents(split)` in lists (a source that reads in chunks hands each chunk's documents at once)."""
+        docs = self.documents(split)
+        while batch := list(itertools.islice(docs, ROWS_PER_READ)):
+            yield batch
 
     def fingerprint(self) -> dict[str, Any]:
         """A cheap identity of the source contents for the token cache key (file paths, sizes, mtimes)."""

@@ -30,15 +30,29 @@ def read_units(path: Path, unit: str, separator: str, encoding: str = "utf-8") -
     """Documents of one text file: the whole file, each line (without its newline), or the pieces between
     separators (stripped of surrounding whitespace), read in chunks so memory stays flat. A byte sequence that
     is not `encoding` is a SpecError naming the file and the byte offset."""
+    for batch in read_unit_batches(path, unit, separator, encoding):
+        yield from batch
+
+
+def read_unit_batches(path: Path, unit: str, separator: str, encoding: str = "utf-8") -> Iterator[list[str]]:
+    """`read_units` a chunk of CHUNK_CHARS characters at a time: the documents that end in each chunk, cut with
+    `str.split` (no Python work per document but the separator's strip)."""
     try:
         with open(path, encoding=encoding) as f:
             if unit == "file":
-                yield f.read()
-            elif unit == "line":
-                for line in f:
-                    yield line[:-1] if line.endswith("\n") else line
-            else:
-                yield from _split_stream(f, separator)
+                yield [f.read()]
+                return
+            cut = "\n" if unit == "line" else separator
+            rest = ""
+            while chunk := f.read(CHUNK_CHARS):
+                pieces = (rest + chunk).split(cut)
+                rest = pieces.pop()
+                if pieces:
+                    yield pieces if unit == "line" else [p.strip() for p in pieces]
+            if unit != "line":
+                yield [rest.strip()]  # the text after the last separator (or the whole file without one)
+            elif rest:
+                yield [rest]  # a last line without a newline
     except UnicodeDecodeError:
         raise _not_text(path, encoding) from None
 
@@ -73,16 +87,6 @@ def check_encoding(files: list[Path], encoding: str, head_bytes: int = 1 << 16) 
             raise _not_text(path, encoding) from None
 
 
-def _split_stream(f: Any, separator: str) -> Iterator[str]:
-    buffer = ""
-    while chunk := f.read(CHUNK_CHARS):
-        buffer += chunk
-        *pieces, buffer = buffer.split(separator)
-        for piece in pieces:
-            yield piece.strip()
-    yield buffer.strip()
-
-
 @SOURCES.register("text")
 class TextSource(Source):
     """Local text files or globs; `unit`: one document per file, per line, or per `separator`-delimited piece.
@@ -98,9 +102,13 @@ class TextSource(Source):
         check_encoding(cls(config)._all_files(), config.encoding)
 
     def documents(self, split: str) -> Iterator[Document]:
+        for batch in self.document_batches(split):
+            yield from batch
+
+    def document_batches(self, split: str) -> Iterator[list[Document]]:
         for path in self.split_files(split):
-            for text in read_units(path, self.config.unit, self.config.separator, self.config.encoding):
-                yield Document(text)
+            for texts in read_unit_batches(path, self.config.unit, self.config.separator, self.config.encoding):
+                yield [Document(text) for text in texts]
 
 
 # ---------------------------------------------------------------------------------------------- tables
