@@ -160,16 +160,23 @@ class DocumentDataset(Dataset):
         """`collate_documents(pad_id)` of items `indices`, built in one piece from the memory map: position j of
         row r holds seq_r[j] (input) and seq_r[j + 1] (label), where seq_r = BOS + document + EOS."""
         index = np.asarray(indices, dtype=np.int64)
-        lengths = self.split.doc_lengths()[index] if len(index) else np.zeros(0, dtype=np.int64)
+        lengths = self._lengths(index)
         n = np.minimum(lengths + 1, self.block_size)[:, None]  # inputs (= labels) of each row
-        j = np.arange(int(n.max()) if len(index) else 0, dtype=np.int64)[None, :]
+        width = int(n.max()) if len(index) else 0
+        seq = self._seq_at(index, lengths, np.arange(width + 1, dtype=np.int64)[None, :])  # (rows, width + 1)
+        j = np.arange(width, dtype=np.int64)[None, :]
         valid = j < n
-        input_ids = np.where(valid, self._seq_at(index, lengths, j), self.pad_id)
-        labels = np.where(valid, self._seq_at(index, lengths, j + 1), IGNORE_INDEX)
+        input_ids = np.where(valid, seq[:, :-1], self.pad_id)
+        labels = np.where(valid, seq[:, 1:], IGNORE_INDEX)
         if self.split.prompt_lens is not None:
             labels[j < np.asarray(self.split.prompt_lens)[index][:, None]] = IGNORE_INDEX
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(valid.astype(np.int64)),
                 "labels": torch.from_numpy(labels)}
+
+    def _lengths(self, index: np.ndarray) -> np.ndarray:
+        """Token counts of documents `index` (two reads of the offsets, not a pass over all of them)."""
+        offsets = self.split.doc_offsets
+        return np.asarray(offsets[index + 1], dtype=np.int64) - np.asarray(offsets[index], dtype=np.int64)
 
     def _seq_at(self, index: np.ndarray, lengths: np.ndarray, k: np.ndarray) -> np.ndarray:
         """(rows, positions) int64: seq[k] of each document (BOS at 0, its tokens, EOS after them)."""
@@ -181,7 +188,7 @@ class DocumentDataset(Dataset):
     def num_targets(self, indices: Sequence[int]) -> int:
         """Scored labels of items `indices` (no pads, no prompt or <sep>), from the lengths alone."""
         index = np.asarray(indices, dtype=np.int64)
-        n = np.minimum(self.split.doc_lengths()[index] + 1, self.block_size)
+        n = np.minimum(self._lengths(index) + 1, self.block_size)
         if self.split.prompt_lens is not None:
             n = n - np.minimum(np.asarray(self.split.prompt_lens)[index], n)
         return int(n.sum())

@@ -37,6 +37,14 @@ def export_hf(model: Any, special_ids: dict[str, int]) -> Any:
     return model.model
 
 
+@EXPORTERS.register("hf_seq2seq")
+def export_seq2seq(model: Any, special_ids: dict[str, int]) -> Any:
+    """Refused: the export is a causal LM folder, checked with AutoModelForCausalLM."""
+    raise SpecError("model.family", "hf_seq2seq runs are not exported (lmbench export writes causal language "
+                                    "models); the trained encoder-decoder is the `model.` weights of the run's "
+                                    "checkpoint, loadable into the same AutoModelForSeq2SeqLM config")
+
+
 @EXPORTERS.register("transformer")
 def export_transformer(model: Any, special_ids: dict[str, int]) -> Any:
     """GPT-2 for learned positions, GPT-NeoX for rotary ones (module docstring); same logits."""

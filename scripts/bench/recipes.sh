@@ -21,3 +21,10 @@ time lmbench run experiments/writingprompts.yaml --results results/wp-180s train
 time lmbench run experiments/writingprompts.yaml train.max_seconds=600 train.warmup_steps=30 train.eval_every=40 \
     sample.prompts="$WP_PROMPTS" 'sample.samplers=[{kind: sample, temperature: 0.8}]' sample.max_new_tokens=200
 time lmbench run experiments/tinystories_local.yaml train.max_seconds=180 sample.num_samples=3
+
+# WritingPrompts, decoder-only (prompt masked) against an encoder-decoder (T5 from a config) of about the same size:
+# validation bits per byte of the stories in one table, 300 s of training each (results/writingprompts_seq2seq/).
+time lmbench run experiments/writingprompts_seq2seq.yaml
+
+# The T5 seed offline: pair loss, training on the local pairs, greedy and beam translation.
+time lmbench run experiments/t5_pairs.yaml

@@ -78,6 +78,14 @@ def test_post_norm_is_refused_naming_the_field() -> None:
     assert err.value.path == "model.params.norm"
 
 
+def test_encoder_decoders_are_refused_naming_the_family() -> None:
+    from ..models.test_seq2seq import tiny
+
+    with pytest.raises(SpecError) as err:
+        EXPORTERS.get("hf_seq2seq")(tiny("t5"), SPECIAL)
+    assert err.value.path == "model.family" and "not exported" in str(err.value)
+
+
 @pytest.mark.parametrize("cls, params", [
     (LSTMLM, dict(d_embed=12, d_hidden=16, num_layers=2)),
     (GRULM, dict(d_embed=12, d_hidden=16, num_layers=1, tie_weights=True)),  # hidden -> embed projection

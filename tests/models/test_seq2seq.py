@@ -101,6 +101,28 @@ def test_greedy_and_beam_ids_equal_generate(model_type: str, sampler: SamplerSpe
             assert ids == expected, (b, i)
 
 
+@pytest.mark.parametrize("model_type", ["t5", "bart"])
+@pytest.mark.parametrize("params", [{}, {"temperature": 0.7, "top_k": 10, "top_p": 0.9}, {"min_p": 0.1}])
+@torch.no_grad()
+def test_seeded_sampling_draws_what_generate_draws(model_type: str, params: dict[str, Any]) -> None:
+    """Same seed, same draws as `generate(do_sample=True)` after torch.manual_seed (lmbench's private generator
+    replays the global one). Repetition penalties are left out: lmbench's see the prompt too, transformers'
+    only the decoder's tokens."""
+    model, data = tiny(model_type, seed=3), pairs(seed=4)
+    prompts = [[BOS] + p + [SEP] for p, _ in data]
+    inputs = transformers_inputs(data)
+    for seed in (3, 4):
+        got = generate(model, prompts, SamplerSpec(kind="sample", **params), max_new_tokens=10, eos_id=EOS,
+                       pad_id=PAD, seed=seed)
+        torch.manual_seed(seed)
+        out = model.model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                   max_new_tokens=10, do_sample=True, pad_token_id=PAD, eos_token_id=EOS,
+                                   **{"top_k": None, **params})  # generate's default top_k is 50
+        for b, (ids,) in enumerate(got):
+            row = out[b, 1:].tolist()
+            assert ids == (row[: row.index(EOS) + 1] if EOS in row else row), (seed, b)
+
+
 @torch.no_grad()
 def test_prompt_text_after_sep_is_the_decoder_prefix() -> None:
     """``prompt <sep> a b``: the first step's logits are the decoder's after decoder_start, a, b."""
