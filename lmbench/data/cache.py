@@ -45,6 +45,7 @@ from lmbench.data.corpus import iter_document_batches, split_names
 from lmbench.data.sources import SPLITS, Document, make_source
 from lmbench.errors import SpecError
 from lmbench.integrity import check_manifest, manifest_of
+from lmbench.progress import quiet
 from lmbench.results import write_json_atomic
 from lmbench.spec import ExperimentSpec, spec_to_dict
 from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -455,24 +456,13 @@ def doc_chunks(tokenizer: Tokenizer, text: str, num_tokens: int, prompt_len: int
     if len(pieces) == 1:
         tokens = np.array([story_tokens], dtype=np.int64)
     else:
-        with _quiet(logging.getLogger("lmbench.tokenizers")):  # a word cut at a boundary is no unknown word
+        with quiet(logging.getLogger("lmbench.tokenizers")):  # a word cut at a boundary is no unknown word
             alone = np.cumsum([len(ids) for ids in tokenizer.encode_batch(pieces)], dtype=np.float64)
         bounds = np.rint(alone / max(alone[-1], 1.0) * story_tokens).astype(np.int64)
         tokens = np.diff(bounds, prepend=0)
     tokens[0] += prompt_len
     rows = [(k, int(tokens[k]), len(p.encode("utf-8")), len(p), int(words[k])) for k, p in enumerate(pieces)]
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
-
-
-@contextlib.contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    """`logger` (and its children) silent below ERROR inside the block."""
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def doc_row(text: str, num_tokens: int) -> np.ndarray:

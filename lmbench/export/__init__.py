@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from lmbench.errors import SpecError
+from lmbench.progress import quiet
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,10 @@ def _quiet() -> Iterator[None]:
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
-    tokenizer_log = logging.getLogger("lmbench.tokenizers")
-    level = tokenizer_log.level
-    tokenizer_log.setLevel(logging.ERROR)
     try:
-        yield
+        with quiet(logging.getLogger("lmbench.tokenizers")):
+            yield
     finally:
-        tokenizer_log.setLevel(level)
         if bars:
             hf_logging.enable_progress_bar()
 
