@@ -388,7 +388,9 @@ def test_streamed_parquet_shards_of_a_hub_dataset_build_the_same_cache(tmp_path:
     for shard in range(4):
         texts = [" ".join(rng.choice(words, 12)) for _ in range(300)]
         pd.DataFrame({"text": texts, "id": range(300)}).to_parquet(folder / f"train-{shard:05d}-of-00004.parquet")
-    pd.DataFrame({"text": ["the dog ran home ."] * 60}).to_parquet(folder / "validation-00000-of-00001.parquet")
+    # One schema for every split, as on the Hub (datasets 3.x casts every split to the first one's features).
+    pd.DataFrame({"text": ["the dog ran home ."] * 60, "id": range(60)}).to_parquet(
+        folder / "validation-00000-of-00001.parquet")
     loaded = []
     real_load = hf_source._hf_load
 
