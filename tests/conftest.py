@@ -19,14 +19,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The corpora beside the checkout, or wherever LMBENCH_DATA points (the recipes read the same variable).
+SHARED_DATA = Path(os.environ.get("LMBENCH_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data, or skip when this checkout has no shared folder beside it."""
+    """$LMBENCH_DATA or ../shared/data, or skip when neither is there."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not beside this checkout")
+        pytest.skip(f"no corpora at {SHARED_DATA} (set LMBENCH_DATA or put ../shared beside this checkout)")
     return SHARED_DATA
 
 
