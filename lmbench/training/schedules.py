@@ -53,13 +53,17 @@ def decay_progress(step: int, warmup_steps: int, total_steps: int) -> float:
     return min(1.0, max(0.0, (step - warmup_steps) / span))
 
 
-def _decay(shape: Callable[[float], float]) -> Factor:
-    """Warm-up, then min_lr_ratio + (1 - min_lr_ratio) * shape(progress)."""
-    def factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+@dataclass(frozen=True)
+class _Decay:
+    """Warm-up, then min_lr_ratio + (1 - min_lr_ratio) * shape(progress). (A callable object rather than a closure
+    built at import: its body runs at call time, where mutation testing can reach it.)"""
+
+    shape: Callable[[float], float]
+
+    def __call__(self, step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
         if step < warmup_steps:
             return warmup_factor(step, warmup_steps)
-        return min_lr_ratio + (1.0 - min_lr_ratio) * shape(decay_progress(step, warmup_steps, total_steps))
-    return factor
+        return min_lr_ratio + (1.0 - min_lr_ratio) * self.shape(decay_progress(step, warmup_steps, total_steps))
 
 
 def _inverse_sqrt(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -70,8 +74,8 @@ def _inverse_sqrt(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 SCHEDULES.register("constant")(Schedule(lambda step, warmup, total, floor: 1.0))
 SCHEDULES.register("warmup_constant")(Schedule(lambda step, warmup, total, floor: warmup_factor(step, warmup)))
-SCHEDULES.register("cosine")(Schedule(_decay(lambda p: 0.5 * (1.0 + math.cos(math.pi * p))), decays=True))
-SCHEDULES.register("linear")(Schedule(_decay(lambda p: 1.0 - p), decays=True))
+SCHEDULES.register("cosine")(Schedule(_Decay(lambda p: 0.5 * (1.0 + math.cos(math.pi * p))), decays=True))
+SCHEDULES.register("linear")(Schedule(_Decay(lambda p: 1.0 - p), decays=True))
 SCHEDULES.register("inverse_sqrt")(Schedule(_inverse_sqrt))
 
 
