@@ -14,7 +14,9 @@ character ``▁`` (U+2581, sentencepiece's space marker) decodes as a space.
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ class BPEConfig:
     max_sentence_length: int = 1 << 20  # bytes; longer training documents are skipped by sentencepiece
     input_sentence_size: int = 0  # train on at most this many documents (sampled); 0 = all
     shuffle_input_sentence: bool = True  # sample input_sentence_size documents at random, not the first ones
-    seed: int = 0  # sentencepiece's random generator (document sampling, unigram EM)
+    seed: int = 0  # the document sample (drawn by lmbench) and sentencepiece's random generator
 
 
 @TOKENIZERS.register("bpe")
@@ -79,8 +81,8 @@ class BPETokenizer(Tokenizer):
             raise range_error(f"{path}.character_coverage", config.character_coverage, "in (0, 1]")
         if config.max_sentence_length < 1:
             raise range_error(f"{path}.max_sentence_length", config.max_sentence_length, ">= 1")
-        if config.input_sentence_size < 0 or 0 < config.input_sentence_size <= 100:  # sentencepiece's limit
-            raise range_error(f"{path}.input_sentence_size", config.input_sentence_size, "0 (all) or > 100")
+        if config.input_sentence_size < 0:
+            raise range_error(f"{path}.input_sentence_size", config.input_sentence_size, ">= 0 (0: all)")
 
     @classmethod
     def train(cls, texts: Iterable[str], config: BPEConfig) -> BPETokenizer:
@@ -89,8 +91,11 @@ class BPETokenizer(Tokenizer):
         cls.check_spec(config, None)
         spm.set_random_generator_seed(config.seed)
         model = io.BytesIO()
+        docs: Iterable[str] = _non_empty(texts)
+        if config.input_sentence_size:  # sentencepiece's own sample ignores the seed: a new one in every process
+            docs = sample_documents(docs, config.input_sentence_size, config.seed, config.shuffle_input_sentence)
         try:
-            spm.SentencePieceTrainer.train(sentence_iterator=_non_empty(texts), model_writer=model,
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(docs), model_writer=model,
                                            **_trainer_args(config))
         except RuntimeError as exc:  # "INTERNAL: src/...cc(744) [...] Vocabulary size too high (250). Please ..."
             reason = str(exc).rpartition("] ")[2].strip() or str(exc)
@@ -147,8 +152,7 @@ def _trainer_args(config: BPEConfig) -> dict[str, Any]:
         add_dummy_prefix=False,
         remove_extra_whitespaces=False,
         max_sentence_length=config.max_sentence_length,
-        input_sentence_size=config.input_sentence_size,
-        shuffle_input_sentence=config.shuffle_input_sentence,
+        input_sentence_size=0,  # the sample is drawn before (sample_documents)
         pad_id=0, unk_id=1, bos_id=2, eos_id=3,
         pad_piece=PIECES["pad"], unk_piece=PIECES["unk"], bos_piece=PIECES["bos"], eos_piece=PIECES["eos"],
         unk_surface=PIECES["unk"],
@@ -159,6 +163,21 @@ def _trainer_args(config: BPEConfig) -> dict[str, Any]:
 
 def _non_empty(texts: Iterable[str]) -> Iterator[str]:
     return (t for t in texts if t)
+
+
+def sample_documents(texts: Iterable[str], size: int, seed: int, shuffle: bool = True) -> list[str]:
+    """At most `size` of the documents: a uniform random sample (reservoir sampling, Algorithm R, drawn with
+    `random.Random(seed)`: the same sample on every machine and in every process), or the first `size` ones."""
+    iterator = iter(texts)
+    kept = list(itertools.islice(iterator, size))
+    if not shuffle:
+        return kept
+    rng = random.Random(seed)
+    for seen, text in enumerate(iterator, start=size + 1):
+        slot = rng.randrange(seen)
+        if slot < size:
+            kept[slot] = text
+    return kept
 
 
 def _num_threads() -> int:

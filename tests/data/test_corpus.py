@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import pytest
@@ -43,10 +45,18 @@ def test_split_assignment_ignores_other_filters(lines_file: Path) -> None:
     assert short_dropped <= full and short_dropped == {t for t in full if len(t) >= 20}
 
 
-def test_unit_hash_is_stable() -> None:
-    assert unit_hash(42, "split", 0) == unit_hash(42, "split", 0)
-    assert 0 <= unit_hash(1, "x") < 1 and unit_hash(1, "x") != unit_hash(2, "x")
-    assert assign_split(42, 3, {}) == "train"
+def test_unit_hash_is_pinned_and_splits_by_cumulative_fractions() -> None:
+    """unit_hash is blake2b-64 of "seed/part/..." over 2**64 (the same on every machine and Python), and
+    assign_split gives validation below the validation fraction, test up to validation + test, train above."""
+    key = int.from_bytes(hashlib.blake2b(b"42/split/0", digest_size=8).digest(), "little")
+    assert unit_hash(42, "split", 0) == key / 2**64 == pytest.approx(0.5564145015885165, abs=1e-15)
+    assert unit_hash(1, "x") == pytest.approx(0.16538902009275666, abs=1e-15)
+    # seed 0: u = 0.284, 0.377, 0.027, 0.157, 0.064, 0.148, 0.580, 0.627, 0.906, 0.521, 0.949, 0.078
+    carved = {"validation": 0.3, "test": 0.2}
+    assert [assign_split(0, i, carved) for i in range(12)] == [
+        "validation", "test", "validation", "validation", "validation", "validation",
+        "train", "train", "train", "train", "train", "validation"]
+    assert {assign_split(42, i, {}) for i in range(50)} == {"train"}
 
 
 def test_tail_split_of_one_document(tmp_path: Path) -> None:

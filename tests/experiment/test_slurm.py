@@ -165,11 +165,22 @@ def test_bad_resources_are_spec_errors(tmp_path: Path, spec_path: Path) -> None:
         check_job(SlurmJob(spec_path=spec_path, workdir=tmp_path, results=tmp_path, grid_name="g", port=80))
 
 
-def test_script_text_is_deterministic(tmp_path: Path, spec_path: Path) -> None:
+def test_script_directives_and_cell_table_are_pinned(tmp_path: Path, spec_path: Path) -> None:
+    """The #SBATCH block and the index -> cell table of a 5-cell grid on 3 nodes, written out by hand."""
     _, cells = load_cells(spec_path)
     job = SlurmJob(spec_path=spec_path, workdir=tmp_path, results=tmp_path / "r", grid_name="tiny", num_nodes=3)
-    assert sbatch_script(job, cells) == sbatch_script(job, cells)
-    assert "NUM_PROCESSES=3" in sbatch_script(job, cells)
+    text = sbatch_script(job, cells)
+    assert [line for line in text.splitlines() if line.startswith("#SBATCH")] == [
+        "#SBATCH --job-name=lmbench-tiny", "#SBATCH --array=0-4%4", "#SBATCH --nodes=3",
+        "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=1", "#SBATCH --time=24:00:00", "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@120", "#SBATCH --open-mode=append",
+        f"#SBATCH --output={tmp_path}/r/tiny/slurm/%A_%a.out"]
+    table = re.findall(r"^  (\S+)  # (\d+): (\w+)$", text, flags=re.M)
+    assert [(name, int(i)) for name, i, _ in table] == [
+        ("family=rnn,seed=0", 0), ("family=rnn,seed=1", 1), ("family=lstm,seed=0", 2), ("family=lstm,seed=1", 3),
+        ("family=gru,seed=5", 4)]
+    assert [cell_id for *_, cell_id in table] == [cell.id for cell in cells]
+    assert "NUM_PROCESSES=3  # nodes x GPUs per node" in text and f"SPEC={spec_path}" in text
 
 
 def test_example_scripts_parse_and_their_grid_loads() -> None:

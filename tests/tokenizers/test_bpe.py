@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lmbench.errors import SpecError
 from lmbench.tokenizers import load_tokenizer
-from lmbench.tokenizers.bpe import BPEConfig, BPETokenizer
+from lmbench.tokenizers.bpe import BPEConfig, BPETokenizer, sample_documents
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,35 @@ def test_unigram_round_trip(corpus: list[str], varied_texts: list[str]) -> None:
         assert tok.decode(tok.encode(text)) == text
 
 
-def test_training_is_deterministic(corpus: list[str]) -> None:
-    config = BPEConfig(vocab_size=200, input_sentence_size=101)  # a random sample of the 183 documents
-    assert BPETokenizer.train(corpus * 3, config).tokens() == BPETokenizer.train(corpus * 3, config).tokens()
+def test_document_sample_is_seeded_reservoir_sampling() -> None:
+    """Algorithm R with random.Random(seed), written out here: keep the first k, then the i-th document (1-based)
+    replaces slot randrange(i) when that is < k. Pinned for seed 0; the first k without shuffling."""
+    docs = [f"d{i}" for i in range(40)]
+    rng, expected = random.Random(0), docs[:5]
+    for i in range(6, 41):
+        slot = rng.randrange(i)
+        if slot < 5:
+            expected[slot] = docs[i - 1]
+    assert sample_documents(docs, 5, seed=0) == expected == ["d8", "d1", "d2", "d25", "d34"]
+    assert sample_documents(iter(docs), 5, seed=1) != expected
+    assert sample_documents(docs, 5, seed=0, shuffle=False) == docs[:5]
+    assert sample_documents(docs[:3], 5, seed=0) == docs[:3]
+
+
+def test_training_sample_follows_the_seed_in_every_process() -> None:
+    """Documents that each bring one character of their own: the trained alphabet is the sample. It is the seeded
+    sample (sentencepiece's own sampling ignores the seed and differs from process to process), of the given size."""
+    docs = [("ab cd ef " * 5) + chr(0x4E00 + i) * 3 for i in range(300)]
+
+    def alphabet(**params: Any) -> list[int]:
+        config = BPEConfig(vocab_size=200, input_sentence_size=150, character_coverage=1.0, **params)
+        return sorted(ord(t) - 0x4E00 for t in BPETokenizer.train(docs, config).tokens()
+                      if len(t) == 1 and 0x4E00 <= ord(t) < 0x4E00 + 300)
+
+    chosen = sorted(ord(d[-1]) - 0x4E00 for d in sample_documents(docs, 150, seed=0))
+    assert alphabet() == chosen and len(chosen) == 150
+    assert alphabet(seed=1) != chosen
+    assert alphabet(shuffle_input_sentence=False) == list(range(150))
 
 
 def test_save_load_gives_identical_ids(tmp_path: Path, bpe: BPETokenizer, varied_texts: list[str]) -> None:
@@ -88,7 +116,6 @@ def test_too_large_vocabulary_is_a_spec_error() -> None:
     ({"character_coverage": 0.0}, "tokenizer.params.character_coverage"),
     ({"max_sentence_length": 0}, "tokenizer.params.max_sentence_length"),
     ({"input_sentence_size": -1}, "tokenizer.params.input_sentence_size"),
-    ({"input_sentence_size": 100}, "tokenizer.params.input_sentence_size"),
     ({"user_defined_symbols": ["a,b"]}, "tokenizer.params.user_defined_symbols[0]"),
     ({"user_defined_symbols": ["<unk>"]}, "tokenizer.params.user_defined_symbols[0]"),
 ])
