@@ -106,7 +106,8 @@ def make_train_data(spec: ExperimentSpec, split: Any, tokenizer: Any, carries_st
         plan = BatchPlan("bucket" if d.bucket_by_length else "shuffle", len(dataset), B, spec.seed, lengths)
         pad_id = tokenizer.pad_id
         collate = lambda items: collate_documents(items, pad_id)  # noqa: E731
-        per_item = float(lengths.mean()) if len(lengths) else 0.0
+        # targets, not inputs: prompt + <sep> positions are not scored and do not count toward max_tokens
+        per_item = dataset.num_targets(np.arange(len(dataset))) / len(dataset) if len(dataset) else 0.0
     if plan.steps_per_epoch < 1:
         from lmbench.errors import SpecError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import signal
@@ -319,3 +320,45 @@ def test_progress_bar_total_follows_the_budget_that_binds() -> None:
     assert expected_total_steps(10, None, 40.0, 4.0) == 100  # only a time budget
     assert expected_total_steps(10, 2000, None, 4.0) == 2000  # no time budget
     assert expected_total_steps(10, 2000, 40.0, 41.0) == 10  # past the time: ends now
+
+
+def test_prompt_tokens_are_not_targets_in_counts_or_budgets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prompt_story data: each story is trained on "{prompt}<sep>{story}", and only story tokens + EOS are targets.
+    The token count, the max_tokens budget and the schedule's length all count those targets, computed here from
+    the cache's lengths by hand (a prompt of P tokens + <sep> masks the first P + 1 labels)."""
+    from lmbench.data.cache import prepare_data
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, data={"batching": "documents", "block_size": 64},
+                   train={"max_steps": None, "max_tokens": 400, "eval_every": None, "log_every": 1,
+                          "schedule": "cosine"})
+    lines = [ln for ln in (tmp_path / "corpus.txt").read_text().splitlines() if ln.strip()]
+    (tmp_path / "stories.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "prompts.txt").write_text("\n".join(f"write about {ln.split()[-1]}" for ln in lines) + "\n")
+    cfg["data"].update(source="prompt_story", path=str(tmp_path / "stories.txt"),
+                       prompt_path=str(tmp_path / "prompts.txt"))
+    cfg["data"].pop("unit")
+    cfg["tokenizer"] = {"kind": "char", "params": {"specials": ["<sep>"]}}
+    cfg["model"]["params"].update(block_size=64)
+    spec = to_spec(cfg)
+    split = prepare_data(spec, progress=False).splits["train"]
+    inputs = (split.doc_lengths() + 1).clip(max=64)  # BOS + prompt + <sep> + story (+ EOS), cut at the block
+    targets = inputs - split.prompt_lens  # the first prompt_len labels are the prompt and <sep>
+    assert (split.prompt_lens >= 13).all()  # "write about x" + <sep>: more than a third of each row is prompt
+    trainer = build_trainer(spec, tmp_path / "run", "spec")
+    assert trainer.tokens_per_step == pytest.approx(4 * targets.mean())
+    assert trainer.total_steps == math.ceil(400 / (4 * targets.mean()))
+    counted = []
+    real = trainer.train_step
+
+    def step(i: int) -> Any:
+        out = real(i)
+        counted.append(out[1])
+        return out
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    outcome = trainer.run()
+    order = [trainer.global_indices(i) for i in range(len(counted))]
+    assert counted == [int(targets[idx].sum()) for idx in order]
+    assert outcome.stop_reason == "max_tokens" and outcome.progress.tokens == sum(counted)
+    assert sum(counted[:-1]) < 400 <= sum(counted)
