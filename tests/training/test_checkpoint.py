@@ -214,3 +214,32 @@ def test_load_run_restores_the_trained_weights(tmp_path: Path) -> None:
     (tmp_path / "checkpoint" / ckpt.WEIGHTS).unlink()
     with pytest.raises(SpecError, match="has no checkpoint/model.safetensors"):
         ckpt.load_run(tmp_path)
+
+
+def test_loading_is_strict_about_extra_and_missing_weights(tmp_path: Path) -> None:
+    """Weights of a 2-layer model do not load into a 1-layer one (extra keys), nor the other way (missing keys),
+    through load_weights and through a resumed checkpoint; strict=False loads what fits and names nothing."""
+    from lmbench.models.transformer import Config, TransformerLM
+
+    def model(layers: int) -> nn.Module:
+        return TransformerLM(Config(num_layers=layers, num_heads=2, d_model=8, block_size=8), vocab_size=11, pad_id=0)
+
+    torch.manual_seed(0)
+    big, small = model(2), model(1)
+    ckpt.save_weights(big, tmp_path / "big.safetensors")
+    ckpt.save_weights(small, tmp_path / "small.safetensors")
+    with pytest.raises(RuntimeError, match=r"missing keys \[\], unexpected keys \['blocks\.1\."):
+        ckpt.load_weights(model(1), tmp_path / "big.safetensors")
+    with pytest.raises(RuntimeError, match=r"missing keys \['blocks\.1\..*unexpected keys \[\]"):
+        ckpt.load_weights(model(2), tmp_path / "small.safetensors")
+    loose = ckpt.load_weights(model(1), tmp_path / "big.safetensors", strict=False)
+    torch.testing.assert_close(loose.state_dict()["blocks.0.attn.qkv.weight"], big.state_dict()["blocks.0.attn.qkv.weight"])
+
+    acc = accelerator()
+    prepared_big = acc.prepare(big)
+    ckpt.save_checkpoint(acc, tmp_path / "run", {"step": 1}, None)
+    acc = accelerator()
+    acc.prepare(model(1))
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        ckpt.load_checkpoint(acc, ckpt.checkpoint_dir(tmp_path / "run"))
+    del prepared_big

@@ -134,3 +134,25 @@ def test_every_family_trains_under_ddp(tmp_path: Path, name: str) -> None:
                   tmp_path / "two"))
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI not installed")
+def test_two_processes_resume_their_own_recurrent_state(tmp_path: Path) -> None:
+    """An LSTM on a packed stream carries each process's hidden state from step to step. Two processes that stop
+    at step 3 and are launched again to step 6 each reload their own lane's state (carry_<rank>) and end with the
+    metrics of two processes that ran 6 steps straight."""
+    def two(run_dir: Path, max_steps: int) -> dict[str, Any]:
+        spec = spec_file(tmp_path, "lstm", train={"max_steps": max_steps, "eval_every": None, "checkpoint_every": 3})
+        finish(launch(["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())], spec,
+                      run_dir))
+        return json.loads((run_dir / "summary.json").read_text())
+
+    straight = two(tmp_path / "straight", 6)
+    first = two(tmp_path / "resumed", 3)
+    assert first["steps"] == 3
+    assert {"carry_0.safetensors", "carry_1.safetensors"} <= set(os.listdir(tmp_path / "resumed" / "checkpoint"))
+    resumed = two(tmp_path / "resumed", 6)
+    assert resumed["resumed_from"] == [3] and resumed["steps"] == straight["steps"] == 6
+    assert resumed["tokens"] == straight["tokens"]
+    for key in METRICS:
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key

@@ -336,3 +336,27 @@ def test_no_units_without_a_unit_table() -> None:
     result = evaluate_split(BigramLM(), make_split(DOCS), mode="packed", block_size=4, batch_size=2, bos_id=BOS,
                             eos_id=EOS, pad_id=PAD)
     assert result.units is None
+
+
+@pytest.mark.parametrize("mode", ["packed", "documents"])
+def test_default_stride_is_half_a_block_on_a_text_longer_than_the_block(mode: str) -> None:
+    """No stride given (the spec's default, eval.stride: null): windows overlap by half a block, so every target
+    of a text 6x the block sees at least block / 2 + 1 tokens of context. A model whose receptive field is exactly
+    that scores the same as token-by-token; non-overlapping windows (stride = block) would cut its context."""
+    block = 8
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(3, V, 47).tolist(), rng.integers(3, V, 5).tolist()]
+    split = make_split(docs)
+    model = WindowLM(k=block // 2 + 1)
+    seqs = ([stream_arrays(split, EOS)] if mode == "packed"
+            else [document_arrays(split, i, BOS, EOS) for i in range(len(docs))])
+    nll = count = 0
+    for x, y in seqs:
+        n, c = hand_nll(model, x.tolist(), y.tolist(), context=block // 2 + 1)
+        nll, count = nll + n, count + c
+    kw = dict(mode=mode, block_size=block, batch_size=3, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    result = evaluate_split(model, split, **kw)
+    assert result.num_tokens == count == 47 + 5 + (1 if mode == "packed" else 2)
+    assert result.nll_nats == pytest.approx(nll, rel=1e-6)
+    cut = evaluate_split(model, split, stride=block, **kw)
+    assert cut.num_tokens == count and abs(cut.nll_nats - nll) > 1e-3

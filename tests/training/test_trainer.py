@@ -362,3 +362,44 @@ def test_prompt_tokens_are_not_targets_in_counts_or_budgets(tmp_path: Path, monk
     assert counted == [int(targets[idx].sum()) for idx in order]
     assert outcome.stop_reason == "max_tokens" and outcome.progress.tokens == sum(counted)
     assert sum(counted[:-1]) < 400 <= sum(counted)
+
+
+def test_a_wall_time_budget_counts_the_time_before_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_seconds is a budget for the whole run: a run interrupted after 3 steps and resumed trains only what is
+    left. Each update takes 10 s on a fake clock (real time adds well under a second), max_seconds = 55: the
+    budget is seen spent after update 6, uninterrupted or interrupted at step 3 and resumed."""
+    from lmbench.training import trainer as trainer_module
+
+    offset = [0.0]
+
+    class Clock:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def perf_counter() -> float:
+            return time.perf_counter() + offset[0]
+
+    monkeypatch.setattr(trainer_module, "time", Clock())
+    real = Trainer.train_step
+    interrupt_at: list[int] = []
+
+    def slow(self: Trainer, step: int) -> Any:
+        if step in interrupt_at:
+            raise KeyboardInterrupt
+        offset[0] += 10.0
+        return real(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", slow)
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 100, "max_seconds": 55, "checkpoint_every": 1, "eval_every": None},
+                   sample={"samplers": []})
+    straight = run(cfg, tmp_path / "straight")
+    assert straight["stop_reason"] == "max_seconds" and straight["steps"] == 6
+    interrupt_at.append(3)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "resumed")
+    assert ckpt.read_trainer_state(tmp_path / "resumed" / "checkpoint")["wall_s"] >= 30
+    interrupt_at.clear()
+    resumed = run(cfg, tmp_path / "resumed")
+    assert resumed["resumed_from"] == [3]
+    assert resumed["stop_reason"] == "max_seconds" and resumed["steps"] == 6
