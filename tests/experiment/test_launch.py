@@ -7,6 +7,7 @@ records every call in a JSON-lines log, can sleep, fail, and notes whether it fo
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -360,8 +361,8 @@ E2E_SPEC = """\
 name: tiny
 data: {block_size: 16, limit: 200, cache_dir: CACHE}
 model: {family: lstm, params: {d_hidden: 8, num_layers: 1}}
-train: {max_steps: 3, batch_size: 4, eval_every: 3}
-eval: {batch_size: 4}
+train: {max_steps: 3, batch_size: 4, eval_every: 3, lr: 1.0e-2}
+eval: {batch_size: 4, untrained: true}
 sample: {max_new_tokens: 5, prompts: ["The "]}
 tracking: {backends: [none]}
 grid: {axes: {model.family: [rnn, gru]}}
@@ -381,10 +382,19 @@ def e2e_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_real_runner_end_to_end(tmp_path: Path, e2e_spec: Path) -> None:
     results = tmp_path / "results"
     assert main(["run", str(e2e_spec), "--results", str(results), "--no-report"]) == 0
+    from lmbench.data.cache import prepare_data
+    from lmbench.experiment.grid import load_cells
+
+    stats = prepare_data(load_cells(e2e_spec)[1][0].spec, progress=False).splits["validation"].stats
     for family in ("rnn", "gru"):
         summary = read_summary(results / "tiny" / f"family={family}")
         assert summary is not None and summary["status"] == "completed", summary
-        assert summary["axes"] == {"model.family": family} and summary["val_loss"] > 0
+        assert summary["axes"] == {"model.family": family}
+        # every validation token and the EOS after each document, less the first input: scored once
+        assert summary["val_tokens"] == stats.num_tokens + stats.num_docs - 1
+        assert summary["val_loss"] == pytest.approx(summary["val_nll_nats"] / summary["val_tokens"])
+        assert summary["val_bpb"] == pytest.approx(summary["val_nll_nats"] / (math.log(2) * stats.num_bytes))
+        assert summary["val_loss"] < summary["untrained_val_loss"]  # three updates at lr 1e-2 already help
     assert main(["run", str(e2e_spec), "--results", str(results)]) == 0  # resumes: both skipped, report written
     assert (results / "tiny" / "report.md").exists()
 
