@@ -85,3 +85,136 @@ def test_scaling_fit_recovers_a_known_exponent() -> None:
 def test_scaling_fit_is_refused_below_four_sizes() -> None:
     with pytest.raises(ValueError, match="at least 4 different sizes"):
         fit_scaling(np.array([1e5, 1e5, 1e6, 1e7]), np.array([3.0, 3.1, 2.5, 2.0]))
+
+
+def reference_bootstrap(columns: list[np.ndarray], resamples: int, seed: int) -> list[np.ndarray]:
+    """The resampling lmbench promises, written plainly: row r of resample i is
+    default_rng(seed).integers(0, n, size=(resamples, n))[i, r], one draw for every column (which pairs them)."""
+    rows = np.random.default_rng(seed).integers(0, len(columns[0]), size=(resamples, len(columns[0])))
+    return [np.asarray(col, dtype=np.float64)[rows].sum(axis=1) for col in columns]
+
+
+NLL = np.array([3.0, 10.0, 1.5, 7.25, 4.0, 0.5, 12.0], dtype=np.float32)
+BYTES = np.array([4, 11, 2, 9, 5, 1, 13], dtype=np.float32)
+
+
+def test_ratio_interval_is_the_2_5_and_97_5_percentiles_of_the_resampled_ratio_of_sums() -> None:
+    """Against the plain reference (float64 sums, percentiles 2.5 and 97.5), for the default seed and resamples
+    and for others; float32 inputs are summed in float64."""
+    for kwargs in ({}, {"resamples": 250, "seed": 7}, {"resamples": 100, "seed": 3}):
+        resamples, seed = kwargs.get("resamples", 2000), kwargs.get("seed", 0)
+        num, den = reference_bootstrap([NLL, BYTES], resamples, seed)
+        low, high = np.percentile(num / den, [2.5, 97.5])
+        got = ratio_interval(NLL, BYTES, **kwargs)
+        assert got.estimate == pytest.approx(float(NLL.astype(np.float64).sum() / BYTES.astype(np.float64).sum()),
+                                             rel=1e-15)
+        assert (got.low, got.high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    wide = ratio_interval(NLL, BYTES, resamples=500, seed=1, level=0.5)
+    num, den = reference_bootstrap([NLL, BYTES], 500, 1)
+    assert (wide.low, wide.high) == tuple(pytest.approx(v, rel=1e-12) for v in np.percentile(num / den, [25, 75]))
+    exp = ratio_interval(NLL, BYTES, transform=np.exp, resamples=300, seed=2)
+    num, den = reference_bootstrap([NLL, BYTES], 300, 2)
+    assert exp.estimate == pytest.approx(math.exp(NLL.sum() / BYTES.sum()), rel=1e-6)
+    assert (exp.low, exp.high) == tuple(pytest.approx(v, rel=1e-12) for v in np.percentile(np.exp(num / den),
+                                                                                         [2.5, 97.5]))
+
+
+def test_small_and_degenerate_inputs() -> None:
+    """Two units already get an interval; one gets only the estimate; units with no bytes in a resample give no
+    warning and are left out of the percentiles; an interval contains its own ends."""
+    two = ratio_interval(NLL[:2], BYTES[:2], resamples=50)
+    assert two.low < two.high and math.isfinite(two.low)
+    one = ratio_interval(NLL[:1], BYTES[:1])
+    assert one.estimate == pytest.approx(0.75) and math.isnan(one.low) and math.isnan(one.high)
+    assert math.isnan(paired_difference(NLL[:1], NLL[:1] * 2, BYTES[:1]).low)
+    assert paired_difference(NLL[:1], NLL[:1] * 2, BYTES[:1]).estimate == pytest.approx(-3 / (4 * LN2))
+    with np.errstate(all="raise"):  # a 0/0 resample must not warn or raise
+        empty = ratio_interval(np.array([1.0, 0.0, 2.0]), np.array([2.0, 0.0, 0.0]), resamples=200)
+    num, den = reference_bootstrap([np.array([1.0, 0.0, 2.0]), np.array([2.0, 0.0, 0.0])], 200, 0)
+    with np.errstate(all="ignore"):
+        ratios = num / den
+    assert (empty.low, empty.high) == tuple(pytest.approx(v) for v in
+                                            np.percentile(ratios[np.isfinite(ratios)], [2.5, 97.5]))
+    assert Interval(1.0, 0.5, 2.0).contains(0.5) and Interval(1.0, 0.5, 2.0).contains(2.0)
+    assert not Interval(1.0, 0.5, 2.0).contains(2.0000001) and Interval(1.0, 0.5, 2.0).half_width == 0.75
+
+
+def test_unit_intervals_and_paired_difference_follow_the_reference() -> None:
+    tokens = np.array([2, 5, 1, 4, 2, 1, 6])
+    words = np.array([0, 1, 0, 0, 0, 0, 0])  # one word in all: word perplexity is still reported
+    out = unit_intervals(NLL, tokens, BYTES, words, resamples=120, seed=4)
+    num, den = reference_bootstrap([NLL, BYTES * LN2], 120, 4)
+    assert out["bpb"].low == pytest.approx(np.percentile(num / den, 2.5), rel=1e-12)
+    num, den = reference_bootstrap([NLL, tokens], 120, 4)
+    assert out["ppl"].high == pytest.approx(np.percentile(np.exp(num / den), 97.5), rel=1e-12)
+    assert out["word_ppl"].estimate == pytest.approx(math.exp(float(NLL.astype(np.float64).sum())), rel=1e-12)
+    assert unit_intervals(NLL, tokens, BYTES, words)["bpb"] == ratio_interval(NLL, BYTES * LN2)  # seed 0, 2000
+    other = NLL[::-1].copy()
+    diff = paired_difference(NLL, other, BYTES, resamples=150, seed=9)
+    a, b, den = reference_bootstrap([NLL, other, BYTES.astype(np.float64) * LN2], 150, 9)
+    assert diff.estimate == pytest.approx(float((NLL.astype(np.float64).sum() - other.astype(np.float64).sum())
+                                                / (BYTES.astype(np.float64).sum() * LN2)), rel=1e-12, abs=1e-15)
+    assert (diff.low, diff.high) == tuple(pytest.approx(v, rel=1e-12) for v in np.percentile((a - b) / den,
+                                                                                           [2.5, 97.5]))
+    default = paired_difference(NLL, other, BYTES)
+    a, b, den = reference_bootstrap([NLL, other, BYTES.astype(np.float64) * LN2], 2000, 0)
+    assert default.low == pytest.approx(np.percentile((a - b) / den, 2.5), rel=1e-12)
+    narrow = paired_difference(NLL, other, BYTES, resamples=150, seed=9, level=0.8)
+    a, b, den = reference_bootstrap([NLL, other, BYTES.astype(np.float64) * LN2], 150, 9)
+    assert narrow.high == pytest.approx(np.percentile((a - b) / den, 90), rel=1e-12)
+
+
+SIZES = np.array([1e5, 3e5, 1e6, 3e6, 1e7, 3e7])
+
+
+def test_scaling_fit_recovers_noiseless_laws_exactly_and_respects_its_bounds() -> None:
+    """L = E + A x^-alpha without noise is recovered to 1e-6, for E near 0 and far from it; alpha is capped at 5
+    and E is kept >= 0 (a law that wants more is fitted at the bound)."""
+    for E, A, alpha in ((1.5, 40.0, 0.3), (0.2, 8.0, 0.12), (3.0, 1e3, 0.7)):
+        fit = fit_scaling(SIZES, E + A * SIZES ** -alpha, resamples=5)
+        assert (fit.E, fit.A, fit.alpha) == (pytest.approx(E, rel=1e-6), pytest.approx(A, rel=1e-6),
+                                             pytest.approx(alpha, rel=1e-6))
+    x = np.array([1.0, 1.5, 2.0, 3.0, 4.0])
+    steep = fit_scaling(x, 2.0 + 3.0 * x ** -7.0, resamples=5)
+    assert steep.alpha == pytest.approx(5.0)
+    below = fit_scaling(SIZES, -0.5 + 40.0 * SIZES ** -0.3, resamples=5)
+    assert below.E == pytest.approx(0.0, abs=1e-9)
+
+
+def test_scaling_fit_points_and_intervals_follow_a_plain_bootstrap() -> None:
+    """Points with a non-finite value or a size <= 0 are dropped (sizes below 1 are kept); the intervals are the
+    percentiles of refits over point resamples drawn with default_rng(seed), skipping resamples with fewer than 3
+    sizes, written out here."""
+    from lmbench.stats import _fit_power_law
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([[0.5] * 6, [2.0, 8.0, 32.0], [0.0, -1.0, np.inf, 16.0]])
+    y = 1.0 + 2.0 * x.clip(min=1e-9) ** -0.5 + rng.normal(0.0, 0.01, len(x))
+    y[-1] = np.nan
+    fit = fit_scaling(x, y, resamples=40, seed=5)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    assert fit.num_points == 9 == keep.sum()
+    kx, ky = x[keep], y[keep]
+    draws, draw_rng = [], np.random.default_rng(5)
+    for _ in range(40):
+        rows = draw_rng.integers(0, len(kx), size=len(kx))
+        if len(np.unique(kx[rows])) >= 3:
+            draws.append(_fit_power_law(kx[rows], ky[rows]))
+    draws_arr = np.asarray(draws)
+    assert len(draws_arr) < 40  # some resamples had fewer than 3 sizes and were skipped, not the end of the loop
+    assert fit.alpha_interval == Interval(fit.alpha, *(pytest.approx(v, rel=1e-9)
+                                                       for v in np.percentile(draws_arr[:, 2], [2.5, 97.5])))
+    assert fit.E_interval == Interval(fit.E, *(pytest.approx(v, rel=1e-9)
+                                               for v in np.percentile(draws_arr[:, 0], [2.5, 97.5])))
+    assert fit_scaling(x, y, resamples=40).alpha_interval != fit.alpha_interval  # the seed (default 0) matters
+    four = fit_scaling(SIZES[:4], 1.5 + 40.0 * SIZES[:4] ** -0.3, resamples=5)  # exactly four sizes: fitted
+    assert four.num_points == 4
+
+
+def test_seed_interval_computes_in_float64() -> None:
+    values = np.array([1.1, 2.2, 3.3, 2.9], dtype=np.float32)
+    x = values.astype(np.float64)
+    mean, sem = x.mean(), x.std(ddof=1) / 2
+    got = seed_interval(values)
+    assert got is not None and got.estimate == pytest.approx(mean, rel=1e-15)
+    assert got.high - got.estimate == pytest.approx(3.182446305284263 * sem, rel=1e-12)  # t(0.975, 3)

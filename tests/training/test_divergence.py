@@ -72,3 +72,26 @@ def test_stop_on_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: P
     assert "stop_on_divergence" in summary["divergence_reason"]
     state = json.loads((ckpt.checkpoint_dir(run_dir) / "trainer_state.json").read_text())
     assert state["step"] == 4  # the checkpoint from before the explosion, not the exploded weights
+
+
+@pytest.mark.parametrize("change, diverged", [
+    ({"final_val_loss": None}, False),  # no validation: the training-loss checks alone decide
+    ({"final_val_loss": math.nan}, False),  # a non-finite validation loss is not compared (the run failed apart)
+    ({"final_val_loss": math.nan, "last_train_loss": 3.2}, True),
+    ({"untrained_val_loss": None, "final_val_loss": math.log(30)}, True),  # exactly uniform is no progress
+    ({"untrained_val_loss": None, "vocab_size": 2, "final_val_loss": math.log(2) - 1e-9}, False),
+    ({"untrained_val_loss": None, "vocab_size": 1, "final_val_loss": 50.0}, False),  # one symbol: no uniform bound
+    ({"first_train_loss": 2.0, "last_train_loss": 2.0 * 1.05}, False),  # exactly +5%: still within tolerance
+    ({"first_train_loss": 2.0, "last_train_loss": 2.0 * 1.05 + 1e-9}, True),
+    ({"first_train_loss": 9.0, "last_train_loss": 3.0, "min_train_loss": 1.0}, False),  # exactly 3 x the lowest
+    ({"first_train_loss": 9.0, "last_train_loss": 3.0 + 1e-9, "min_train_loss": 1.0}, True),
+    ({"first_train_loss": None, "last_train_loss": 3.1}, False),
+    ({"min_train_loss": None, "first_train_loss": 9.0, "last_train_loss": 8.0}, False),
+])
+def test_boundaries_of_each_check(change: dict, diverged: bool) -> None:
+    assert (divergence_reason(**{**HEALTHY, **change}) is not None) is diverged
+
+
+def test_the_stopped_reason_names_both_losses() -> None:
+    reason = divergence_reason(**{**HEALTHY, "last_train_loss": 7.5, "min_train_loss": 2.5}, stopped=True)
+    assert reason == "stopped by train.stop_on_divergence: training loss 7.5 over its lowest 2.5"
