@@ -18,6 +18,7 @@ Survivors are then sorted:
 
     python scripts/bench/mutation.py                       # every group, writes results/bench/mutation.md (~1 h)
     python scripts/bench/mutation.py --groups samplers     # one group; merges into the existing results JSON
+    python scripts/bench/mutation.py --report-only         # the .md again from results/bench/mutation.json
 """
 
 from __future__ import annotations
@@ -242,13 +243,14 @@ def main() -> None:
     p.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("LMBENCH_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--out", type=Path, default=RESULTS / "mutation.md")
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md from the stored .json, run nothing")
     args = p.parse_args()
     store = args.out.with_suffix(".json")
     groups = json.loads(store.read_text()) if store.exists() else {}
     groups = {g: v for g, v in groups.items() if g in GROUPS}
     equivalent = load_equivalent()
     root = args.work or Path(tempfile.mkdtemp(prefix="lmbench-mutation-"))
-    for group in args.groups:
+    for group in [] if args.report_only else args.groups:
         modules, tests = GROUPS[group]
         work = root / re.sub(r"\W+", "_", group)
         prepare_copy(work, modules, tests)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,178 @@ def test_loading_is_strict_about_extra_and_missing_weights(tmp_path: Path) -> No
     with pytest.raises(RuntimeError, match="Unexpected key"):
         ckpt.load_checkpoint(acc, ckpt.checkpoint_dir(tmp_path / "run"))
     del prepared_big
+
+
+def test_recover_deletes_the_oldest_only_when_a_newer_complete_one_exists(tmp_path: Path) -> None:
+    """checkpoint.older (left by a swap cut after its renames) goes once checkpoint/ or checkpoint.prev/ is
+    complete, either one; with neither complete it stays (it may be the only good weights)."""
+    _saved_steps(tmp_path, [2, 4])
+    for keep_final in (True, False):
+        shutil.copytree(tmp_path / "checkpoint.prev", tmp_path / "checkpoint.older")
+        if not keep_final:
+            (tmp_path / "checkpoint" / "trainer_state.json").rename(tmp_path / "state.bak")
+        ckpt.recover(tmp_path)
+        assert not (tmp_path / "checkpoint.older").exists()
+        if not keep_final:
+            (tmp_path / "state.bak").rename(tmp_path / "checkpoint" / "trainer_state.json")
+    shutil.copytree(tmp_path / "checkpoint.prev", tmp_path / "checkpoint.older")
+    for name in ("checkpoint", "checkpoint.prev"):
+        (tmp_path / name / "trainer_state.json").unlink()
+    ckpt.recover(tmp_path)
+    assert ckpt.read_trainer_state(tmp_path / "checkpoint.older")["step"] == 2
+
+
+def test_recover_promotes_a_finished_tmp_only_over_nothing_and_only_when_it_verifies(tmp_path: Path) -> None:
+    _saved_steps(tmp_path, [2, 4])
+    shutil.copytree(tmp_path / "checkpoint.prev", tmp_path / "checkpoint.tmp")  # step 2, finished
+    ckpt.recover(tmp_path)  # checkpoint/ (step 4) is complete: the tmp is dropped, not promoted
+    assert ckpt.read_trainer_state(tmp_path / "checkpoint")["step"] == 4 and not (tmp_path / "checkpoint.tmp").exists()
+    shutil.copytree(tmp_path / "checkpoint", tmp_path / "checkpoint.tmp")
+    (tmp_path / "checkpoint.tmp" / "optimizer.bin").write_bytes(b"damaged")
+    (tmp_path / "checkpoint" / "trainer_state.json").unlink()
+    ckpt.recover(tmp_path)  # a finished tmp that does not verify is not promoted over the incomplete one
+    assert not (tmp_path / "checkpoint.tmp").exists() and not ckpt.is_complete(tmp_path / "checkpoint")
+
+
+def test_verify_names_each_problem(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    folder.mkdir()
+    state_file = folder / "trainer_state.json"
+    assert ckpt.verify_checkpoint(folder) == f"{state_file} is missing (the checkpoint was never finished)"
+    state_file.write_text("{not json")
+    assert ckpt.verify_checkpoint(folder) == f"{state_file} is unreadable (JSONDecodeError)"
+    for bad in ([1, 2], {"step": "7"}, {"tokens": 3}):
+        state_file.write_text(json.dumps(bad))
+        assert ckpt.verify_checkpoint(folder) == f"{state_file} has no step"
+    state_file.write_text(json.dumps({"step": 7}))  # an old checkpoint: no digest, no manifest
+    assert ckpt.verify_checkpoint(folder) is None
+    state = {"step": 7, "where": "x"}
+    state_file.write_text(json.dumps({**state, "digest": ckpt._state_digest(state)}))
+    assert ckpt.verify_checkpoint(folder) is None
+    state_file.write_text(json.dumps({**state, "step": 8, "digest": ckpt._state_digest(state)}))
+    assert ckpt.verify_checkpoint(folder) == (f"{state_file} does not match its checksum (its bytes were changed "
+                                              "after it was written)")
+
+
+def test_state_digest_covers_every_key_but_itself() -> None:
+    state = {"step": 7, "tokens": 99, "path": Path("a/b")}  # non-JSON values are digested as their str
+    digest = ckpt._state_digest(state)
+    assert digest == ckpt._state_digest({**state, "digest": "anything"}) == ckpt._state_digest(
+        {"path": "a/b", "tokens": 99, "step": 7})
+    assert len(digest) == 32 and digest != ckpt._state_digest({**state, "tokens": 98})
+    assert digest != ckpt._state_digest({"step": 7, "tokens": 99})
+
+
+def test_usable_checkpoints_skip_a_best_only_folder_but_not_the_previous_checkpoint(tmp_path: Path) -> None:
+    _saved_steps(tmp_path, [2, 4])
+    shutil.rmtree(tmp_path / "checkpoint")
+    (tmp_path / "checkpoint" / "best").mkdir(parents=True)  # best/ saved before the first checkpoint of a rerun
+    good, damaged = ckpt.usable_checkpoints(tmp_path)
+    assert good == [tmp_path / "checkpoint.prev"] and damaged == []
+    shutil.rmtree(tmp_path / "checkpoint")
+    good, damaged = ckpt.usable_checkpoints(tmp_path)  # no checkpoint/ at all: the previous one still counts
+    assert good == [tmp_path / "checkpoint.prev"] and damaged == []
+
+
+def test_a_save_replaces_a_stale_tmp_and_writes_a_sorted_state_with_a_manifest(tmp_path: Path) -> None:
+    acc, model, _ = prepared()
+    (tmp_path / "checkpoint.tmp").mkdir(parents=True)
+    (tmp_path / "checkpoint.tmp" / "stale.bin").write_bytes(b"from a killed save")
+    ckpt.save_best(acc.unwrap_model(model), tmp_path, {"step": 1})
+    ckpt.save_checkpoint(acc, tmp_path, {"step": 3, "where": Path("x/y"), "a": 1})
+    folder = tmp_path / "checkpoint"
+    assert not (folder / "stale.bin").exists() and (folder / "best" / "model.safetensors").is_file()
+    text = (folder / "trainer_state.json").read_text()
+    state = json.loads(text)
+    assert list(state) == sorted(state) and state["where"] == "x/y"
+    assert "best" not in " ".join(state["files"]) and "model.safetensors" in state["files"]
+    assert ckpt.verify_checkpoint(folder) is None
+
+
+def test_best_weights_go_into_a_new_run_folder_with_sorted_info(tmp_path: Path) -> None:
+    acc, model, _ = prepared()
+    run_dir = tmp_path / "new" / "run"
+    (run_dir / "checkpoint" / "best.tmp").mkdir(parents=True)  # left by a killed save
+    ckpt.save_best(acc.unwrap_model(model), run_dir, {"val_loss": 2.0, "step": 5})
+    best = run_dir / "checkpoint" / "best"
+    assert list(json.loads((best / "best.json").read_text())) == ["step", "val_loss"]
+    assert not (run_dir / "checkpoint" / "best.tmp").exists()
+    ckpt.save_best(acc.unwrap_model(model), tmp_path / "fresh", {"step": 1})  # the run folder does not exist yet
+    assert (tmp_path / "fresh" / "checkpoint" / "best" / "model.safetensors").is_file()
+
+
+def test_link_tree_links_or_copies_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    (src / "sub").mkdir()
+    ckpt._link_tree(src, tmp_path / "deep" / "dst")
+    assert (tmp_path / "deep" / "dst" / "a.bin").stat().st_ino == (src / "a.bin").stat().st_ino
+    ckpt._link_tree(src, tmp_path / "deep" / "dst2")
+
+    def no_links(*args: object) -> None:
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    ckpt._link_tree(src, tmp_path / "copied")
+    assert (tmp_path / "copied" / "a.bin").read_bytes() == b"a" and not (tmp_path / "copied" / "sub").exists()
+    ckpt._link_tree(src, tmp_path / "copied")  # again into an existing folder: files replaced by copies
+    ckpt._link_tree(tmp_path / "missing", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+def test_weights_file_metadata_and_folder_paths(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model = tiny_model()
+    (tmp_path / "checkpoint").mkdir()
+    ckpt.save_weights(model, tmp_path / "checkpoint" / "model.safetensors")
+    with safe_open(str(tmp_path / "checkpoint" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "pt"  # what transformers' from_pretrained expects
+    for where in (tmp_path, tmp_path / "checkpoint", tmp_path / "checkpoint" / "model.safetensors"):
+        loaded = ckpt.load_weights(tiny_model(), where)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_carried_state_names_are_pinned() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Pair:
+        h: torch.Tensor
+        c: torch.Tensor
+
+    h, c = torch.zeros(1), torch.ones(1)
+    assert list(ckpt.state_to_tensors(h)) == ["_"]
+    assert list(ckpt.state_to_tensors((h, c))) == ["0", "1"]
+    nested = ckpt.state_to_tensors([Pair(h, c), (h,)])
+    assert list(nested) == ["0.h", "0.c", "1.0"]
+    back = ckpt.tensors_to_state([Pair(h, h), (h,)], {"0.h": c, "0.c": h, "1.0": c})
+    assert isinstance(back[0], Pair) and torch.equal(back[0].h, c) and torch.equal(back[0].c, h)
+    assert isinstance(back[1], tuple) and torch.equal(back[1][0], c)
+    assert torch.equal(ckpt.tensors_to_state(h, {"_": c}), c)
+    with pytest.raises(TypeError, match="cannot serialise a carried state of type str"):
+        ckpt.state_to_tensors("h")
+    with pytest.raises(TypeError, match="cannot rebuild a carried state of type str"):
+        ckpt.tensors_to_state("h", {})
+
+
+def test_load_run_names_the_field_and_puts_the_model_on_the_device(tmp_path: Path) -> None:
+    from lmbench.errors import SpecError
+
+    with pytest.raises(SpecError) as err:
+        ckpt.load_run(tmp_path)
+    assert err.value.path == "run_dir" and "has no spec.yaml" in err.value.message
+    from lmbench.models import build_model
+    from lmbench.spec import spec_to_yaml, to_spec
+    from lmbench.tokenizers.char import CharConfig, CharTokenizer
+
+    spec = to_spec({"name": "t", "data": {"block_size": 8}, "train": {"max_steps": 1},
+                    "model": {"family": "lstm", "params": {"d_embed": 4, "d_hidden": 4, "num_layers": 1}}})
+    (tmp_path / "spec.yaml").write_text(spec_to_yaml(spec))
+    tokenizer = CharTokenizer.train(["abc"], CharConfig())
+    tokenizer.save(tmp_path / "tokenizer")
+    (tmp_path / "checkpoint").mkdir()
+    ckpt.save_weights(build_model(spec.model, tokenizer), tmp_path / "checkpoint" / "model.safetensors")
+    model, _, _ = ckpt.load_run(tmp_path, device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"} and not model.training
