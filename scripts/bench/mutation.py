@@ -12,8 +12,9 @@ Survivors are then sorted:
 - **equivalent**: listed in `scripts/bench/mutation_equivalent.toml` with a one-line reason (the program computes
   the same thing; e.g. `<` -> `<=` at a boundary where both branches agree). Names are mutmut's
   (`module.x_function__mutmut_N`), positional within a function: a stale entry is reported, not silently used.
-- **message**: only the text of an error, log or warning message changed (inside a `raise`, a `logger.*`/`log.*`
-  or `warnings.warn` call). These are not numbers; they are counted apart and left out of the score.
+- **message**: a change inside a logging call (`log.*`, `logger.*`, `warnings.warn`), or to nothing but the text
+  of an exception's message (the exception, and a SpecError's field, unchanged). These change what is written
+  to the log, not a number; they are counted apart and left out of the score.
 - **survived**: everything else; the score is killed / (killed + survived).
 
     python scripts/bench/mutation.py                       # every group, writes results/bench/mutation.md (~1 h)
@@ -129,17 +130,17 @@ def show(work: Path, name: str) -> str:
     return proc.stdout.strip()
 
 
-def message_spans(path: Path) -> list[tuple[int, int]]:
-    """Line spans of `raise ...` statements and of logging/warning calls in a source file."""
-    spans = []
+def message_spans(path: Path) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Line spans of `raise ...` statements, and of logging/warning calls, in a source file."""
+    raises, logs = [], []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Raise):
-            spans.append((node.lineno, node.end_lineno or node.lineno))
+            raises.append((node.lineno, node.end_lineno or node.lineno))
         elif isinstance(node, ast.Call):
             func = ast.unparse(node.func)
-            if MESSAGE_CALLS.search(func) and not func.startswith(("math.", "np.", "torch.")):
-                spans.append((node.lineno, node.end_lineno or node.lineno))
-    return spans
+            if MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings.")):
+                logs.append((node.lineno, node.end_lineno or node.lineno))
+    return raises, logs
 
 
 def changed_lines(diff: str) -> tuple[list[str], list[str]]:
@@ -173,8 +174,10 @@ def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> N
             old, new = changed_lines(m.diff)
             if m.name in equivalent:
                 m.category, m.reason = "equivalent", equivalent[m.name]
-            elif strings_only(old, new) and in_message(sources[m.module], old, spans[m.module]):
-                m.category, m.reason = "message", "message text only"
+            elif in_message(sources[m.module], old, spans[m.module][1]):
+                m.category, m.reason = "message", "inside a logging call: changes only what is logged"
+            elif strings_only(old, new) and in_message(sources[m.module], old, spans[m.module][0]):
+                m.category, m.reason = "message", "text of an exception's message only"
             else:
                 m.category = "survived"
         elif m.exit_code in (5, 33):

@@ -118,3 +118,108 @@ def test_cells_that_ran_before_their_reference_are_scored_when_it_completes(tmp_
 def table_has_no_reference(path: Path) -> bool:
     table = pd.read_csv(path)
     return "reference_ppl" not in table or bool(table["reference_ppl"].isna().all())
+
+
+def test_the_summary_records_the_cell_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fact and progress field of summary.json against its source: the cell's name, group and axes, the
+    model's parameter count and FLOPs, the batch split, steps/tokens/epochs and rates, the logged losses, the
+    run files (spec.yaml reads back, env.json names the data and precision)."""
+    import torch
+
+    from lmbench.data import prepare_data
+    from lmbench.models import build_model
+    from lmbench.spec import load_spec
+    from lmbench.tokenizers import load_tokenizer
+    from lmbench.training.runner import build_trainer, run_cell
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: threads.append(n))
+    threads: list[int] = []
+    cfg = tiny_cfg(tmp_path, train={"grad_accum_steps": 2, "num_threads": 1, "max_steps": 6},
+                   eval={"untrained": True})
+    cfg["tracking"]["project"] = "prøjekt ü"  # non-ASCII text in spec.yaml
+    run_dir = tmp_path / "deep" / "grid" / "cell0"
+    summary = run_cell(to_spec(cfg), run_dir, cell_name="cell0", group="g1", axes={"seed": 3})
+    assert threads == [1]
+    on_disk = read_summary(run_dir)
+    assert on_disk is not None and dict(on_disk) == json.loads(json.dumps(dict(summary), default=str))
+    assert (summary["cell"], summary["spec_name"], summary["group"], summary["axes"]) == \
+        ("cell0", "runner-test", "g1", {"seed": 3})
+    model = build_model(to_spec(cfg).model, load_tokenizer(run_dir / "tokenizer"))
+    assert summary["num_params"] == summary["num_trainable_params"] == sum(p.numel() for p in model.parameters())
+    assert (summary["world_size"], summary["grad_accum_steps"], summary["per_process_batch_size"]) == (1, 2, 2)
+    steps_per_epoch = build_trainer(to_spec(cfg), tmp_path / "probe", "probe").steps_per_epoch
+    assert (summary["steps"], summary["tokens"], summary["stop_reason"]) == (6, 6 * 4 * 16, "max_steps")
+    assert summary["epochs"] == pytest.approx(6 / steps_per_epoch, rel=1e-12)
+    assert summary["train_tokens_per_s"] == pytest.approx(summary["tokens"] / summary["train_s"], rel=1e-12)
+    assert summary["flops_per_token"] == model.flops_per_token(16)
+    assert summary["train_flops_per_s"] == pytest.approx(summary["flops_per_token"] * summary["train_tokens_per_s"])
+    assert summary["wall_s"] >= summary["train_s"] > 0 and summary["resumed_from"] == []
+    losses = [r["train_loss"] for r in rows(run_dir) if "train_loss" in r]
+    assert (summary["first_train_loss"], summary["last_train_loss"], summary["min_train_loss"]) == \
+        (losses[0], losses[-1], min(losses))
+    assert summary["untrained_val_loss"] > summary["val_loss"] and summary["diverged"] is False
+    assert summary["divergence_reason"] is None and summary["best_step"] in (3, 6)
+    assert summary["num_samples"] == len((run_dir / "samples.jsonl").read_text().splitlines()) == 1
+    assert load_spec(run_dir / "spec.yaml") == to_spec(cfg)
+    assert "prøjekt ü" in (run_dir / "spec.yaml").read_bytes().decode("utf-8")
+    fingerprints = json.loads((run_dir / "env.json").read_text())["fingerprints"]
+    assert fingerprints["mixed_precision"] == "no"
+    assert fingerprints["mixed_precision_reason"] == summary["mixed_precision_reason"]
+    assert fingerprints["data"] == json.loads(json.dumps(prepare_data(to_spec(cfg), progress=False).fingerprint))
+
+
+def test_a_failure_after_the_build_is_recorded_with_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception while training: summary.json says failed, names the exception and keeps the facts and the
+    progress so far; a non-finite loss is a failed summary returned (not raised) with the failing step."""
+    from lmbench.training.trainer import Trainer, TrainModule
+
+    real_step = Trainer.train_step
+
+    def broken(self: Trainer, step: int) -> object:
+        if step == 2:
+            raise ValueError("disk full")
+        return real_step(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", broken)
+    with pytest.raises(ValueError, match="disk full"):
+        run(tiny_cfg(tmp_path, train={"checkpoint_every": 1, "eval_every": None}), tmp_path / "broken")
+    summary = read_summary(tmp_path / "broken")
+    assert summary is not None and summary["status"] == "failed" and summary["error"] == "ValueError: disk full"
+    assert summary["cell"] == "broken" and summary["steps"] == 2 and summary["num_params"] > 0
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    real_forward = TrainModule.forward
+
+    def poisoned(self: TrainModule, *args: object, **kwargs: object) -> object:
+        nll, state = real_forward(self, *args, **kwargs)
+        return nll * float("nan"), state
+
+    monkeypatch.setattr(TrainModule, "forward", poisoned)
+    failed = run(tiny_cfg(tmp_path, train={"eval_every": None}), tmp_path / "nan")
+    assert failed["status"] == "failed" and failed["failed_step"] == 1 and "non-finite loss" in failed["error"]
+    assert failed["steps"] == 0 and failed["cell"] == "nan" and failed["stop_reason"] is None
+    assert read_summary(tmp_path / "nan") == json.loads(json.dumps(dict(failed), default=str))
+
+
+def test_a_launcher_precision_the_spec_overrides_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from lmbench.training.precision import LAUNCHER_ENV
+
+    monkeypatch.setenv(LAUNCHER_ENV, "bf16")
+    summary = run(tiny_cfg(tmp_path, train={"mixed_precision": "no", "max_steps": 1, "eval_every": None},
+                           sample={"samplers": []}), tmp_path / "cell")
+    assert summary["mixed_precision"] == "no"
+    warned = [r for r in caplog.records if "overrides the launcher" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].getMessage().startswith("cell: ")
+    caplog.clear()
+    monkeypatch.delenv(LAUNCHER_ENV)
+    run(tiny_cfg(tmp_path, train={"mixed_precision": "no", "max_steps": 1, "eval_every": None},
+                 sample={"samplers": []}), tmp_path / "quiet")
+    assert not [r for r in caplog.records if "overrides" in r.getMessage()]
+
+
+def test_build_trainer_has_no_trackers(tmp_path: Path) -> None:
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, tracking={"backends": ["tensorboard"]})
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "probe")
+    assert trainer.acc.log_with == [] and trainer.cell_name == "probe" and trainer.total_steps == 6
