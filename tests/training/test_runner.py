@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,22 @@ def test_cells_that_ran_before_their_reference_are_scored_when_it_completes(tmp_
               "reference_run": "cell:ref"}
     run(tiny_cfg(tmp_path, sample=sample), tmp_path / "grid" / "other")
     assert table_has_no_reference(tmp_path / "grid" / "other" / "sampler_metrics.csv")
+    # siblings that do not qualify, sorted before `other`: a file, a bare folder, a cell naming another reference,
+    # a cell whose samples are missing, and one that is not completed; none stops the scan
+    (tmp_path / "grid" / "a-file.txt").write_text("x")
+    (tmp_path / "grid" / "b-empty").mkdir()
+    for name, change in (("c-elsewhere", "reference"), ("d-nosamples", "samples"), ("e-running", "status")):
+        shutil.copytree(tmp_path / "grid" / "other", tmp_path / "grid" / name)
+        if change == "reference":
+            spec_file = tmp_path / "grid" / name / "spec.yaml"
+            spec_file.write_text(spec_file.read_text().replace("cell:ref", "cell:nobody"))
+        elif change == "samples":
+            (tmp_path / "grid" / name / "samples.jsonl").unlink()
+        else:
+            (tmp_path / "grid" / name / "summary.json").write_text(json.dumps({"status": "running"}))
     run(tiny_cfg(tmp_path, sample={**sample, "reference_run": None}), tmp_path / "grid" / "ref")
+    for name in ("c-elsewhere", "d-nosamples", "e-running"):
+        assert table_has_no_reference(tmp_path / "grid" / name / "sampler_metrics.csv"), name
     rescored = pd.read_csv(tmp_path / "grid" / "other" / "sampler_metrics.csv")
     assert (rescored["reference_ppl"] > 1).all()
     run(tiny_cfg(tmp_path, sample=sample), tmp_path / "grid" / "again")
@@ -223,3 +239,45 @@ def test_build_trainer_has_no_trackers(tmp_path: Path) -> None:
     cfg = tiny_cfg(tmp_path, tracking={"backends": ["tensorboard"]})
     trainer = build_trainer(to_spec(cfg), tmp_path / "run", "probe")
     assert trainer.acc.log_with == [] and trainer.cell_name == "probe" and trainer.total_steps == 6
+
+
+@pytest.mark.parametrize("planted", ["loss went up", None])
+def test_the_divergence_check_gets_the_runs_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture, planted: str | None) -> None:
+    """The runner hands divergence_reason the run's own numbers and records its answer (with a warning)."""
+    from lmbench.training import divergence
+
+    seen: list[dict] = []
+
+    def spy(**kwargs: object) -> str | None:
+        seen.append(kwargs)
+        return planted
+
+    monkeypatch.setattr(divergence, "divergence_reason", spy)
+    cfg = tiny_cfg(tmp_path, eval={"untrained": True}, train={"divergence_factor": 2.5}, sample={"samplers": []})
+    summary = run(cfg, tmp_path / "cell")
+    assert len(seen) == 1
+    kwargs = seen[0]
+    assert kwargs == {"final_val_loss": summary["val_loss"], "untrained_val_loss": summary["untrained_val_loss"],
+                      "vocab_size": kwargs["vocab_size"], "first_train_loss": summary["first_train_loss"],
+                      "last_train_loss": summary["last_train_loss"], "min_train_loss": summary["min_train_loss"],
+                      "factor": 2.5, "stopped": False}
+    from lmbench.tokenizers import load_tokenizer
+
+    assert kwargs["vocab_size"] == load_tokenizer(tmp_path / "cell" / "tokenizer").vocab_size
+    assert summary["diverged"] is (planted is not None) and summary["divergence_reason"] == planted
+    warned = [r.getMessage() for r in caplog.records if "diverged" in r.getMessage()]
+    assert warned == ([f"cell diverged: {planted} (listed apart in reports, not ranked)"] if planted else [])
+
+
+def test_no_samples_without_samplers_or_prompts_and_the_tables_have_no_index(tmp_path: Path) -> None:
+    summary = run(tiny_cfg(tmp_path, sample={"samplers": []}, train={"max_steps": 1, "eval_every": None}),
+                  tmp_path / "none")  # (no prompts at all is refused by the spec check)
+    assert summary["num_samples"] == 0 and not (tmp_path / "none" / "samples.jsonl").exists()
+    assert not (tmp_path / "none" / "sampler_metrics.csv").exists()
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": 1, "eval_every": None},
+                           sample={"samplers": [{"kind": "greedy"}, {"kind": "sample"}]}), tmp_path / "two")
+    table = pd.read_csv(tmp_path / "two" / "sampler_metrics.csv")
+    assert summary["num_samples"] == 2 and not any(c.startswith("Unnamed") for c in table.columns)
+    samples = [json.loads(ln) for ln in (tmp_path / "two" / "samples.jsonl").read_text().splitlines()]
+    assert [s["sampler"] for s in samples] == ["greedy", "sample"]
