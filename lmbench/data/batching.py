@@ -42,9 +42,6 @@ class PackedDataset(Dataset):
         self.offset = offset
         offsets = np.asarray(split.doc_offsets, dtype=np.int64)
         num_docs = len(offsets) - 1
-        self.doc_offsets = offsets
-        self.doc_starts = offsets[:-1] + np.arange(num_docs, dtype=np.int64)  # stream position of each doc's start
-        self.doc_lengths = np.diff(offsets)
         self.stream_length = int(offsets[-1]) + num_docs  # every document followed by EOS
         self.eos_positions = offsets[1:] + np.arange(num_docs, dtype=np.int64)  # stream position of each EOS
         self.num_windows = max((self.stream_length - 1 - offset) // block_size, 0)

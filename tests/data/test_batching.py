@@ -169,3 +169,65 @@ def test_length_bucket_sampler() -> None:
     assert len(list(dropped)) == len(dropped) and all(len(b) == 8 for b in dropped)
     ordered = list(LengthBucketSampler(lengths, batch_size=8, shuffle=False))
     assert all(lengths[b[0]] >= lengths[b[-1]] for b in ordered)
+
+
+def test_rows_reach_the_final_eos_and_an_empty_split_is_all_eos() -> None:
+    """A row that ends on the stream's last position (the final EOS) reads it, whatever the token dtype; a split
+    with documents but no tokens is a stream of EOS."""
+    docs = [[11, 12], [13, 14, 15]]
+    dataset = PackedDataset(make_split(docs), 3, EOS)
+    stream = stream_of(docs)  # 11 12 EOS 13 14 15 EOS
+    assert dataset.stream_length == len(stream) == 7
+    assert dataset.rows(np.array([4, 0]), 3).tolist() == [stream[4:7], stream[0:3]]
+    assert dataset.stream(5, 7).tolist() == [15, EOS] and dataset.stream(1, 4).dtype == np.int64
+    assert len(dataset) == 2 and dataset[1]["input_ids"].tolist() == [13, 14, 15]  # windows [0, 3], [3, 6]
+    assert dataset[1]["labels"].tolist() == [14, 15, EOS]
+    empty = PackedDataset(make_split([[], [], []]), 2, EOS)
+    assert empty.rows(np.array([0, 1]), 2).tolist() == [[EOS, EOS], [EOS, EOS]] and len(empty) == 1
+
+
+def test_out_of_range_windows_name_the_first_bad_index() -> None:
+    dataset = PackedDataset(make_split(random_docs(5)), 4, EOS)
+    n = len(dataset)
+    assert [len(item["input_ids"]) for item in dataset.__getitems__([0, n - 1])] == [4, 4]
+    with pytest.raises(IndexError, match=f"window {n} out of range for {n} windows"):
+        dataset.__getitems__([0, n, n + 1])
+    with pytest.raises(IndexError, match=f"window -1 out of range for {n} windows"):
+        dataset.__getitems__([-1, -2])
+    with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
+        PackedDataset(make_split([[1]]), 0, EOS)
+    assert len(PackedDataset(make_split([[1, 2, 3]]), 1, EOS)) == 3
+
+
+def test_argument_checks_of_samplers_and_documents() -> None:
+    assert len(list(StreamSampler(4, 1))) == 4
+    for bad in ((4, 0, 1), (4, 1, 0)):
+        with pytest.raises(ValueError, match="batch_size and num_processes must be >= 1"):
+            StreamSampler(bad[0], bad[1], num_processes=bad[2])
+    assert len(list(LengthBucketSampler([3, 1, 2], 1, pool_batches=1))) == 3
+    for batch_size, pool in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match="batch_size and pool_batches must be >= 1"):
+            LengthBucketSampler([3, 1, 2], batch_size, pool_batches=pool)
+    with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
+        DocumentDataset(make_split([[1]]), 0, BOS, EOS)
+    one = DocumentDataset(make_split([[7, 8]]), 1, BOS, EOS)  # a block of one: BOS -> first token
+    assert one[0]["input_ids"].tolist() == [BOS] and one[0]["labels"].tolist() == [7]
+    padded = DocumentDataset(make_split([[7, 8, 9], [5]]), 8, BOS, EOS)  # pad id defaults to 0
+    assert padded.batch([0, 1])["input_ids"].tolist() == [[BOS, 7, 8, 9], [BOS, 5, 0, 0]]
+    empty = padded.batch([])
+    assert empty["input_ids"].shape == (0, 0) and padded.num_targets([]) == 0
+
+
+def test_length_buckets_by_default_shuffle_in_pools_of_50_batches_and_sort_stably() -> None:
+    lengths = np.arange(202)
+    ordered = list(LengthBucketSampler(lengths, 2, shuffle=False))
+    # pools of 50 batches x 2 items: 0-99, 100-199, 200-201, each sorted longest first
+    assert ordered[0] == [99, 98] and ordered[50] == [199, 198] and ordered[100] == [201, 200]
+    assert list(LengthBucketSampler(lengths, 2, seed=0)) != ordered  # shuffle is the default
+    same = list(LengthBucketSampler(np.full(200, 7), 4, shuffle=False))
+    assert same == [list(range(i, i + 4)) for i in range(0, 200, 4)]  # equal lengths keep their order
+    for n, batch_size, pool in ((10, 4, 50), (8, 4, 50), (9, 4, 50), (21, 2, 3), (24, 2, 3), (5, 1, 2)):
+        sampler = LengthBucketSampler(np.arange(n), batch_size, pool_batches=pool)
+        assert len(sampler) == len(list(sampler)), (n, batch_size, pool)
+        dropped = LengthBucketSampler(np.arange(n), batch_size, pool_batches=pool, drop_last=True)
+        assert len(dropped) == len(list(dropped)) == sum(1 for b in sampler if len(b) == batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lmbench.training.plan import BatchPlan
 
@@ -20,3 +21,95 @@ def test_batch_plans_are_seeded_epoch_orders() -> None:
     bucket = BatchPlan("bucket", 20, 4, seed=0, lengths=np.arange(20))
     got = np.concatenate([bucket.batch(0, i) for i in range(bucket.steps_per_epoch)])
     assert sorted(got.tolist()) == list(range(20))
+
+
+def _spec(batch_size: int = 3, **data: object) -> object:
+    from lmbench.spec import to_spec
+
+    return to_spec({"name": "p", "seed": 4, "train": {"max_steps": 1, "batch_size": batch_size},
+                    "model": {"family": "lstm"}, "data": {"block_size": 4, **data}})
+
+
+def _split(docs: list[list[int]], prompt_lens: list[int] | None = None) -> object:
+    from lmbench.data.cache import SplitStats, TokenSplit
+
+    offsets = np.concatenate(([0], np.cumsum([len(d) for d in docs]))).astype(np.int64)
+    tokens = np.array([t for d in docs for t in d], dtype=np.uint16)
+    prompts = None if prompt_lens is None else np.array(prompt_lens, dtype=np.int64)
+    return TokenSplit(tokens, offsets, prompts, SplitStats(len(docs), len(tokens), 0, 0, 0))
+
+
+class _Tok:
+    bos_id, eos_id, pad_id = 1, 2, 0
+
+
+DOCS = [[5, 6, 7], [8], [9, 10, 11, 12, 13, 14], [15, 16], [17, 18, 19]]
+
+
+def test_make_train_data_packed() -> None:
+    """Packed windows: shuffled for a stateless model, StreamSampler lanes (carried state) for a recurrent one;
+    block_size targets per item; items collate by stacking."""
+    import torch
+
+    from lmbench.data.batching import PackedDataset
+    from lmbench.training.plan import make_train_data
+
+    shuffled = make_train_data(_spec(), _split(DOCS), _Tok(), carries_state=False)
+    assert isinstance(shuffled.dataset, PackedDataset) and shuffled.plan.kind == "shuffle"
+    # 15 tokens + 5 EOS = 20 stream positions: (20 - 1) // 4 = 4 windows of 4 inputs and 4 labels
+    assert (shuffled.plan.num_items, shuffled.plan.batch_size, shuffled.plan.seed) == (4, 3, 4)
+    assert shuffled.tokens_per_item == 4.0 and shuffled.carry is False
+    carried = make_train_data(_spec(), _split(DOCS), _Tok(), carries_state=True)
+    assert carried.plan.kind == "stream" and carried.carry is True
+    items = [carried.dataset[i] for i in (0, 1)]
+    stacked = carried.collate(items)
+    assert torch.equal(stacked["input_ids"], torch.stack([it["input_ids"] for it in items]))
+    indices = np.array([1, 0])
+    assert torch.equal(carried.batch(indices)["labels"], carried.dataset.batch(indices)["labels"])
+    assert carried.num_targets(indices) == 8
+
+
+def test_make_train_data_documents() -> None:
+    """Documents: length buckets when asked (and seeded), else a shuffle; targets per item leave prompts out; a
+    recurrent model carries no state across documents; a batch larger than the documents is a spec error."""
+    from lmbench.data.batching import DocumentDataset
+    from lmbench.errors import SpecError
+    from lmbench.training.plan import make_train_data
+
+    plain = make_train_data(_spec(batching="documents", block_size=8), _split(DOCS), _Tok(), carries_state=True)
+    assert isinstance(plain.dataset, DocumentDataset) and plain.plan.kind == "shuffle" and plain.carry is False
+    assert plain.tokens_per_item == pytest.approx((4 + 2 + 7 + 3 + 4) / 5)  # each doc + EOS, under the block
+    bucketed = make_train_data(_spec(batching="documents", block_size=8, bucket_by_length=True),
+                               _split(DOCS, prompt_lens=[1, 0, 2, 1, 0]), _Tok(), carries_state=False)
+    assert bucketed.plan.kind == "bucket" and bucketed.plan.lengths.tolist() == [4, 2, 7, 3, 4]
+    assert bucketed.tokens_per_item == pytest.approx((3 + 2 + 5 + 2 + 4) / 5)
+    batch = bucketed.collate([bucketed.dataset[0], bucketed.dataset[1]])
+    assert batch["input_ids"].tolist() == [[1, 5, 6, 7], [1, 8, 0, 0]]  # padded with the tokenizer's pad id
+    with pytest.raises(SpecError, match="6 is larger than the 5 training documents") as err:
+        make_train_data(_spec(6, batching="documents"), _split(DOCS), _Tok(), carries_state=False)
+    assert err.value.path == "train.batch_size"
+
+
+def test_micro_batch_size_splits_the_global_batch() -> None:
+    from lmbench.training.plan import BatchPlan, TrainData
+
+    data = TrainData(None, BatchPlan("shuffle", 100, 12, 0), None, False, 1.0)
+    assert [data.micro_batch_size(p, a) for p, a in ((1, 1), (2, 3), (4, 3), (12, 1))] == [12, 2, 1, 1]
+    for processes, accum in ((5, 1), (2, 5), (24, 1)):
+        with pytest.raises(ValueError, match=f"a global batch of 12 does not split into {processes} processes x "
+                                             f"{accum} accumulation steps"):
+            data.micro_batch_size(processes, accum)
+
+
+def test_bucket_plans_drop_short_batches_and_follow_seed_and_epoch() -> None:
+    lengths = np.random.default_rng(0).integers(1, 50, 21)
+    plan = BatchPlan("bucket", 21, 4, seed=0, lengths=lengths)
+    assert plan.steps_per_epoch == 5
+    epoch = [plan.batch(0, i) for i in range(5)]
+    assert all(len(b) == 4 and b.dtype == np.int64 for b in epoch) and len(set(np.concatenate(epoch))) == 20
+    assert [b.tolist() for b in epoch] != [BatchPlan("bucket", 21, 4, seed=1, lengths=lengths).batch(0, i).tolist()
+                                           for i in range(5)]
+    assert [plan.batch(1, i).tolist() for i in range(5)] != [b.tolist() for b in epoch]
+    assert [plan.batch(0, i).tolist() for i in range(5)] == [b.tolist() for b in epoch]  # back to epoch 0
+    sorted_within = [lengths[b] for b in epoch]
+    assert all((np.diff(x) <= 0).all() for x in sorted_within)  # each batch longest first (from a sorted pool)
