@@ -81,6 +81,7 @@ def mutmut_config(modules: list[str], tests: list[str]) -> str:
     return "\n".join([
         "[tool.mutmut]",
         'source_paths = ["lmbench"]',
+        'also_copy = ["scripts"]',  # tests import scripts/bench helpers (e.g. generation.py)
         f"only_mutate = {json.dumps(modules)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
@@ -98,20 +99,23 @@ def prepare_copy(work: Path, modules: list[str], tests: list[str]) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "lmbench", work / "lmbench", ignore=ignore)
     shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
+    shutil.copytree(REPO / "scripts", work / "scripts", ignore=ignore)
     text = (REPO / "pyproject.toml").read_text()
     text = re.sub(r"\n\[tool\.mutmut\]\n.*?(?=\n\[|\Z)", "\n", text, flags=re.S)
     (work / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_config(modules, tests))
 
 
-def run_group(work: Path, max_children: int, data: Path) -> float:
+def run_group(work: Path, max_children: int, data: Path) -> tuple[float, str | None]:
+    """(seconds, None) or (seconds, what went wrong): a group that fails is reported, the others still run."""
     env = {**os.environ, "LMBENCH_DATA": str(data), "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
                           cwd=work, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise SystemExit(f"mutmut failed in {work} (exit {proc.returncode}):\n{tail}")
-    return time.perf_counter() - start
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip() and "⠋" not in ln
+                 and not re.match(r"^\W+ (Running|Generating)", ln)]
+        return time.perf_counter() - start, f"mutmut exit {proc.returncode}: " + " | ".join(lines[-5:])
+    return time.perf_counter() - start, None
 
 
 def read_mutants(work: Path, modules: list[str]) -> list[Mutant]:
@@ -195,6 +199,8 @@ def load_equivalent() -> dict[str, str]:
 def summarise(groups: dict[str, dict]) -> dict[str, dict]:
     rows = {}
     for group, info in groups.items():
+        if info.get("failure"):
+            continue
         for module in GROUPS[group][0]:
             ms = [m for m in info["mutants"] if m["module"] == module]
             count = {c: sum(m["category"] == c for m in ms) for c in
@@ -223,6 +229,9 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
                      f"{r['no tests']} | {r['equivalent']} | {r['message']} | {r['score']:.1%} | {goal:.0%} {mark} |")
     lines += ["", "Group runs: " + ", ".join(f"{g} {info['seconds']:.0f} s ({info['when']})"
                                              for g, info in groups.items()), ""]
+    failed = {g: info["failure"] for g, info in groups.items() if info.get("failure")}
+    if failed:
+        lines += ["## Groups that did not run", "", *[f"- {g}: {why}" for g, why in failed.items()], ""]
     for title, category in (("Surviving mutants", "survived"), ("Not reached by the module's tests", "no tests"),
                             ("Equivalent mutants", "equivalent")):
         chosen = [m for info in groups.values() for m in info["mutants"] if m["category"] == category]
@@ -258,7 +267,13 @@ def main() -> None:
         work = root / re.sub(r"\W+", "_", group)
         prepare_copy(work, modules, tests)
         print(f"{group}: mutating {', '.join(modules)} against {', '.join(tests)}", flush=True)
-        seconds = run_group(work, args.max_children, args.data.resolve())
+        seconds, failure = run_group(work, args.max_children, args.data.resolve())
+        if failure:
+            print(f"  {group}: {failure}", flush=True)
+            groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "mutants": [],
+                             "failure": failure}
+            store.write_text(json.dumps(groups, indent=1))
+            continue
         mutants = read_mutants(work, modules)
         classify(work, mutants, equivalent)
         groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"),
