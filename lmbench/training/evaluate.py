@@ -297,11 +297,6 @@ def target_nll(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: boo
     return torch.cat(pieces, dim=1)
 
 
-def score_batch(model: LanguageModel, batch: dict[str, Tensor], *, recurrent: bool, chunk: int) -> Tensor:
-    """(B, 2) float64 [nll_nats, scored tokens] per row of a right-padded batch (see `target_nll`)."""
-    return row_sums(target_nll(model, batch, recurrent=recurrent, chunk=chunk), batch["labels"])
-
-
 def row_sums(nll: Tensor, labels: Tensor) -> Tensor:
     """(B, T) target NLL and labels -> (B, 2) float64 [nll_nats, scored tokens] per row."""
     return torch.stack([nll.sum(1), (labels != IGNORE_INDEX).sum(1).double()], dim=1)

@@ -360,3 +360,83 @@ def test_default_stride_is_half_a_block_on_a_text_longer_than_the_block(mode: st
     assert result.nll_nats == pytest.approx(nll, rel=1e-6)
     cut = evaluate_split(model, split, stride=block, **kw)
     assert cut.num_tokens == count and abs(cut.nll_nats - nll) > 1e-3
+
+
+# ------------------------------------------------------------------------- the Evaluator and result records
+def test_evaluator_scores_the_named_splits_with_the_specs_settings() -> None:
+    """Splits in the asked order, missing or empty ones left out, each scored as evaluate_split scores it with the
+    spec's batching, block, stride and batch size; a split of one <unk> token has a share of 1."""
+    from types import SimpleNamespace
+
+    from lmbench.spec import to_spec
+    from lmbench.training.evaluate import Evaluator
+
+    spec = to_spec({"name": "u", "model": {"family": "lstm"}, "train": {"max_steps": 1},
+                    "data": {"block_size": 5, "batching": "documents"}, "eval": {"batch_size": 2, "stride": 2}})
+    splits = {"validation": make_split(DOCS), "test": make_split([[3]]), "train": make_split([[], []])}
+    tok = SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD, unk_id=3)
+    model = WindowLM(k=4)
+    results = Evaluator(splits, tok, spec).evaluate(model, ["test", "missing", "train", "validation"])
+    assert list(results) == ["test", "validation"]
+    direct = evaluate_split(model, splits["validation"], mode="documents", block_size=5, stride=2, batch_size=2,
+                            bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    assert results["validation"].nll_nats == pytest.approx(direct.nll_nats, rel=1e-12)
+    assert results["validation"].num_tokens == direct.num_tokens
+    other_stride = evaluate_split(model, splits["validation"], mode="documents", block_size=5, stride=4,
+                                  batch_size=2, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    assert abs(other_stride.nll_nats - direct.nll_nats) > 1e-6  # the stride matters here, so it was passed
+    assert results["test"].unk_rate == 1.0 and results["test"].num_tokens == 2  # the token and EOS
+
+
+def test_flatten_results_names_and_prefixes_every_split() -> None:
+    from lmbench.training.evaluate import flatten_results
+
+    r = EvalResult(nll_nats=6.0, num_tokens=3, num_bytes=4, num_chars=4, num_words=2)
+    flat = flatten_results({"validation": r, "test": r, "train": r, "extra": r}, prefix="untrained_")
+    assert flat["untrained_val_loss"] == 2.0 and flat["untrained_test_tokens"] == 3
+    assert flat["untrained_train_bpb"] == pytest.approx(6.0 / (4 * math.log(2)))
+    assert flat["untrained_extra_loss"] == 2.0 and "untrained_val_unk_rate" not in flat
+    assert flatten_results({"validation": EvalResult(1.0, 1, unk_rate=0.25)})["val_unk_rate"] == 0.25
+
+
+def test_span_helpers_at_their_edges() -> None:
+    assert row_spans(0, 3) == [] and row_spans(2, 5) == [(0, 1), (1, 2)]
+    assert window_spans(8, 4, 4) == [(0, 4, 0), (4, 8, 4)]
+    with pytest.raises(ValueError, match=r"stride must be in \(0, block_size=4\], got 0"):
+        window_spans(8, 4, 0)
+    with pytest.raises(ValueError, match=r"stride must be in \(0, block_size=4\], got 5"):
+        window_spans(8, 4, 5)
+    long_doc = make_split([list(range(3, 3 + 30))])
+    default = build_items(long_doc, mode="documents", recurrent=False, block_size=8, stride=4, num_rows=2,
+                          bos_id=BOS, eos_id=EOS)  # not whole sequences unless asked
+    whole = build_items(long_doc, mode="documents", recurrent=False, block_size=8, stride=4, num_rows=2,
+                        bos_id=BOS, eos_id=EOS, whole=True)
+    assert len(whole) == 1 and len(default) > 1
+
+
+def test_unit_frame_columns_and_types() -> None:
+    split = with_units(make_split(DOCS), {2: [5, 6]})
+    split.units[:, 4] = [9, 8, 7, 6]  # chars
+    split.units[:, 5] = [1, 2, 3, 4]  # words
+    result = evaluate_split(BigramLM(), split, mode="packed", block_size=4, batch_size=2, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    frame = result.units.frame()
+    assert list(frame.columns) == ["doc", "chunk", "nll_nats", "tokens", "bytes", "chars", "words"]
+    assert frame["chars"].tolist() == [9, 8, 7, 6] and frame["words"].tolist() == [1, 2, 3, 4]
+    assert frame["tokens"].dtype == np.int64 and frame["tokens"].tolist() == result.units.num_targets.tolist()
+
+
+def test_recurrent_packed_rows_start_from_a_fresh_state() -> None:
+    """A recurrent model on a packed stream with 3 rows: the stream is cut into 3 contiguous rows (row_spans),
+    each scored by one forward from a fresh state; not one row over the whole stream."""
+    model = tiny_lstm().eval()
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode="packed", block_size=4, batch_size=3, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    x, y = stream_arrays(split, EOS)
+    expected = 0.0
+    with torch.no_grad():
+        for a, b in row_spans(len(y), 3):
+            logits = model(torch.from_numpy(x[a:b])[None])
+            expected += float(F.cross_entropy(logits[0].double(), torch.from_numpy(y[a:b]), reduction="sum"))
+    assert result.num_tokens == len(y) and result.nll_nats == pytest.approx(expected, rel=1e-5)
