@@ -10,8 +10,9 @@ tests written for it. mutmut runs in its fork-server mode (torch is not fork-saf
 
 Survivors are then sorted:
 - **equivalent**: listed in `scripts/bench/mutation_equivalent.toml` with a one-line reason (the program computes
-  the same thing; e.g. `<` -> `<=` at a boundary where both branches agree). Names are mutmut's
-  (`module.x_function__mutmut_N`), positional within a function: a stale entry is reported, not silently used.
+  the same thing; e.g. `<` -> `<=` at a boundary where both branches agree). An entry is keyed by the function and
+  the change (`module.x_function: old -> new`, as mutation.md prints it), so it survives renumbering; an entry that
+  matches no surviving mutant any more is reported as stale, not silently used.
 - **message**: a change inside a logging call (`log.*`, `logger.*`, `warnings.warn`), or to nothing but the text
   of an exception's message (the exception, and a SpecError's field, unchanged). These change what is written
   to the log, not a number; they are counted apart and left out of the score.
@@ -167,6 +168,13 @@ def in_message(source: str, old: list[str], spans: list[tuple[int, int]]) -> boo
     return True
 
 
+def change_key(name: str, diff: str) -> str:
+    """`module.x_function: old -> new` (several changed lines joined by "; "): how equivalents are named."""
+    old, new = changed_lines(diff)
+    change = "; ".join(f"{a.strip()} -> {b.strip()}" for a, b in zip(old, new))
+    return f"{re.sub(r'__mutmut_[0-9]+$', '', name)}: {change}"
+
+
 def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> None:
     spans = {m.module: message_spans(REPO / m.module) for m in mutants}
     sources = {m.module: (REPO / m.module).read_text() for m in mutants}
@@ -176,8 +184,9 @@ def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> N
         elif m.exit_code in SURVIVED:
             m.diff = show(work, m.name)
             old, new = changed_lines(m.diff)
-            if m.name in equivalent:
-                m.category, m.reason = "equivalent", equivalent[m.name]
+            key = change_key(m.name, m.diff)
+            if key in equivalent:
+                m.category, m.reason = "equivalent", equivalent[key]
             elif in_message(sources[m.module], old, spans[m.module][1]):
                 m.category, m.reason = "message", "inside a logging call: changes only what is logged"
             elif strings_only(old, new) and in_message(sources[m.module], old, spans[m.module][0]):
@@ -239,9 +248,8 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
         if not chosen:
             lines += ["None.", ""]
         for m in chosen:
-            old, new = changed_lines(m["diff"])
-            change = "; ".join(f"`{a.strip()}` -> `{b.strip()}`" for a, b in zip(old, new)) or "(see mutmut show)"
-            lines.append(f"- `{m['name']}`: {change}" + (f" -- {m['reason']}" if m["reason"] else ""))
+            key = change_key(m["name"], m["diff"]) if m["diff"] else m["name"]
+            lines.append(f"- `{key}`" + (f" -- {m['reason']}" if m["reason"] else ""))
         lines.append("")
     if stale:
         lines += ["## Stale equivalence entries", "", *[f"- `{name}`" for name in stale], ""]
@@ -281,9 +289,15 @@ def main() -> None:
         counts = {c: sum(m.category == c for m in mutants) for c in ("killed", "survived", "equivalent", "message")}
         print(f"  {len(mutants)} mutants in {seconds:.0f} s: {counts}", flush=True)
         store.write_text(json.dumps(groups, indent=1))
-    names = {m["name"] for info in groups.values() for m in info["mutants"]}
-    stale = sorted(n for n in equivalent if n not in names
-                   and any(n.startswith(mod.removesuffix(".py").replace("/", ".") + ".")
+    for info in groups.values():  # equivalents added or removed since a group ran apply without rerunning it
+        for m in info["mutants"]:
+            if m["category"] in ("survived", "equivalent"):
+                key = change_key(m["name"], m["diff"])
+                m["category"], m["reason"] = ("equivalent", equivalent[key]) if key in equivalent else \
+                    ("survived", "")
+    keys = {change_key(m["name"], m["diff"]) for info in groups.values() for m in info["mutants"] if m["diff"]}
+    stale = sorted(k for k in equivalent if k not in keys
+                   and any(k.startswith(mod.removesuffix(".py").replace("/", ".") + ".")
                            for g in groups for mod in GROUPS[g][0]))
     write_markdown(groups, stale, args.out)
     print(f"wrote {args.out}")
