@@ -77,3 +77,42 @@ def test_unknown_optimizer() -> None:
     with pytest.raises(SpecError, match="unknown train.optimizer 'sgd'; choose from: adam, adamw") as err:
         build_optimizer(transformer(), name="sgd", lr=1e-3)
     assert err.value.path == "train.optimizer"
+
+
+def test_optimizer_settings_reach_torch() -> None:
+    model = transformer()
+    opt = build_optimizer(model, name="adamw", lr=2e-3, weight_decay=0.05, eps=1e-6)
+    assert (opt.defaults["lr"], opt.defaults["eps"], opt.defaults["betas"]) == (2e-3, 1e-6, (0.9, 0.999))
+    plain = build_optimizer(model, name="adamw", lr=1e-3)
+    assert plain.defaults["eps"] == 1e-8 and {g["weight_decay"] for g in plain.param_groups} == {0.0}
+    assert build_optimizer(model, name="adamw", lr=1e-3, fused=False).defaults["fused"] is False
+    frozen = lstm()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="the model has no trainable parameters"):
+        build_optimizer(frozen, name="adam", lr=1e-3)
+
+
+def test_fused_only_for_float_tensors_on_cpu_or_cuda() -> None:
+    from lmbench.training.optim import _fused_ok
+
+    assert _fused_ok([nn.Parameter(torch.zeros(2, dtype=dtype)) for dtype in
+                      (torch.float32, torch.float16, torch.bfloat16, torch.float64)])
+    assert not _fused_ok([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, device="meta"))])
+    assert not _fused_ok([nn.Parameter(torch.zeros(2, dtype=torch.complex64))])
+
+
+def test_no_decay_names_by_name_hint_and_at_the_top_level() -> None:
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3, 3))  # a top-level matrix: decays
+            self.bias = nn.Parameter(torch.zeros(3))
+            self.wte = nn.Linear(3, 3, bias=False)  # GPT-2's names for embedding tables, even as Linear
+            self.wpe = nn.Linear(3, 3, bias=False)
+            self.position_table = nn.Parameter(torch.zeros(5, 3))
+            self.bag = nn.EmbeddingBag(4, 3)
+            self.proj = nn.Linear(3, 3)
+
+    assert no_decay_names(Model()) == {"bias", "wte.weight", "wpe.weight", "position_table", "bag.weight",
+                                       "proj.bias"}
