@@ -58,3 +58,23 @@ def test_every_schedule_is_positive_and_bounded(name: str) -> None:
 
 def test_only_the_decaying_schedules_need_the_run_length() -> None:
     assert sorted(n for n in SCHEDULES.names() if SCHEDULES.get(n).decays) == ["cosine", "linear"]
+
+
+def test_no_warm_up_and_the_defaults() -> None:
+    """warmup_steps 0 (the default): the first update already uses the peak; lr_at scales the factor."""
+    assert [lr_factor("warmup_constant", s, warmup_steps=0) for s in (0, 1, 50)] == [1.0, 1.0, 1.0]
+    assert lr_factor("warmup_constant", 0) == 1.0
+    assert lr_at("linear", 0, 0.5, total_steps=10) == 0.5  # no warm-up by default
+    assert lr_at("linear", 5, 0.5, total_steps=10) == pytest.approx(0.25)
+    assert lr_at("cosine", 10, 0.5, total_steps=10, min_lr_ratio=0.2) == pytest.approx(0.1)
+    assert lr_at("inverse_sqrt", 0, 0.5) == 0.5 and lr_at("inverse_sqrt", 3, 0.5) == pytest.approx(0.25)
+
+
+def test_decay_progress_and_degenerate_lengths() -> None:
+    from lmbench.training.schedules import decay_progress, warmup_factor
+
+    assert [decay_progress(s, 10, 20) for s in (5, 10, 15, 20, 25)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert decay_progress(9, 10, 10) == 0.0 and decay_progress(10, 10, 10) == 1.0  # no decay phase at all
+    assert decay_progress(10, 10, 5) == 1.0
+    assert warmup_factor(0, 3) == pytest.approx(1 / 3) and warmup_factor(2, 3) == 1.0 and warmup_factor(5, -1) == 1.0
+    assert lr_factor("linear", 12, warmup_steps=12, total_steps=12, min_lr_ratio=0.3) == pytest.approx(0.3)
