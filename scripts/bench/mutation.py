@@ -16,7 +16,10 @@ Survivors are then sorted:
 - **message**: a change inside a logging call (`log.*`, `logger.*`, `warnings.warn`), or to nothing but the text
   of an exception's message (the exception, and a SpecError's field, unchanged). These change what is written
   to the log, not a number; they are counted apart and left out of the score.
-- **survived**: everything else; the score is killed / (killed + survived).
+- **platform**: the same here but not everywhere: a `device=` argument dropped (the CPU either way on a CPU-only
+  run; the gpu-marked tests run this code on CUDA), a text encoding changed between "utf-8", "UTF-8" and the
+  locale's default (UTF-8 here). Counted apart, listed.
+- **survived**: everything else; the score is killed / (killed + survived + not reached by a test).
 
     python scripts/bench/mutation.py                       # every group, writes results/bench/mutation.md (~1 h)
     python scripts/bench/mutation.py --groups samplers     # one group; merges into the existing results JSON
@@ -55,7 +58,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                                ["tests/training/test_plan.py", "tests/data/test_batching.py"]),
     "samplers": (["lmbench/sampling/filters.py", "lmbench/sampling/kinds.py", "lmbench/sampling/search.py",
                   "lmbench/sampling/metrics.py"],
-                 ["tests/sampling/test_filters.py", "tests/sampling/test_search.py",
+                 ["tests/sampling/test_kinds.py", "tests/sampling/test_filters.py", "tests/sampling/test_search.py",
                   "tests/sampling/test_metrics.py"]),
     "tokenizers": (["lmbench/tokenizers/base.py", "lmbench/tokenizers/char.py", "lmbench/tokenizers/word.py",
                     "lmbench/tokenizers/bpe.py", "lmbench/tokenizers/hf.py"], ["tests/tokenizers"]),
@@ -143,7 +146,8 @@ def message_spans(path: Path) -> tuple[list[tuple[int, int]], list[tuple[int, in
             raises.append((node.lineno, node.end_lineno or node.lineno))
         elif isinstance(node, ast.Call):
             func = ast.unparse(node.func)
-            if MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings.")):
+            if (MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings."))) \
+                    or func in ("bar", "progress.update") or func.endswith((".set_postfix", ".set_description")):
                 logs.append((node.lineno, node.end_lineno or node.lineno))
     return raises, logs
 
@@ -175,6 +179,32 @@ def change_key(name: str, diff: str) -> str:
     return f"{re.sub(r'__mutmut_[0-9]+$', '', name)}: {change}"
 
 
+DEVICE_ARG = re.compile(r",?\s*device=[\w.]+")
+ENCODING_ARG = re.compile(r",?\s*encoding=(\"utf-8\"|\"UTF-8\"|None)")
+
+
+def verdict(module: str, name: str, diff: str, equivalent: dict[str, str], source: str,
+            spans: tuple[list[tuple[int, int]], list[tuple[int, int]]]) -> tuple[str, str]:
+    """(category, reason) of a surviving mutant; see the module docstring for the categories."""
+    old, new = changed_lines(diff)
+    key = change_key(name, diff)
+    if key in equivalent:
+        return "equivalent", equivalent[key]
+    if in_message(source, old, spans[1]):
+        return "message", "inside a logging or progress-bar call: changes only what is shown"
+    if strings_only(old, new) and in_message(source, old, spans[0]):
+        return "message", "text of an exception's message only"
+    if old and len(old) == len(new):
+        if all(DEVICE_ARG.sub("", a) == DEVICE_ARG.sub("", b) for a, b in zip(old, new)):
+            return "platform", "where a tensor is created (device=): the CPU either way on this CPU-only run"
+        if all(ENCODING_ARG.sub("", a) == ENCODING_ARG.sub("", b) for a, b in zip(old, new)):
+            return "platform", "the text encoding: UTF-8 either way (a UTF-8 locale; 'UTF-8' names the same codec)"
+        if module.startswith("lmbench/sampling/") and all(
+                re.sub(r"(dim=|size\(|scatter_?\()\+1\b", r"\g<1>-1", b) == a for a, b in zip(old, new)):
+            return "equivalent", "the sampling tensors are (rows, vocabulary): dimension +1 is dimension -1"
+    return "survived", ""
+
+
 def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> None:
     spans = {m.module: message_spans(REPO / m.module) for m in mutants}
     sources = {m.module: (REPO / m.module).read_text() for m in mutants}
@@ -183,16 +213,7 @@ def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> N
             m.category = "killed"
         elif m.exit_code in SURVIVED:
             m.diff = show(work, m.name)
-            old, new = changed_lines(m.diff)
-            key = change_key(m.name, m.diff)
-            if key in equivalent:
-                m.category, m.reason = "equivalent", equivalent[key]
-            elif in_message(sources[m.module], old, spans[m.module][1]):
-                m.category, m.reason = "message", "inside a logging call: changes only what is logged"
-            elif strings_only(old, new) and in_message(sources[m.module], old, spans[m.module][0]):
-                m.category, m.reason = "message", "text of an exception's message only"
-            else:
-                m.category = "survived"
+            m.category, m.reason = verdict(m.module, m.name, m.diff, equivalent, sources[m.module], spans[m.module])
         elif m.exit_code in (5, 33):
             m.category = "no tests"
         else:
@@ -213,7 +234,7 @@ def summarise(groups: dict[str, dict]) -> dict[str, dict]:
         for module in GROUPS[group][0]:
             ms = [m for m in info["mutants"] if m["module"] == module]
             count = {c: sum(m["category"] == c for m in ms) for c in
-                     ("killed", "survived", "equivalent", "message", "no tests", "other")}
+                     ("killed", "survived", "equivalent", "message", "platform", "no tests", "other")}
             judged = count["killed"] + count["survived"] + count["no tests"]
             rows[module] = {"group": group, "total": len(ms), **count,
                             "score": count["killed"] / judged if judged else 1.0}
@@ -229,20 +250,22 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
              "reached by a test); equivalent mutants (listed below with a reason, from "
              "`scripts/bench/mutation_equivalent.toml`) and mutants that change only the text of an error, log or "
              "warning message are counted apart and left out.", "",
-             "| group | module | mutants | killed | survived | not reached | equivalent | message only | score | goal |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| group | module | mutants | killed | survived | not reached | equivalent | message only | CPU/UTF-8 only | score | goal |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for module, r in rows.items():
         goal = GOAL.get(r["group"], 0.90)
         mark = "met" if r["score"] >= goal else "**not met**"
         lines.append(f"| {r['group']} | `{module}` | {r['total']} | {r['killed']} | {r['survived']} | "
-                     f"{r['no tests']} | {r['equivalent']} | {r['message']} | {r['score']:.1%} | {goal:.0%} {mark} |")
+                     f"{r['no tests']} | {r['equivalent']} | {r['message']} | {r['platform']} | {r['score']:.1%} | "
+                     f"{goal:.0%} {mark} |")
     lines += ["", "Group runs: " + ", ".join(f"{g} {info['seconds']:.0f} s ({info['when']})"
                                              for g, info in groups.items()), ""]
     failed = {g: info["failure"] for g, info in groups.items() if info.get("failure")}
     if failed:
         lines += ["## Groups that did not run", "", *[f"- {g}: {why}" for g, why in failed.items()], ""]
     for title, category in (("Surviving mutants", "survived"), ("Not reached by the module's tests", "no tests"),
-                            ("Equivalent mutants", "equivalent")):
+                            ("Equivalent mutants", "equivalent"),
+                            ("The same on this platform only (CPU, UTF-8 locale)", "platform")):
         chosen = [m for info in groups.values() for m in info["mutants"] if m["category"] == category]
         lines += [f"## {title} ({len(chosen)})", ""]
         if not chosen:
@@ -289,12 +312,12 @@ def main() -> None:
         counts = {c: sum(m.category == c for m in mutants) for c in ("killed", "survived", "equivalent", "message")}
         print(f"  {len(mutants)} mutants in {seconds:.0f} s: {counts}", flush=True)
         store.write_text(json.dumps(groups, indent=1))
-    for info in groups.values():  # equivalents added or removed since a group ran apply without rerunning it
+    for info in groups.values():  # rules and equivalents changed since a group ran apply without rerunning it
         for m in info["mutants"]:
-            if m["category"] in ("survived", "equivalent"):
-                key = change_key(m["name"], m["diff"])
-                m["category"], m["reason"] = ("equivalent", equivalent[key]) if key in equivalent else \
-                    ("survived", "")
+            if m["category"] in ("survived", "equivalent", "message", "platform"):
+                source = (REPO / m["module"]).read_text()
+                m["category"], m["reason"] = verdict(m["module"], m["name"], m["diff"], equivalent, source,
+                                                     message_spans(REPO / m["module"]))
     keys = {change_key(m["name"], m["diff"]) for info in groups.values() for m in info["mutants"] if m["diff"]}
     stale = sorted(k for k in equivalent if k not in keys
                    and any(k.startswith(mod.removesuffix(".py").replace("/", ".") + ".")
