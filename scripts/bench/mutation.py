@@ -183,6 +183,24 @@ DEVICE_ARG = re.compile(r",?\s*device=[\w.]+")
 ENCODING_ARG = re.compile(r",?\s*encoding=(\"utf-8\"|\"UTF-8\"|None)")
 
 
+# keyword arguments that only restate a default: (keyword=value, calls whose default it is)
+DEFAULT_KWARGS = {"dim=-1": ("topk(", "sort("), "descending=False": ("sort(",),
+                  "ignore_index=IGNORE_INDEX": ("cross_entropy(",), 'side="left"': ("searchsorted(",)}
+
+
+def default_removed(old: str, new: str) -> str:
+    """The `keyword=value` that `new` drops from `old` when it restates the called function's default, else ""."""
+    for kwarg, calls in DEFAULT_KWARGS.items():
+        for variant in (f", {kwarg}", f"{kwarg}, ", kwarg):
+            if variant in old and old.replace(variant, "", 1) == new.replace(", )", ")") \
+                    and any(c in old for c in calls):
+                return kwarg
+            if variant in old and old.replace(variant, "", 1).replace(", )", ")") == new.replace(", )", ")") \
+                    and any(c in old for c in calls):
+                return kwarg
+    return ""
+
+
 def verdict(module: str, name: str, diff: str, equivalent: dict[str, str], source: str,
             spans: tuple[list[tuple[int, int]], list[tuple[int, int]]]) -> tuple[str, str]:
     """(category, reason) of a surviving mutant; see the module docstring for the categories."""
@@ -199,6 +217,9 @@ def verdict(module: str, name: str, diff: str, equivalent: dict[str, str], sourc
             return "platform", "where a tensor is created (device=): the CPU either way on this CPU-only run"
         if all(ENCODING_ARG.sub("", a) == ENCODING_ARG.sub("", b) for a, b in zip(old, new)):
             return "platform", "the text encoding: UTF-8 either way (a UTF-8 locale; 'UTF-8' names the same codec)"
+        removed = [default_removed(a, b) for a, b in zip(old, new)]
+        if all(removed):
+            return "equivalent", f"passes the argument's default value ({', '.join(removed)})"
         if module.startswith("lmbench/sampling/") and all(
                 re.sub(r"(dim=|size\(|scatter_?\()\+1\b", r"\g<1>-1", b) == a for a, b in zip(old, new)):
             return "equivalent", "the sampling tensors are (rows, vocabulary): dimension +1 is dimension -1"

@@ -128,3 +128,29 @@ def test_beam_sampling_keeps_two_tokens() -> None:
     scores = torch.tensor([[10.0, 0.0, -1.0]])
     s = SamplerSpec(kind="beam_sample", num_beams=2, top_k=1)
     assert torch.isfinite(filters.process(scores, None, s)).sum() == 2
+
+
+def kept(scores: torch.Tensor) -> list[list[int]]:
+    return [torch.nonzero(torch.isfinite(row)).flatten().tolist() for row in scores]
+
+
+def test_filters_keep_one_token_by_default_and_more_when_asked() -> None:
+    scores = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    assert kept(filters.top_k(scores, 1)) == [[0]]
+    assert kept(filters.top_k(scores, 1, min_tokens_to_keep=3)) == [[0, 1, 2]]
+    assert kept(filters.min_p(scores, 1.0)) == [[0]]
+    assert kept(filters.min_p(scores, 1.0, min_tokens_to_keep=3)) == [[0, 1, 2]]  # more than the rows (1)
+    assert kept(filters.top_p(scores, 1e-6)) == [[0]]
+
+
+def test_min_p_keeps_tokens_exactly_at_the_threshold() -> None:
+    tied = torch.tensor([[0.0, 0.0, float("-inf")]])  # probabilities 0.5, 0.5, 0: both at p x max for p = 1
+    assert kept(filters.min_p(tied, 1.0)) == [[0, 1]]
+
+
+def test_no_repeat_ngram_edges() -> None:
+    scores = torch.zeros(1, 5)
+    assert torch.equal(filters.no_repeat_ngram(scores, torch.tensor([[3, 3, 3]]), 0), scores)  # n = 0: off
+    banned = filters.no_repeat_ngram(scores, torch.tensor([[3, 3]]), 2)  # history exactly n long: (3, 3) seen
+    assert kept(banned) == [[0, 1, 2, 4]]
+    assert torch.equal(filters.no_repeat_ngram(scores, torch.tensor([[3]]), 2), scores)  # shorter than n

@@ -132,3 +132,49 @@ def test_unknown_words_in_a_prompt_become_unk_with_a_warning(caplog: pytest.LogC
     rows = sample_texts(model, tokenizer, spec, "cpu")
     assert tokenizer.unk_id in rows[0]["prompt_ids"] and "propose" in caplog.text
     assert rows[0]["text"].startswith("<unk> <unk> a cat") and rows[0]["num_new_tokens"] >= 1
+
+
+def test_repeated_ngram_rate_pools_counts_over_samples_with_4_grams_by_default() -> None:
+    # (1,2,1,2): 4-grams of [1,2,1,2,1,2,1] are 4, one repeat each after the first two: 2 repeats of 4
+    assert repeated_ngram_rate([[1, 2, 1, 2, 1, 2, 1], [5, 6, 7, 8, 9]]) == pytest.approx((2 + 0) / (4 + 2))
+    assert repeated_ngram_rate([[1, 1, 1], [2, 2, 2, 2]], 2) == pytest.approx((1 + 2) / (2 + 3))
+
+
+def test_same_vocabulary_needs_the_same_tokens_not_only_the_same_size() -> None:
+    from lmbench.sampling.metrics import same_vocabulary
+
+    a, b = CharTokenizer.train(["abc"], CharConfig()), CharTokenizer.train(["abd"], CharConfig())
+    assert a.vocab_size == b.vocab_size and not same_vocabulary(a, b)
+    assert same_vocabulary(a, CharTokenizer.train(["cab"], CharConfig())) and same_vocabulary(a, a)
+
+
+def test_sampler_table_notes_eos_share_and_empty_samples(tokenizer: CharTokenizer) -> None:
+    """The notes name the reference's state; EOS share, 4-gram repeats and perplexity by hand; samples with no new
+    token have no perplexity (NaN, not an error); no measured time gives no rate."""
+    from lmbench.sampling.metrics import _tokens_per_s, reference_scores
+
+    model = tiny_model("lstm", vocab_size=tokenizer.vocab_size)
+    p, e = tokenizer.encode("the"), tokenizer.eos_id
+    rows = [{"sampler": "s", "prompt_ids": p, "new_ids": [5, 6, 5, 6, 5, 6, e], "ended_with_eos": True,
+             "num_new_tokens": 7, "tokens_per_s": 7.0},
+            {"sampler": "s", "prompt_ids": p, "new_ids": [7, 7, 7, 7, 7], "ended_with_eos": False,
+             "num_new_tokens": 5, "tokens_per_s": 5.0},
+            {"sampler": "empty", "prompt_ids": p, "new_ids": [], "ended_with_eos": False, "num_new_tokens": 0,
+             "tokens_per_s": 0.0}]
+    table = sampler_metrics(rows, model, tokenizer).set_index("sampler")
+    assert table.loc["s", "note"] == "no reference model" and table.loc["s", "eos_fraction"] == 0.5
+    assert table.loc["s", "rep_4gram"] == pytest.approx((1 + 1) / (3 + 2))  # (5,6,5,6) repeats once; 7777 once
+    assert table.loc["s", "mean_length"] == 5.5 and math.isnan(table.loc["empty", "self_ppl"])
+    assert math.isnan(table.loc["empty", "tokens_per_s"]) and table.loc["s", "tokens_per_s"] == pytest.approx(6.0)
+    nll, num = continuation_nll(model, [(r["prompt_ids"], r["new_ids"]) for r in rows[:2]])
+    assert num == 12 and table.loc["s", "self_ppl"] == pytest.approx(math.exp(nll / num), rel=1e-6)
+    assert sampler_metrics(rows, model, tokenizer, reference=(model, tokenizer)).loc[0, "note"] == ""
+    other = CharTokenizer.train(["xyz"], CharConfig())
+    assert sampler_metrics(rows, model, tokenizer, reference=(model, other)).loc[0, "note"] == \
+        "reference model has another tokenizer: reference_ppl not comparable"
+    scores = reference_scores(rows, tokenizer, (model, tokenizer))
+    assert list(scores) == ["s", "empty"] and scores["s"] == (pytest.approx(table.loc["s", "self_ppl"]), "")
+    assert math.isnan(scores["empty"][0])
+    far = reference_scores(rows, tokenizer, (model, other))
+    assert math.isnan(far["s"][0]) and far["s"][1].startswith("reference model has another tokenizer")
+    assert math.isnan(_tokens_per_s([{"num_new_tokens": 3, "tokens_per_s": 0.0}]))
