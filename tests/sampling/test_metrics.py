@@ -178,3 +178,35 @@ def test_sampler_table_notes_eos_share_and_empty_samples(tokenizer: CharTokenize
     far = reference_scores(rows, tokenizer, (model, other))
     assert math.isnan(far["s"][0]) and far["s"][1].startswith("reference model has another tokenizer")
     assert math.isnan(_tokens_per_s([{"num_new_tokens": 3, "tokens_per_s": 0.0}]))
+
+
+def test_sample_texts_row_fields_seeds_and_start_token(tokenizer: CharTokenizer,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Every key of a row; a batch of jobs per seed (spec seed + chunk number); the index counts the draws of a
+    prompt across repeats and returned sequences; prompts start with BOS unless another start id is given; a
+    deterministic sampler asked for several samples says it runs once."""
+    import dataclasses
+
+    from lmbench.sampling.search import prompt_start_id
+
+    model = tiny_model("transformer", vocab_size=tokenizer.vocab_size)
+    sampler = SamplerSpec(kind="sample", num_return_sequences=2)
+    spec = SampleSpec(prompts=["the", "a"], num_samples=3, max_new_tokens=4, seed=7, samplers=[sampler])
+    rows = sample_texts(model, tokenizer, spec, "cpu", batch_size=4)
+    assert set(rows[0]) == {"sampler", "sampler_params", "prompt", "index", "text", "continuation", "prompt_ids",
+                            "new_ids", "num_new_tokens", "ended_with_eos", "tokens_per_s", "seed"}
+    assert rows[0]["sampler_params"] == dataclasses.asdict(sampler)
+    assert [r["seed"] for r in rows] == [7] * 8 + [8] * 4  # 6 jobs (2 prompts x 3): chunks of 4 and 2
+    assert [(r["prompt"], r["index"]) for r in rows if r["prompt"] == "the"] == [("the", i) for i in range(6)]
+    for r in rows:
+        assert r["continuation"] == tokenizer.decode(r["new_ids"]) and r["prompt_ids"][0] == tokenizer.bos_id
+    starting = sample_texts(model, tokenizer, spec, "cpu", start_id=tokenizer.eos_id)
+    assert {r["prompt_ids"][0] for r in starting} == {tokenizer.eos_id}
+    greedy = SampleSpec(prompts=["the"], num_samples=3, max_new_tokens=2, samplers=[SamplerSpec()])
+    with caplog.at_level("INFO", logger="lmbench.sampling.search"):
+        assert len(sample_texts(model, tokenizer, greedy, "cpu")) == 1
+    assert "greedy is deterministic: one run per prompt instead of 3 samples" in caplog.text
+    from lmbench.spec import DataSpec
+
+    assert prompt_start_id(DataSpec(batching="documents"), tokenizer) == tokenizer.bos_id
+    assert prompt_start_id(DataSpec(batching="packed"), tokenizer) == tokenizer.eos_id
