@@ -218,3 +218,25 @@ def test_seed_interval_computes_in_float64() -> None:
     got = seed_interval(values)
     assert got is not None and got.estimate == pytest.approx(mean, rel=1e-15)
     assert got.high - got.estimate == pytest.approx(3.182446305284263 * sem, rel=1e-12)  # t(0.975, 3)
+
+
+def test_word_ppl_two_unit_pairs_and_overflow_follow_the_reference() -> None:
+    words = np.array([2, 1, 1, 3, 2, 1, 4])
+    out = unit_intervals(NLL, np.ones(7), BYTES, words, resamples=90, seed=6)
+    num, den = reference_bootstrap([NLL, words], 90, 6)
+    assert (out["word_ppl"].low, out["word_ppl"].high) == tuple(
+        pytest.approx(v, rel=1e-12) for v in np.percentile(np.exp(num / den), [2.5, 97.5]))
+    other = (NLL * 1.5 + 1.0).astype(np.float32)  # not a permutation: the sums differ in float32
+    diff = paired_difference(NLL, other, BYTES)
+    expected = (NLL.astype(np.float64).sum() - other.astype(np.float64).sum()) / (BYTES.astype(np.float64).sum() * LN2)
+    assert diff.estimate == pytest.approx(float(expected), rel=1e-14)
+    two = paired_difference(NLL[:2], other[:2], BYTES[:2], resamples=50)
+    assert math.isfinite(two.low) and math.isfinite(two.high)
+    one = paired_difference(NLL[:1], other[:1], BYTES[:1])
+    assert math.isnan(one.low) and math.isnan(one.high)
+    with np.errstate(all="raise"):  # exp of a huge resampled ratio overflows to inf quietly
+        huge = ratio_interval(np.array([1800.0, 10.0, 1900.0]), np.array([1.0, 1.0, 0.5]), transform=np.exp,
+                              resamples=50)
+    assert math.isinf(huge.estimate) and huge.low <= huge.high
+    default = fit_scaling(SIZES, 1.5 + 40.0 * SIZES ** -0.3)
+    assert default.alpha_interval == fit_scaling(SIZES, 1.5 + 40.0 * SIZES ** -0.3, resamples=500, seed=0).alpha_interval

@@ -80,6 +80,7 @@ def test_stop_on_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: P
     ({"final_val_loss": math.nan, "last_train_loss": 3.2}, True),
     ({"untrained_val_loss": None, "final_val_loss": math.log(30)}, True),  # exactly uniform is no progress
     ({"untrained_val_loss": None, "vocab_size": 2, "final_val_loss": math.log(2) - 1e-9}, False),
+    ({"untrained_val_loss": None, "vocab_size": 2, "final_val_loss": math.log(2)}, True),
     ({"untrained_val_loss": None, "vocab_size": 1, "final_val_loss": 50.0}, False),  # one symbol: no uniform bound
     ({"first_train_loss": 2.0, "last_train_loss": 2.0 * 1.05}, False),  # exactly +5%: still within tolerance
     ({"first_train_loss": 2.0, "last_train_loss": 2.0 * 1.05 + 1e-9}, True),
