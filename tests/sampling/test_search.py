@@ -177,7 +177,10 @@ def test_beam_search_equals_exhaustive_search(family: str, length_penalty: float
 @pytest.mark.parametrize("family", FAMILIES)
 def test_left_padded_batch_equals_one_prompt_at_a_time(family: str) -> None:
     model = tiny_model(family)
-    for s in (SamplerSpec(), SamplerSpec(kind="beam", num_beams=3, num_return_sequences=2)):
+    # with a repetition penalty and n-gram bans, the left padding must not count as tokens already seen
+    for s in (SamplerSpec(), SamplerSpec(kind="beam", num_beams=3, num_return_sequences=2),
+              SamplerSpec(repetition_penalty=5.0, no_repeat_ngram_size=2),
+              SamplerSpec(kind="beam", num_beams=2, repetition_penalty=5.0)):
         batched = ours(model, s, EOS[family], 10)
         assert batched == [ours(model, s, EOS[family], 10, prompts=[p])[0] for p in PROMPTS]
 
@@ -360,3 +363,15 @@ def test_decoding_asks_whether_the_mask_is_dense_once_not_per_token() -> None:
     logits, after = model.step(torch.tensor([[3]]), dense)
     assert after.dense is True
     torch.testing.assert_close(model.step(torch.tensor([[3]]), dataclasses.replace(dense, dense=None))[0], logits)
+
+
+@pytest.mark.parametrize("s", [SamplerSpec(repetition_penalty=3.0), SamplerSpec(no_repeat_ngram_size=1),
+                               SamplerSpec(kind="beam", num_beams=2, repetition_penalty=3.0)])
+def test_left_padding_is_never_a_seen_token(s: SamplerSpec) -> None:
+    """A model that always prefers every token id in order (0 best): with left padding in the batch, no id, 0 and 1
+    included, counts as already generated, so the batch decodes what each prompt decodes alone."""
+    model = UnigramLM(torch.linspace(3.0, 0.0, 12))
+    prompts = [[7, 8, 9, 10, 11], [9]]
+    batched = generate(model, prompts, s, max_new_tokens=3, eos_id=11, pad_id=0)
+    alone = [generate(model, [p], s, max_new_tokens=3, eos_id=11, pad_id=0)[0] for p in prompts]
+    assert batched == alone and alone[1][0][0] == 0
