@@ -375,3 +375,18 @@ def test_left_padding_is_never_a_seen_token(s: SamplerSpec) -> None:
     batched = generate(model, prompts, s, max_new_tokens=3, eos_id=11, pad_id=0)
     alone = [generate(model, [p], s, max_new_tokens=3, eos_id=11, pad_id=0)[0] for p in prompts]
     assert batched == alone and alone[1][0][0] == 0
+
+
+def test_beam_search_stops_once_no_running_beam_can_improve() -> None:
+    """EOS is every step's best token: each beam's hypotheses end at once, so beam search stops after one step
+    unless early_stopping is "never" (then it runs to max_new_tokens, as transformers does with a positive
+    length penalty)."""
+    logits = torch.linspace(0.0, 3.0, 12)  # id 11 (EOS) best
+    calls = []
+    for s in (SamplerSpec(kind="beam", num_beams=2), SamplerSpec(kind="beam", num_beams=2, early_stopping=False),
+              SamplerSpec(kind="beam", num_beams=3, early_stopping="never")):
+        model = CountingLM(UnigramLM(logits))
+        out = generate(model, [[1, 2], [3]], s, max_new_tokens=8, eos_id=11, pad_id=0)
+        assert out == [[[11]], [[11]]]
+        calls.append(len(model.calls))
+    assert calls == [2, 2, 8]
