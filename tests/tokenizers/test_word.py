@@ -138,3 +138,82 @@ def test_wikitext2_vocabulary(shared_data: Path) -> None:
     lines = (shared_data / "wikitext-2" / "train.txt").read_text(encoding="utf-8").splitlines()
     tok = word(lines, pretokenized=True)
     assert tok.vocab_size == 33278 + 2  # the usual 33,278 (with <unk> and <eos>) plus <pad> and <bos>
+
+
+@pytest.mark.parametrize(("params", "path", "message"), [
+    ({"backend": "spacy"}, "tokenizer.params.backend", "'spacy'"),
+    ({"min_freq": 0}, "tokenizer.params.min_freq", "0 is out of range; allowed: >= 1"),
+    ({"max_size": 4}, "tokenizer.params.max_size",
+     "4 is out of range; allowed: > 4 (the number of special tokens), or null"),
+    ({"max_size": 5, "specials": ["<sep>"]}, "tokenizer.params.max_size", "allowed: > 5"),
+])
+def test_check_spec_messages_name_the_value_and_the_rule(params: dict[str, object], path: str,
+                                                          message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        WordTokenizer.check_spec(WordConfig(**params), None)  # type: ignore[arg-type]
+    assert err.value.path == path and message in err.value.message, err.value.message
+    WordTokenizer.check_spec(WordConfig(max_size=5, min_freq=1), None)  # the smallest allowed values
+
+
+def test_razdel_missing_is_named_unless_the_text_is_pretokenized(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_razdel(name: str, *args: object, **kwargs: object) -> object:
+        if name == "razdel":
+            raise ImportError("no razdel")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_razdel)
+    with pytest.raises(SpecError) as err:
+        WordTokenizer.check_spec(WordConfig(backend="razdel"), None)
+    assert err.value.path == "tokenizer.params.backend"
+    assert err.value.message == "razdel is not installed: pip install 'lmbench[razdel]' (or backend: regex)"
+    WordTokenizer.check_spec(WordConfig(backend="razdel", pretokenized=True), None)  # split on spaces only
+    WordTokenizer.check_spec(WordConfig(backend="regex"), None)
+
+
+def test_longer_specials_win_over_their_prefixes_and_max_size_keeps_only_specials() -> None:
+    tok = word(["a <s> b <sep> c"], specials=["<s>", "<sep>"])
+    ids = tok.encode("x <sep> <s>")
+    assert ids[1:] == [tok.tokens().index("<sep>"), tok.tokens().index("<s>")]
+    only = word(["a b c"], max_size=5)  # one word fits after the 4 specials
+    assert only.tokens() == ["<pad>", "<bos>", "<eos>", "<unk>", "a"]
+
+
+def test_flat_encoding_warns_about_unknown_words_but_not_about_a_literal_unk(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    tok = word(["the cat sat ."])
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.word"):
+        flat, lengths = tok.encode_flat(["the <unk> sat .", "the cat ."])
+    assert flat.dtype == np.uint32 and flat.tolist() == tok.encode("the <unk> sat .") + tok.encode("the cat .")
+    assert lengths.dtype == np.int64 and lengths.tolist() == [4, 3]
+    assert not caplog.records  # the literal <unk> is the unk token, not an unknown word
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.word"):
+        tok.encode_flat(["the dog <unk> ran"])
+    assert len(caplog.records) == 1 and "2 of 4 tokens unknown" in caplog.text and "'dog'" in caplog.text
+    assert "'ran'" in caplog.text and "'<unk>'" not in caplog.text and "word" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.word"):
+        tok.encode_batch(["the <unk> cat"])
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [
+    (["it", "'s", "fine"], "it's fine"),  # a contraction joins its word
+    (["'s", "fine"], "'s fine"),  # nothing before it: not a contraction
+    (["x", "'", "s"], "x's"),
+    (["ok", "'"], "ok'"),  # a quote at the end
+    (["\"", "a", "\"", "b", "\"", "c", "\""], '"a" b "c"'),  # quotes open and close in turn
+])
+def test_detokenizer_contractions_and_quotes(tokens: list[str], expected: str) -> None:
+    assert detokenize(tokens) == expected
+
+
+def test_capitalize_only_letters() -> None:
+    from lmbench.tokenizers.word import _capitalize
+
+    assert [_capitalize(t) for t in ("word", "élan", "3rd", "'tis", "")] == ["Word", "Élan", "3rd", "'tis", ""]
