@@ -111,3 +111,25 @@ def test_unreachable_hub_id_is_a_spec_error(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(SpecError) as err:
         build_tokenizer(TokenizerSpec("hf", {"name_or_path": "lmbench-test/no-such-tokenizer"}), [])
     assert err.value.path == "tokenizer.params.name_or_path" and "no-such-tokenizer" in err.value.message
+
+
+def test_special_ids_of_a_tokenizer_with_its_own_tokens_and_of_one_with_none(corpus: list[str]) -> None:
+    """A BERT-like tokenizer keeps its own bos/pad/unk/sep ids; one with no special token at all gets
+    <|endoftext|> added as EOS, and every other special id falls back to it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    def fast(specials: list[str], **named: str) -> PreTrainedTokenizerFast:
+        rust = Tokenizer(models.WordLevel(unk_token=named.get("unk_token", "[UNK]")))
+        rust.pre_tokenizer = pre_tokenizers.Whitespace()
+        rust.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=specials, show_progress=False))
+        return PreTrainedTokenizerFast(tokenizer_object=rust, **named)
+
+    own = HFTokenizer(fast(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[EOS]"], pad_token="[PAD]", unk_token="[UNK]",
+                           bos_token="[CLS]", sep_token="[SEP]", eos_token="[EOS]"), HFConfig())
+    assert (own.pad_id, own.unk_id, own.bos_id, own.sep_id, own.eos_id) == (0, 1, 2, 3, 4)
+    bare = HFTokenizer(fast([]), HFConfig())
+    assert bare.hf.convert_ids_to_tokens(bare.eos_id) == ENDOFTEXT
+    assert bare.bos_id == bare.pad_id == bare.unk_id == bare.eos_id and bare.sep_id is None
+    with_sep = HFTokenizer(fast([]), HFConfig(extra_special_tokens=["<sep>"]))
+    assert with_sep.hf.convert_ids_to_tokens(with_sep.sep_id) == "<sep>" and with_sep.sep_id != with_sep.eos_id
