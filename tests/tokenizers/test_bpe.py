@@ -132,3 +132,33 @@ def test_writingprompts_with_sep(shared_data: Path) -> None:
     tok = BPETokenizer.train(stories, BPEConfig(vocab_size=2500, user_defined_symbols=["<sep>"]))
     assert tok.vocab_size == 2500 and tok.sep_id == 4
     assert tok.decode(tok.encode_batch(stories[:20])[7]) == stories[7]
+
+
+@pytest.mark.parametrize(("params", "field", "message"), [
+    ({"model_type": "wordpiece"}, "model_type", "'wordpiece'"),
+    ({"normalization_rule_name": "nfkd"}, "normalization_rule_name", "'nfkd'"),
+    ({"vocab_size": 5}, "vocab_size",
+     "5 is out of range; allowed: > 5 (special tokens, user-defined symbols and byte pieces)"),
+    ({"vocab_size": 261, "byte_fallback": True}, "vocab_size", "allowed: > 261 (special"),
+    ({"character_coverage": 0.0}, "character_coverage", "0.0 is out of range; allowed: in (0, 1]"),
+    ({"character_coverage": 1.5}, "character_coverage", "1.5 is out of range; allowed: in (0, 1]"),
+    ({"max_sentence_length": 0}, "max_sentence_length", "0 is out of range; allowed: >= 1"),
+    ({"input_sentence_size": -1}, "input_sentence_size", "-1 is out of range; allowed: >= 0 (0: all)"),
+])
+def test_check_spec_messages_name_the_value_and_the_rule(params: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        BPETokenizer.check_spec(BPEConfig(**params), None)
+    assert err.value.path == f"tokenizer.params.{field}" and message in err.value.message, err.value.message
+
+
+def test_smallest_allowed_settings_pass_the_check() -> None:
+    # 4 specials + "\\n": vocab 6 is the smallest; with byte pieces 262; coverage 1 and one-byte documents are fine
+    BPETokenizer.check_spec(BPEConfig(vocab_size=6, character_coverage=1.0, max_sentence_length=1), None)
+    BPETokenizer.check_spec(BPEConfig(vocab_size=262, byte_fallback=True, input_sentence_size=0), None)
+    BPETokenizer.check_spec(BPEConfig(vocab_size=5, split_newlines=False), None)
+
+
+def test_ids_are_python_ints(bpe: BPETokenizer) -> None:
+    ids = bpe.encode("once upon a time")
+    batch = bpe.encode_batch(["once upon", "a time"])
+    assert ids and all(type(i) is int for i in ids) and all(type(i) is int for row in batch for i in row)
