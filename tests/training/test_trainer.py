@@ -403,3 +403,40 @@ def test_a_wall_time_budget_counts_the_time_before_a_resume(tmp_path: Path, monk
     resumed = run(cfg, tmp_path / "resumed")
     assert resumed["resumed_from"] == [3]
     assert resumed["stop_reason"] == "max_seconds" and resumed["steps"] == 6
+
+
+def test_logged_train_loss_pools_the_window_by_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """log_every = 3 over documents of different lengths: each logged train_loss is sum(loss x targets) /
+    sum(targets) over the 3 updates since the last row; epoch is step / steps_per_epoch; evaluations reuse."""
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, data={"batching": "documents", "block_size": 64},
+                   train={"max_steps": 7, "log_every": 3, "eval_every": 7, "checkpoint_every": None})
+    cfg["model"]["params"].update(block_size=64)
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    seen: list[tuple[float, int]] = []
+    real = trainer.train_step
+    evaluations: list[list[str]] = []
+    real_eval = trainer.evaluator.evaluate
+
+    def step(i: int) -> Any:
+        out = real(i)
+        seen.append((out[0], out[1]))
+        return out
+
+    def evaluate(model: Any, names: list[str]) -> Any:
+        evaluations.append(list(names))
+        return real_eval(model, names)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer.evaluator, "evaluate", evaluate)
+    outcome = trainer.run()
+    logged = [r for r in rows(tmp_path / "run") if "train_loss" in r]
+    assert [r["step"] for r in logged] == [3, 6]
+    for row, window in zip(logged, (seen[0:3], seen[3:6])):
+        expected = sum(loss * n for loss, n in window) / sum(n for _, n in window)
+        assert row["train_loss"] == pytest.approx(expected, rel=1e-6)
+        assert row["epoch"] == pytest.approx(row["step"] / trainer.steps_per_epoch, rel=1e-12)
+        assert row["tokens"] == sum(n for _, n in seen[: row["step"]])
+    assert len({n for _, n in seen}) > 1  # the windows really mix different target counts
+    assert outcome.progress.step == 7 and evaluations == [["validation"]]  # the final validation reused step 7's
