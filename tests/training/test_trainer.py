@@ -440,3 +440,27 @@ def test_logged_train_loss_pools_the_window_by_targets(tmp_path: Path, monkeypat
         assert row["tokens"] == sum(n for _, n in seen[: row["step"]])
     assert len({n for _, n in seen}) > 1  # the windows really mix different target counts
     assert outcome.progress.step == 7 and evaluations == [["validation"]]  # the final validation reused step 7's
+
+
+def test_checkpoints_follow_evaluations_by_default_and_epochs_end_training(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint_every unset: a checkpoint after every evaluation, none inside the loop at the last step (the
+    final one is written once, after the final validation); epochs = 0.5 stops after half an epoch, rounded up."""
+    saved: list[int] = []
+    real_save = Trainer._save
+
+    def spy(self: Trainer) -> None:
+        saved.append(self.progress.step)
+        real_save(self)
+
+    monkeypatch.setattr(Trainer, "_save", spy)
+    run(tiny_cfg(tmp_path, train={"max_steps": 6, "eval_every": 2, "checkpoint_every": None}), tmp_path / "a")
+    assert saved == [2, 4, 6]
+    saved.clear()
+    run(tiny_cfg(tmp_path, train={"max_steps": 6, "eval_every": 4, "checkpoint_every": 3}), tmp_path / "b")
+    assert saved == [3, 6]
+    from lmbench.training.runner import build_trainer
+
+    spe = build_trainer(to_spec(tiny_cfg(tmp_path)), tmp_path / "probe", "probe").steps_per_epoch
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 0.5, "eval_every": None}), tmp_path / "c")
+    assert summary["stop_reason"] == "epochs" and summary["steps"] == math.ceil(spe / 2)
