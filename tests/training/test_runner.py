@@ -281,3 +281,15 @@ def test_no_samples_without_samplers_or_prompts_and_the_tables_have_no_index(tmp
     assert summary["num_samples"] == 2 and not any(c.startswith("Unnamed") for c in table.columns)
     samples = [json.loads(ln) for ln in (tmp_path / "two" / "samples.jsonl").read_text().splitlines()]
     assert [s["sampler"] for s in samples] == ["greedy", "sample"]
+
+
+@pytest.mark.parametrize(("batching", "start"), [("packed", "eos_id"), ("documents", "bos_id")])
+def test_samples_start_like_training_documents(tmp_path: Path, batching: str, start: str) -> None:
+    """A packed stream's documents start after an EOS, documents batches' after BOS: prompts start the same way."""
+    from lmbench.tokenizers import load_tokenizer
+
+    run(tiny_cfg(tmp_path, data={"batching": batching}, train={"max_steps": 1, "eval_every": None}),
+        tmp_path / batching)
+    tokenizer = load_tokenizer(tmp_path / batching / "tokenizer")
+    samples = [json.loads(ln) for ln in (tmp_path / batching / "samples.jsonl").read_text().splitlines()]
+    assert samples and {s["prompt_ids"][0] for s in samples} == {getattr(tokenizer, start)}
