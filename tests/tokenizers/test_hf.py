@@ -93,17 +93,51 @@ def test_save_load_gives_identical_ids(tmp_path: Path, local: HFTokenizer, varie
     assert AutoTokenizer.from_pretrained(str(tmp_path / "tok"))("the fox")["input_ids"] == local.encode("the fox")
 
 
-@pytest.mark.parametrize(("params", "path"), [
-    ({}, "tokenizer.params.name_or_path"),
-    ({"name_or_path": "./no/such/dir"}, "tokenizer.params.name_or_path"),
-    ({"train_from_scratch": True, "vocab_size": 257}, "tokenizer.params.vocab_size"),
-    ({"train_from_scratch": True, "min_frequency": 0}, "tokenizer.params.min_frequency"),
-    ({"name_or_path": "gpt2", "extra_special_tokens": [" "]}, "tokenizer.params.extra_special_tokens[0]"),
+@pytest.mark.parametrize(("params", "path", "message"), [
+    ({}, "tokenizer.params.name_or_path", "required field is missing (a hub id such as 'gpt2' or a local tokenizer "
+                                          "directory), unless train_from_scratch: true"),
+    ({"name_or_path": "./no/such/dir"}, "tokenizer.params.name_or_path",
+     "'./no/such/dir' is not a directory (nor a hub id like 'gpt2')"),
+    ({"train_from_scratch": True, "vocab_size": 257}, "tokenizer.params.vocab_size",
+     "257 is out of range; allowed: > 257 (256 bytes and the special tokens)"),
+    ({"train_from_scratch": True, "vocab_size": 258, "extra_special_tokens": ["<sep>"]},
+     "tokenizer.params.vocab_size", "allowed: > 258"),
+    ({"train_from_scratch": True, "min_frequency": 0}, "tokenizer.params.min_frequency",
+     "0 is out of range; allowed: >= 1"),
+    ({"name_or_path": "gpt2", "extra_special_tokens": [" "]}, "tokenizer.params.extra_special_tokens[0]",
+     "' ' is empty or whitespace"),
 ])
-def test_check_spec_names_the_field(params: dict[str, object], path: str) -> None:
+def test_check_spec_names_the_field(params: dict[str, object], path: str, message: str) -> None:
     with pytest.raises(SpecError) as err:
         HFTokenizer.check_spec(HFConfig(**params), None)  # type: ignore[arg-type]
-    assert err.value.path == path
+    assert err.value.path == path and message in err.value.message, err.value.message
+
+
+def test_smallest_training_settings_pass_the_check() -> None:
+    HFTokenizer.check_spec(HFConfig(train_from_scratch=True, vocab_size=258, min_frequency=1), None)
+    HFTokenizer.check_spec(HFConfig(train_from_scratch=True, vocab_size=259, extra_special_tokens=["<sep>"]), None)
+
+
+def test_encoding_adds_no_special_tokens_on_either_path(corpus: list[str]) -> None:
+    """A BERT-like tokenizer whose post-processor adds [CLS] ... [SEP]: lmbench's encode adds none, through the
+    Rust batch encode and through the Python path a truncating tokenizer takes; decoding does no space clean-up."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rust = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    rust.pre_tokenizer = pre_tokenizers.Whitespace()
+    rust.train_from_iterator(corpus + ["hello , world ."], trainers.WordLevelTrainer(
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"], show_progress=False))
+    rust.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=rust, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                 sep_token="[SEP]")
+    tok = HFTokenizer(hf, HFConfig())
+    fast = tok.encode_batch(["hello , world .", "world"])
+    assert fast[1] == [hf.convert_tokens_to_ids("world")] and 2 not in fast[0] and 3 not in fast[0]
+    hf.backend_tokenizer.enable_truncation(max_length=100)  # Rust batch path off: the Python path
+    assert tok.encode_batch(["hello , world .", "world"]) == fast
+    assert tok.decode(fast[0]) == "hello , world ."  # no clean-up of the space before punctuation
 
 
 def test_unreachable_hub_id_is_a_spec_error(monkeypatch: pytest.MonkeyPatch) -> None:
