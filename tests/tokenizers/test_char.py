@@ -101,3 +101,27 @@ def test_tiny_shakespeare_has_65_characters(shared_data: Path) -> None:
     tok = CharTokenizer.train([text], CharConfig())
     assert tok.vocab_size == 65 + 4
     assert tok.decode(tok.encode(text[:5000])) == text[:5000]
+
+
+def test_overlapping_specials_match_longest_first_and_messages_name_the_kind(
+        caplog: pytest.LogCaptureFixture) -> None:
+    tok = CharTokenizer.train(["ab"], CharConfig(specials=["<s>", "<sep>"]))
+    sep, s = tok.tokens().index("<sep>"), tok.tokens().index("<s>")
+    assert tok.encode("a<sep>b<s>") == [tok.tokens().index("a"), sep, tok.tokens().index("b"), s]
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.char"):
+        tok.encode_flat(["abz"])
+        tok.encode_batch(["ab"])  # nothing unknown: no second warning
+    assert [r.getMessage() for r in caplog.records] == [
+        "char tokenizer: 1 of 3 tokens unknown, mapped to <unk> (e.g. 'z')"]
+    with pytest.raises(SpecError) as err:
+        CharTokenizer.check_spec(CharConfig(specials=["<sep>", " "]), None)
+    assert err.value.message == "' ' is empty or whitespace; a special symbol needs visible text"
+    with pytest.raises(SpecError) as err:
+        CharTokenizer.check_spec(CharConfig(specials=["<sep>", "<sep>"]), None)
+    assert err.value.path == "tokenizer.params.specials" and err.value.message == "['<sep>', '<sep>'] lists a symbol twice"
+
+
+def test_a_vocabulary_of_specials_only_encodes_everything_as_unknown() -> None:
+    tok = CharTokenizer.train([], CharConfig())
+    flat, lengths = tok.encode_flat(["ab", ""])
+    assert flat.tolist() == [tok.unk_id] * 2 and lengths.tolist() == [2, 0]
