@@ -266,7 +266,7 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
     rows = summarise(groups)
     lines = ["# Mutation testing of the numeric core", "",
              "Command: `python scripts/bench/mutation.py` (mutmut; every group; "
-             f"{sum(g['seconds'] for g in groups.values()) / 60:.0f} min on this machine). "
+             f"{sum(g['seconds'] for g in groups.values()) / 60:.0f} min on this 2-core machine). "
              "Each module is judged by its mirrored test files only. Score = killed / (killed + survived + not "
              "reached by a test); equivalent mutants (listed below with a reason, from "
              "`scripts/bench/mutation_equivalent.toml`) and mutants that change only the text of an error, log or "
@@ -279,8 +279,9 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
         lines.append(f"| {r['group']} | `{module}` | {r['total']} | {r['killed']} | {r['survived']} | "
                      f"{r['no tests']} | {r['equivalent']} | {r['message']} | {r['platform']} | {r['score']:.1%} | "
                      f"{goal:.0%} {mark} |")
-    lines += ["", "Group runs: " + ", ".join(f"{g} {info['seconds']:.0f} s ({info['when']})"
-                                             for g, info in groups.items()), ""]
+    lines += ["", "Group runs (the code and tests of the commit named): " + ", ".join(
+        f"{g} {info['seconds']:.0f} s ({info['when']}, {info.get('commit', 'unknown')})"
+        for g, info in groups.items()), ""]
     failed = {g: info["failure"] for g, info in groups.items() if info.get("failure")}
     if failed:
         lines += ["## Groups that did not run", "", *[f"- {g}: {why}" for g, why in failed.items()], ""]
@@ -314,6 +315,8 @@ def main() -> None:
     groups = {g: v for g, v in groups.items() if g in GROUPS}
     equivalent = load_equivalent()
     root = args.work or Path(tempfile.mkdtemp(prefix="lmbench-mutation-"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
     for group in [] if args.report_only else args.groups:
         modules, tests = GROUPS[group]
         work = root / re.sub(r"\W+", "_", group)
@@ -322,13 +325,13 @@ def main() -> None:
         seconds, failure = run_group(work, args.max_children, args.data.resolve())
         if failure:
             print(f"  {group}: {failure}", flush=True)
-            groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "mutants": [],
-                             "failure": failure}
+            groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
+                             "mutants": [], "failure": failure}
             store.write_text(json.dumps(groups, indent=1))
             continue
         mutants = read_mutants(work, modules)
         classify(work, mutants, equivalent)
-        groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"),
+        groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
                          "mutants": [m.__dict__ for m in mutants]}
         counts = {c: sum(m.category == c for m in mutants) for c in ("killed", "survived", "equivalent", "message")}
         print(f"  {len(mutants)} mutants in {seconds:.0f} s: {counts}", flush=True)
