@@ -282,6 +282,9 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
     lines += ["", "Group runs (the code and tests of the commit named): " + ", ".join(
         f"{g} {info['seconds']:.0f} s ({info['when']}, {info.get('commit', 'unknown')})"
         for g, info in groups.items()), ""]
+    missing = [g for g in GROUPS if g not in groups]
+    if missing:
+        lines += ["Not run yet: " + ", ".join(missing) + ".", ""]
     failed = {g: info["failure"] for g, info in groups.items() if info.get("failure")}
     if failed:
         lines += ["## Groups that did not run", "", *[f"- {g}: {why}" for g, why in failed.items()], ""]
