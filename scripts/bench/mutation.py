@@ -241,6 +241,11 @@ def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> N
             m.category = "other"
 
 
+def compact(record: dict) -> dict:
+    """A mutant as stored: killed ones without their (empty) diff and reason."""
+    return {k: v for k, v in record.items() if v != "" or k not in ("diff", "reason")}
+
+
 def load_equivalent() -> dict[str, str]:
     if not EQUIVALENT_FILE.exists():
         return {}
@@ -296,8 +301,8 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
         if not chosen:
             lines += ["None.", ""]
         for m in chosen:
-            key = change_key(m["name"], m["diff"]) if m["diff"] else m["name"]
-            lines.append(f"- `{key}`" + (f" -- {m['reason']}" if m["reason"] else ""))
+            key = change_key(m["name"], m["diff"]) if m.get("diff") else m["name"]
+            lines.append(f"- `{key}`" + (f" -- {m['reason']}" if m.get("reason") else ""))
         lines.append("")
     if stale:
         lines += ["## Stale equivalence entries", "", *[f"- `{name}`" for name in stale], ""]
@@ -330,22 +335,22 @@ def main() -> None:
             print(f"  {group}: {failure}", flush=True)
             groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
                              "mutants": [], "failure": failure}
-            store.write_text(json.dumps(groups, indent=1))
+            store.write_text(json.dumps(groups))
             continue
         mutants = read_mutants(work, modules)
         classify(work, mutants, equivalent)
         groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
-                         "mutants": [m.__dict__ for m in mutants]}
+                         "mutants": [compact(m.__dict__) for m in mutants]}
         counts = {c: sum(m.category == c for m in mutants) for c in ("killed", "survived", "equivalent", "message")}
         print(f"  {len(mutants)} mutants in {seconds:.0f} s: {counts}", flush=True)
-        store.write_text(json.dumps(groups, indent=1))
+        store.write_text(json.dumps(groups))
     for info in groups.values():  # rules and equivalents changed since a group ran apply without rerunning it
         for m in info["mutants"]:
             if m["category"] in ("survived", "equivalent", "message", "platform"):
                 source = (REPO / m["module"]).read_text()
                 m["category"], m["reason"] = verdict(m["module"], m["name"], m["diff"], equivalent, source,
                                                      message_spans(REPO / m["module"]))
-    keys = {change_key(m["name"], m["diff"]) for info in groups.values() for m in info["mutants"] if m["diff"]}
+    keys = {change_key(m["name"], m["diff"]) for info in groups.values() for m in info["mutants"] if m.get("diff")}
     stale = sorted(k for k in equivalent if k not in keys
                    and any(k.startswith(mod.removesuffix(".py").replace("/", ".") + ".")
                            for g in groups for mod in GROUPS[g][0]))
