@@ -287,6 +287,11 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
     lines += ["", "Group runs (the code and tests of the commit named): " + ", ".join(
         f"{g} {info['seconds']:.0f} s ({info['when']}, {info.get('commit', 'unknown')})"
         for g, info in groups.items()), ""]
+    newest = max(groups.values(), key=lambda info: info["when"]).get("commit") if groups else None
+    stale = [g for g, info in groups.items() if info.get("commit") != newest]
+    if stale:
+        lines += [f"Ran at an earlier commit than {newest}, so without the tests added since (rerun with "
+                  f"`--groups` to update): " + ", ".join(stale) + ".", ""]
     missing = [g for g in GROUPS if g not in groups]
     if missing:
         lines += ["Not run yet: " + ", ".join(missing) + ".", ""]
