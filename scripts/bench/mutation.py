@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
 import re
@@ -191,19 +192,22 @@ DEFAULT_KWARGS = {"dim=-1": ("topk(", "sort("), "descending=False": ("sort(",),
 def default_removed(old: str, new: str) -> str:
     """The `keyword=value` that `new` drops from `old` when it restates the called function's default, else ""."""
     for kwarg, calls in DEFAULT_KWARGS.items():
-        for variant in (f", {kwarg}", f"{kwarg}, ", kwarg):
-            if variant in old and old.replace(variant, "", 1) == new.replace(", )", ")") \
-                    and any(c in old for c in calls):
-                return kwarg
-            if variant in old and old.replace(variant, "", 1).replace(", )", ")") == new.replace(", )", ")") \
-                    and any(c in old for c in calls):
+        for variant in (f", {kwarg}", f"{kwarg}, ", kwarg):  # mutmut leaves "f(a, )" where it drops the last one
+            if variant in old and any(c in old for c in calls) \
+                    and old.replace(variant, "", 1).replace(", )", ")") == new.replace(", )", ")"):
                 return kwarg
     return ""
 
 
-def verdict(module: str, name: str, diff: str, equivalent: dict[str, str], source: str,
-            spans: tuple[list[tuple[int, int]], list[tuple[int, int]]]) -> tuple[str, str]:
+@functools.cache
+def module_source(module: str) -> tuple[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
+    """(source, message_spans) of a module of the checkout, read and parsed once per run."""
+    return (REPO / module).read_text(), message_spans(REPO / module)
+
+
+def verdict(module: str, name: str, diff: str, equivalent: dict[str, str]) -> tuple[str, str]:
     """(category, reason) of a surviving mutant; see the module docstring for the categories."""
+    source, spans = module_source(module)
     old, new = changed_lines(diff)
     key = change_key(name, diff)
     if key in equivalent:
@@ -227,14 +231,12 @@ def verdict(module: str, name: str, diff: str, equivalent: dict[str, str], sourc
 
 
 def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> None:
-    spans = {m.module: message_spans(REPO / m.module) for m in mutants}
-    sources = {m.module: (REPO / m.module).read_text() for m in mutants}
     for m in mutants:
         if m.exit_code in KILLED:
             m.category = "killed"
         elif m.exit_code in SURVIVED:
             m.diff = show(work, m.name)
-            m.category, m.reason = verdict(m.module, m.name, m.diff, equivalent, sources[m.module], spans[m.module])
+            m.category, m.reason = verdict(m.module, m.name, m.diff, equivalent)
         elif m.exit_code in (5, 33):
             m.category = "no tests"
         else:
@@ -352,9 +354,7 @@ def main() -> None:
     for info in groups.values():  # rules and equivalents changed since a group ran apply without rerunning it
         for m in info["mutants"]:
             if m["category"] in ("survived", "equivalent", "message", "platform"):
-                source = (REPO / m["module"]).read_text()
-                m["category"], m["reason"] = verdict(m["module"], m["name"], m["diff"], equivalent, source,
-                                                     message_spans(REPO / m["module"]))
+                m["category"], m["reason"] = verdict(m["module"], m["name"], m["diff"], equivalent)
     keys = {change_key(m["name"], m["diff"]) for info in groups.values() for m in info["mutants"] if m.get("diff")}
     stale = sorted(k for k in equivalent if k not in keys
                    and any(k.startswith(mod.removesuffix(".py").replace("/", ".") + ".")
