@@ -1,0 +1,56 @@
+"""scripts/bench/mutation.py's bookkeeping: the score per module and the sorting of survivors (the mutmut run itself
+is a benchmark, not a test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "mutation.py"
+
+
+@pytest.fixture(scope="module")
+def mutation():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("bench_mutation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_mutation"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def diff(old: str, new: str) -> str:
+    return f"--- a\n+++ b\n@@ -1 +1 @@\n-{old}\n+{new}\n"
+
+
+def test_score_is_killed_over_killed_survived_and_unreached(mutation) -> None:  # noqa: ANN001
+    module = "lmbench/stats.py"
+    mutants = ([{"module": module, "category": "killed"}] * 6 + [{"module": module, "category": "survived"}] * 2
+               + [{"module": module, "category": "no tests"}] + [{"module": module, "category": "equivalent"}] * 3
+               + [{"module": module, "category": "message"}, {"module": module, "category": "platform"}])
+    rows = mutation.summarise({"statistics and divergence": {"mutants": mutants}})
+    row = rows[module]
+    assert (row["total"], row["killed"], row["survived"], row["no tests"], row["equivalent"]) == (14, 6, 2, 1, 3)
+    assert row["score"] == pytest.approx(6 / 9)  # equivalent, message and platform mutants left out
+    assert rows["lmbench/training/divergence.py"]["score"] == 1.0  # nothing judged
+    assert "lmbench/stats.py" not in mutation.summarise({"statistics and divergence": {"mutants": [],
+                                                                                         "failure": "exit 1"}})
+
+
+def test_survivors_are_sorted_by_the_rules(mutation) -> None:  # noqa: ANN001
+    name = "lmbench.sampling.filters.x_top_k__mutmut_3"
+    verdict = mutation.verdict
+    module = "lmbench/sampling/filters.py"
+    line = "    kth = torch.topk(scores, k, dim=-1).values[..., -1:]  # (N, 1)"
+    assert verdict(module, name, diff(line, line.replace("dim=-1", "dim=+1")), {})[0] == "equivalent"
+    assert verdict(module, name, diff(line, line.replace("dim=-1", "")), {})[0] == "equivalent"
+    assert verdict(module, name, diff(line, line.replace("k, dim", "k + 1, dim")), {}) == ("survived", "")
+    key = mutation.change_key(name, diff(line, line.replace("k, dim", "k + 1, dim")))
+    assert key == ("lmbench.sampling.filters.x_top_k: kth = torch.topk(scores, k, dim=-1).values[..., -1:]  # (N, 1)"
+                   " -> kth = torch.topk(scores, k + 1, dim=-1).values[..., -1:]  # (N, 1)")
+    assert verdict(module, name, diff(line, line.replace("k, dim", "k + 1, dim")), {key: "why"}) == \
+        ("equivalent", "why")
+    device = "    seen = torch.zeros(3, dtype=torch.bool, device=scores.device)"
+    assert verdict(module, name, diff(device, device.replace(", device=scores.device", "")), {})[0] == "platform"
