@@ -463,6 +463,15 @@ def cmd_run(args: Any) -> int:
     return run_cells(args, runner=import_runner(target) if target else None, runner_target=target)
 
 
+def release_process_group() -> None:
+    """Destroy the default torch.distributed process group if a runner left one (a failed cell, or a --runner
+    that never calls end_training). A gloo group still alive at interpreter exit aborts its process now and then
+    ("terminate called without an active exception"), failing a launch whose cells all completed."""
+    dist = sys.modules.get("torch.distributed")  # not imported: no group (and no torch import to find that out)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | None = None) -> int:
     """Run the cells `args` names (the parsed `lmbench run` arguments) with `runner` (default: lmbench's own);
     returns the exit code. `runner_target` is the runner's module:function for --jobs workers."""
@@ -500,10 +509,13 @@ def run_cells(args: Any, runner: CellRunner | None = None, runner_target: str | 
         for note in plan.notes:
             _say(ctx, None, f"note: {note}")
     cells = selected
-    if parallel:
-        outcomes = _run_parallel(cells, ctx, args, plan)
-    else:
-        outcomes = _run_serial(cells, ctx, wait_first=args.cell is not None)
+    try:
+        if parallel:
+            outcomes = _run_parallel(cells, ctx, args, plan)
+        else:
+            outcomes = _run_serial(cells, ctx, wait_first=args.cell is not None)
+    finally:
+        release_process_group()
     failed = _print_outcomes(ctx, cells, outcomes) if args.cell is None else \
         [c for c in cells if outcomes[c.name] in (FAILED, "failed-elsewhere")]
     if ranks.main and args.cell is None and not args.no_report:

@@ -340,6 +340,42 @@ def test_jobs_run_cells_in_workers_dividing_threads(tmp_path: Path, fake: types.
     assert len({r["pid"] for r in fake.runs()}) == 2 and os.getpid() not in {r["pid"] for r in fake.runs()}
 
 
+GROUP_RUNNER = '''
+"""A --runner that starts a one-process gloo group and never destroys it (GROUP_FAIL: then raises)."""
+import os
+import torch.distributed as dist
+
+
+def run_cell(spec, run_dir, *, cell_name, group, axes):
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    if os.environ.get("GROUP_FAIL"):
+        raise RuntimeError("boom")
+    return {"status": "completed", "cell": cell_name}
+'''
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_process_group_left_by_the_runner_is_destroyed_before_exit(tmp_path: Path, fake: types.SimpleNamespace,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      fails: bool) -> None:
+    """A gloo group alive at interpreter exit aborts its process now and then: lmbench run releases it."""
+    import torch.distributed as dist
+
+    (tmp_path / "fakemods" / "lmbench_group_runner.py").write_text(GROUP_RUNNER)
+    if fails:
+        monkeypatch.setenv("GROUP_FAIL", "1")
+    spec = write_spec(tmp_path, "grid: {axes: {seed: [0, 1]}}")
+    code = main(["run", str(spec), "--results", str(fake.results), "--no-report", "--runner",
+                 "lmbench_group_runner:run_cell"])
+    try:
+        assert code == (1 if fails else 0)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_one_cell_under_accelerate_launch_with_two_processes(tmp_path: Path, fake: types.SimpleNamespace) -> None:
