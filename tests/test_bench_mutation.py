@@ -54,3 +54,31 @@ def test_survivors_are_sorted_by_the_rules(mutation) -> None:  # noqa: ANN001
         ("equivalent", "why")
     device = "    seen = torch.zeros(3, dtype=torch.bool, device=scores.device)"
     assert verdict(module, name, diff(device, device.replace(", device=scores.device", "")), {})[0] == "platform"
+
+
+def test_listed_lines_and_platform_entries(mutation) -> None:  # noqa: ANN001
+    name = "lmbench.training.evaluate.x__batches__mutmut_7"
+    module = "lmbench/training/evaluate.py"
+    line = '    cuda = accelerator is not None and accelerator.device.type == "cuda"'
+    mutant = diff(line, line.replace("==", "!="))
+    head = "lmbench.training.evaluate.x__batches: " + line.strip()
+    assert mutation.verdict(module, name, mutant, {}, {head + " -> *": "only CUDA reads it"}) == \
+        ("platform", "only CUDA reads it")
+    assert mutation.verdict(module, name, mutant, {head + " -> *": "same"}) == ("equivalent", "same")
+    other = "    loader = DataLoader(items, batch_size=batch_size)"
+    assert mutation.verdict(module, name, diff(other, other.replace("batch_size=batch_size", "")),
+                            {head + " -> *": "same"}) == ("survived", "")
+    dropped = "        self.nll = torch.zeros(len(table), dtype=torch.float64, device=device)"
+    assert mutation.verdict(module, name, diff(dropped, dropped.replace("device=device", "")), {})[0] == "platform"
+
+
+def test_the_report_names_groups_run_earlier_and_stale_entries_apart(mutation, tmp_path: Path) -> None:  # noqa: ANN001
+    groups = {"evaluation": {"seconds": 60, "when": "2026-12-01 10:00", "commit": "aaa", "mutants": []},
+              "samplers": {"seconds": 60, "when": "2026-12-01 11:00", "commit": "bbb", "mutants": []}}
+    out = tmp_path / "mutation.md"
+    mutation.write_markdown(groups, ["lmbench.stats.x_f: a -> b"], out)
+    text = out.read_text()
+    assert "Ran at an earlier commit than bbb, so without the tests added since (rerun with `--groups` to update): " \
+           "evaluation." in text
+    stale = text.split("## Stale equivalence entries")[1]
+    assert "- `lmbench.stats.x_f: a -> b`" in stale and "samplers" not in stale

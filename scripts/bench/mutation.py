@@ -11,14 +11,16 @@ tests written for it. mutmut runs in its fork-server mode (torch is not fork-saf
 Survivors are then sorted:
 - **equivalent**: listed in `scripts/bench/mutation_equivalent.toml` with a one-line reason (the program computes
   the same thing; e.g. `<` -> `<=` at a boundary where both branches agree). An entry is keyed by the function and
-  the change (`module.x_function: old -> new`, as mutation.md prints it), so it survives renumbering; an entry that
-  matches no surviving mutant any more is reported as stale, not silently used.
+  the change (`module.x_function: old -> new`, as mutation.md prints it), so it survives renumbering; `old -> *`
+  names every change of a line (one that only restates what its input already is); an entry that matches no
+  surviving mutant any more is reported as stale, not silently used.
 - **message**: a change inside a logging call (`log.*`, `logger.*`, `warnings.warn`), or to nothing but the text
   of an exception's message (the exception, and a SpecError's field, unchanged). These change what is written
   to the log, not a number; they are counted apart and left out of the score.
 - **platform**: the same here but not everywhere: a `device=` argument dropped (the CPU either way on a CPU-only
   run; the gpu-marked tests run this code on CUDA), a text encoding changed between "utf-8", "UTF-8" and the
-  locale's default (UTF-8 here). Counted apart, listed.
+  locale's default (UTF-8 here), or a line in the [platform] table of the same file (pinned memory, non-blocking
+  copies: switches that only CUDA reads). Counted apart, listed.
 - **survived**: everything else; the score is killed / (killed + survived + not reached by a test).
 
     python scripts/bench/mutation.py                       # every group, writes results/bench/mutation.md (~1 h)
@@ -229,19 +231,32 @@ def module_source(module: str) -> tuple[str, tuple[list[tuple[int, int]], list[t
     return (REPO / module).read_text(), message_spans(REPO / module)
 
 
-def verdict(module: str, name: str, diff: str, equivalent: dict[str, str]) -> tuple[str, str]:
+def listed(key: str, table: dict[str, str]) -> str | None:
+    """The reason `table` gives for the change `key`: its own entry, or `module.x_fn: old -> *` (any change of that
+    line)."""
+    if key in table:
+        return table[key]
+    head, sep, _ = key.rpartition(" -> ")
+    return table.get(f"{head} -> *") if sep and "; " not in key else None
+
+
+def verdict(module: str, name: str, diff: str, equivalent: dict[str, str],
+            platform: dict[str, str] | None = None) -> tuple[str, str]:
     """(category, reason) of a surviving mutant; see the module docstring for the categories."""
     source, spans = module_source(module)
     old, new = changed_lines(diff)
     key = change_key(name, diff)
-    if key in equivalent:
-        return "equivalent", equivalent[key]
+    if (reason := listed(key, equivalent)) is not None:
+        return "equivalent", reason
+    if (reason := listed(key, platform or {})) is not None:
+        return "platform", reason
     if in_message(source, old, spans[1]):
         return "message", "inside a logging or progress-bar call: changes only what is shown"
     if strings_only(old, new) and in_message(source, old, spans[0]):
         return "message", "text of an exception's message only"
     if old and len(old) == len(new):
-        if all(DEVICE_ARG.sub("", a) == DEVICE_ARG.sub("", b) for a, b in zip(old, new)):
+        if all(DEVICE_ARG.sub("", a).replace(", )", ")") == DEVICE_ARG.sub("", b).replace(", )", ")")
+               for a, b in zip(old, new)):
             return "platform", "where a tensor is created (device=): the CPU either way on this CPU-only run"
         if all(ENCODING_ARG.sub("", a) == ENCODING_ARG.sub("", b) for a, b in zip(old, new)):
             return "platform", "the text encoding: UTF-8 either way (a UTF-8 locale; 'UTF-8' names the same codec)"
@@ -254,13 +269,13 @@ def verdict(module: str, name: str, diff: str, equivalent: dict[str, str]) -> tu
     return "survived", ""
 
 
-def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str]) -> None:
+def classify(work: Path, mutants: list[Mutant], equivalent: dict[str, str], platform: dict[str, str]) -> None:
     for m in mutants:
         if m.exit_code in KILLED:
             m.category = "killed"
         elif m.exit_code in SURVIVED:
             m.diff = show(work, m.name)
-            m.category, m.reason = verdict(m.module, m.name, m.diff, equivalent)
+            m.category, m.reason = verdict(m.module, m.name, m.diff, equivalent, platform)
         elif m.exit_code in (5, 33):
             m.category = "no tests"
         else:
@@ -272,10 +287,14 @@ def compact(record: dict) -> dict:
     return {k: v for k, v in record.items() if v != "" or k not in ("diff", "reason")}
 
 
-def load_equivalent() -> dict[str, str]:
+def load_equivalent() -> tuple[dict[str, str], dict[str, str]]:
+    """(equivalent, platform): the file's top-level entries, and those of its [platform] table (changes that do
+    nothing on this CPU-only machine but would on CUDA, e.g. pinned memory)."""
     if not EQUIVALENT_FILE.exists():
-        return {}
-    return {str(k): str(v) for k, v in tomllib.loads(EQUIVALENT_FILE.read_text()).items()}
+        return {}, {}
+    table = tomllib.loads(EQUIVALENT_FILE.read_text())
+    platform = table.pop("platform", {})
+    return {str(k): str(v) for k, v in table.items()}, {str(k): str(v) for k, v in platform.items()}
 
 
 def summarise(groups: dict[str, dict]) -> dict[str, dict]:
@@ -314,10 +333,10 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
         f"{g} {info['seconds']:.0f} s ({info['when']}, {info.get('commit', 'unknown')})"
         for g, info in groups.items()), ""]
     newest = max(groups.values(), key=lambda info: info["when"]).get("commit") if groups else None
-    stale = [g for g, info in groups.items() if info.get("commit") != newest]
-    if stale:
+    behind = [g for g, info in groups.items() if info.get("commit") != newest]
+    if behind:
         lines += [f"Ran at an earlier commit than {newest}, so without the tests added since (rerun with "
-                  f"`--groups` to update): " + ", ".join(stale) + ".", ""]
+                  f"`--groups` to update): " + ", ".join(behind) + ".", ""]
     missing = [g for g in GROUPS if g not in groups]
     if missing:
         lines += ["Not run yet: " + ", ".join(missing) + ".", ""]
@@ -352,7 +371,7 @@ def main() -> None:
     store = args.out.with_suffix(".json")
     groups = json.loads(store.read_text()) if store.exists() else {}
     groups = {g: v for g, v in groups.items() if g in GROUPS}
-    equivalent = load_equivalent()
+    equivalent, platform = load_equivalent()
     root = args.work or Path(tempfile.mkdtemp(prefix="lmbench-mutation-"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
@@ -369,7 +388,7 @@ def main() -> None:
             store.write_text(json.dumps(groups))
             continue
         mutants = read_mutants(work, modules)
-        classify(work, mutants, equivalent)
+        classify(work, mutants, equivalent, platform)
         groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
                          "mutants": [compact(m.__dict__) for m in mutants]}
         counts = {c: sum(m.category == c for m in mutants) for c in ("killed", "survived", "equivalent", "message")}
@@ -378,9 +397,10 @@ def main() -> None:
     for info in groups.values():  # rules and equivalents changed since a group ran apply without rerunning it
         for m in info["mutants"]:
             if m["category"] in ("survived", "equivalent", "message", "platform"):
-                m["category"], m["reason"] = verdict(m["module"], m["name"], m["diff"], equivalent)
+                m["category"], m["reason"] = verdict(m["module"], m["name"], m["diff"], equivalent, platform)
     keys = {change_key(m["name"], m["diff"]) for info in groups.values() for m in info["mutants"] if m.get("diff")}
-    stale = sorted(k for k in equivalent if k not in keys
+    lines = {k.rpartition(" -> ")[0] + " -> *" for k in keys}  # what the `old -> *` entries match
+    stale = sorted(k for k in [*equivalent, *platform] if k not in keys and k not in lines
                    and any(k.startswith(mod.removesuffix(".py").replace("/", ".") + ".")
                            for g in groups for mod in GROUPS[g][0]))
     write_markdown(groups, stale, args.out)

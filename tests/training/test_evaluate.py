@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -372,19 +373,20 @@ def test_evaluator_scores_the_named_splits_with_the_specs_settings() -> None:
     from lmbench.training.evaluate import Evaluator
 
     spec = to_spec({"name": "u", "model": {"family": "lstm"}, "train": {"max_steps": 1},
-                    "data": {"block_size": 5, "batching": "documents"}, "eval": {"batch_size": 2, "stride": 2}})
+                    "data": {"block_size": 5, "batching": "documents"}, "eval": {"batch_size": 2, "stride": 3}})
     splits = {"validation": make_split(DOCS), "test": make_split([[3]]), "train": make_split([[], []])}
     tok = SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD, unk_id=3)
     model = WindowLM(k=4)
     results = Evaluator(splits, tok, spec).evaluate(model, ["test", "missing", "train", "validation"])
     assert list(results) == ["test", "validation"]
-    direct = evaluate_split(model, splits["validation"], mode="documents", block_size=5, stride=2, batch_size=2,
+    direct = evaluate_split(model, splits["validation"], mode="documents", block_size=5, stride=3, batch_size=2,
                             bos_id=BOS, eos_id=EOS, pad_id=PAD)
     assert results["validation"].nll_nats == pytest.approx(direct.nll_nats, rel=1e-12)
     assert results["validation"].num_tokens == direct.num_tokens
-    other_stride = evaluate_split(model, splits["validation"], mode="documents", block_size=5, stride=4,
-                                  batch_size=2, bos_id=BOS, eos_id=EOS, pad_id=PAD)
-    assert abs(other_stride.nll_nats - direct.nll_nats) > 1e-6  # the stride matters here, so it was passed
+    for other in (None, 4):  # the default (half the block, 2) and another stride score differently here
+        other_stride = evaluate_split(model, splits["validation"], mode="documents", block_size=5, stride=other,
+                                      batch_size=2, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+        assert abs(other_stride.nll_nats - direct.nll_nats) > 1e-6  # the stride matters here, so it was passed
     assert results["test"].unk_rate == 1.0 and results["test"].num_tokens == 2  # the token and EOS
 
 
@@ -440,3 +442,155 @@ def test_recurrent_packed_rows_start_from_a_fresh_state() -> None:
             logits = model(torch.from_numpy(x[a:b])[None])
             expected += float(F.cross_entropy(logits[0].double(), torch.from_numpy(y[a:b]), reduction="sum"))
     assert result.num_tokens == len(y) and result.nll_nats == pytest.approx(expected, rel=1e-5)
+
+
+# ------------------------------------------------------------------------- items, padding and batches
+def test_document_items_are_their_windows_longest_first() -> None:
+    """Documents of 6, 2 and 11 tokens are sequences of 7, 3 and 12 inputs (BOS + doc); windows of 4 with stride 2
+    cut them as written out here, and the items come longest first (equal lengths in document order), which keeps
+    padding to the few short items at the end."""
+    items = build_items(make_split(DOCS), mode="documents", recurrent=False, block_size=4, stride=2, num_rows=2,
+                        bos_id=BOS, eos_id=EOS)
+    doc0 = [(0, 0, 4, 0), (0, 2, 6, 4), (0, 3, 7, 6)]
+    doc2 = [(2, 0, 4, 0), (2, 2, 6, 4), (2, 4, 8, 6), (2, 6, 10, 8), (2, 8, 12, 10)]
+    assert items.spans == doc0 + doc2 + [(1, 0, 3, 0)]
+    first = items[1]  # (0, 2, 6, 4): inputs 2..5 of BOS 3 4 5 6 3 3; targets before position 4 already scored
+    assert first["input_ids"].tolist() == [4, 5, 6, 3] and first["labels"].tolist() == [-100, -100, 3, 3]
+    with pytest.raises(ValueError, match="unknown eval mode 'pairs'"):
+        build_items(make_split(DOCS), mode="pairs", recurrent=False, block_size=4, stride=2, num_rows=2, bos_id=BOS,
+                    eos_id=EOS)
+
+
+def test_each_sequence_is_built_once_when_its_items_are_read_in_order() -> None:
+    from lmbench.training.evaluate import SpanItems
+
+    built: list[int] = []
+
+    def get(seq_id: int) -> tuple[np.ndarray, np.ndarray, None]:
+        built.append(seq_id)
+        return np.arange(10) + 10 * seq_id, np.arange(1, 11) + 10 * seq_id, None
+
+    items = SpanItems([(0, 0, 4, 0), (0, 4, 8, 4), (1, 0, 4, 0), (1, 4, 8, 4)], get)
+    assert [items[i]["input_ids"].tolist() for i in range(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [10, 11, 12, 13],
+                                                                   [14, 15, 16, 17]]
+    assert built == [0, 1]
+
+
+def test_pad_items_pads_right_with_pad_ignore_and_no_unit() -> None:
+    from lmbench.training.evaluate import pad_items
+
+    short = {"input_ids": torch.tensor([5]), "labels": torch.tensor([6]), "units": torch.tensor([0])}
+    long = {"input_ids": torch.tensor([3, 4, 5]), "labels": torch.tensor([-100, 5, 6]), "units": torch.tensor([-1, 1, 1])}
+    batch = pad_items([long, short], pad_id=9)
+    assert batch["input_ids"].tolist() == [[3, 4, 5], [5, 9, 9]]
+    assert batch["labels"].tolist() == [[-100, 5, 6], [6, -100, -100]]
+    assert batch["units"].tolist() == [[-1, 1, 1], [0, -1, -1]]
+    assert all(t.dtype == torch.int64 for t in batch.values())
+    plain = pad_items([{k: v for k, v in item.items() if k != "units"} for item in (long, short)], pad_id=9)
+    assert sorted(plain) == ["input_ids", "labels"]  # no units key at all without unit ids
+
+
+def test_masked_targets_carry_no_unit() -> None:
+    """A prompt target (label -100) has unit -1 in its item, whatever unit its token has."""
+    split = with_units(make_split([[3, 4, 5], [6, 6]], prompt_lens=[2, 0]), {})
+    items = build_items(split, mode="documents", recurrent=False, block_size=8, stride=4, num_rows=2, bos_id=BOS,
+                        eos_id=EOS)
+    first = next(items[i] for i in range(len(items)) if items.spans[i][0] == 0)
+    assert first["labels"].tolist() == [-100, -100, 5, EOS]
+    assert first["units"].tolist()[:2] == [-1, -1] and min(first["units"].tolist()[2:]) >= 0
+
+
+def test_a_split_needs_no_prompt_lengths_or_units() -> None:
+    """Any object with tokens, doc_offsets, doc() and stats is scored; prompt_lens and units are optional."""
+    from types import SimpleNamespace
+
+    full = make_split(DOCS)
+    bare = SimpleNamespace(tokens=full.tokens, doc_offsets=full.doc_offsets, doc=full.doc, stats=full.stats)
+    for mode in ("packed", "documents"):
+        result = evaluate_split(BigramLM(), bare, mode=mode, block_size=4, batch_size=2, bos_id=BOS, eos_id=EOS,
+                                pad_id=PAD)
+        assert result.num_tokens == sum(map(len, DOCS)) + (len(DOCS) - 1 if mode == "packed" else len(DOCS))
+        assert result.units is None
+
+
+def test_each_process_takes_its_share_of_every_global_batch() -> None:
+    """Two processes, 2 items each per batch: process 0 takes items 0-1 of the 4-item global batch and process 1
+    items 2-3; the last global batch (item 4) is filled from the start (items 0, 1, 2) so that every process runs
+    the same number of batches (gather_for_metrics drops the repeats)."""
+    from types import SimpleNamespace
+
+    from lmbench.training.evaluate import _batches
+
+    split = make_split([[3], [3, 4], [3, 4, 5], [3, 4, 5, 6], [3, 4, 5, 6, 3]])
+    items = build_items(split, mode="documents", recurrent=True, block_size=8, stride=4, num_rows=2, bos_id=BOS,
+                        eos_id=EOS)  # one item per document, longest first: BOS + doc 4, 3, 2, 1, 0
+    rows = [[1, 3, 4, 5, 6, 3], [1, 3, 4, 5, 6], [1, 3, 4, 5], [1, 3, 4], [1, 3]]
+
+    def padded(*indices: int) -> list[list[int]]:
+        width = max(len(rows[i]) for i in indices)
+        return [rows[i] + [PAD] * (width - len(rows[i])) for i in indices]
+
+    def ids(process: int) -> list[list[list[int]]]:
+        acc = SimpleNamespace(device=torch.device("cpu"), num_processes=2, process_index=process)
+        return [batch["input_ids"].tolist() for batch in _batches(items, 2, PAD, acc)]
+
+    assert ids(0) == [padded(0, 1), padded(4, 0)]
+    assert ids(1) == [padded(2, 3), padded(1, 2)]
+    alone = [batch["input_ids"].tolist() for batch in _batches(items, 2, PAD, None)]
+    assert alone == [padded(0, 1), padded(2, 3), padded(4)]
+
+
+def test_the_evaluator_runs_under_the_accelerator_it_was_given() -> None:
+    """The accelerator's autocast wraps every batch's forward and its gather sums the processes' rows."""
+    from types import SimpleNamespace
+
+    from lmbench.spec import to_spec
+    from lmbench.training.evaluate import Evaluator
+
+    calls = {"autocast": 0, "gather": 0}
+
+    def autocast() -> contextlib.AbstractContextManager[None]:
+        calls["autocast"] += 1
+        return contextlib.nullcontext()
+
+    def gather(tensor: Tensor) -> Tensor:
+        calls["gather"] += 1
+        return tensor
+
+    acc = SimpleNamespace(device=torch.device("cpu"), num_processes=1, process_index=0, is_main_process=True,
+                          autocast=autocast, gather_for_metrics=gather)
+    spec = to_spec({"name": "a", "model": {"family": "lstm"}, "train": {"max_steps": 1},
+                    "data": {"block_size": 4, "batching": "packed"}, "eval": {"batch_size": 3}})
+    tok = SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD, unk_id=PAD)
+    model = tiny_lstm().eval()
+    result = Evaluator({"validation": make_split(DOCS)}, tok, spec, acc).evaluate(model, ["validation"])["validation"]
+    assert calls == {"autocast": 1, "gather": 1}  # 3 rows: one batch of 3
+    expected = evaluate_split(model, make_split(DOCS), mode="packed", block_size=4, batch_size=3, bos_id=BOS,
+                              eos_id=EOS, pad_id=PAD)  # a recurrent stream is cut into batch_size rows
+    assert result.nll_nats == pytest.approx(expected.nll_nats, rel=1e-12)
+    one_row = evaluate_split(model, make_split(DOCS), mode="packed", block_size=4, batch_size=16, bos_id=BOS,
+                             eos_id=EOS, pad_id=PAD)
+    assert abs(one_row.nll_nats - expected.nll_nats) > 1e-6  # the spec's batch size reached evaluate_split
+
+
+def test_recurrent_rows_start_from_the_models_initial_state() -> None:
+    """Each row starts from `model.init_state`, whatever it holds (here 0.5 everywhere, not zeros)."""
+    from lmbench.models.recurrent import RecurrentState
+
+    class HalfStart(type(tiny_lstm())):  # type: ignore[misc]
+        def init_state(self, batch_size: int, device: torch.device) -> RecurrentState:
+            h = torch.full((self.config.num_layers, batch_size, self.config.d_hidden), 0.5, device=device)
+            return RecurrentState(h, torch.full_like(h, 0.5))
+
+    torch.manual_seed(0)
+    model = HalfStart(tiny_lstm().config, vocab_size=V, pad_id=PAD).eval()
+    split = make_split(DOCS)
+    result = evaluate_split(model, split, mode="packed", block_size=64, batch_size=1, bos_id=BOS, eos_id=EOS,
+                            pad_id=PAD)
+    x, y = stream_arrays(split, EOS)
+    with torch.no_grad():
+        logits, _ = model.forward_with_state(torch.from_numpy(x)[None], model.init_state(1, torch.device("cpu")))
+        from_zeros = model(torch.from_numpy(x)[None])
+    expected = float(F.cross_entropy(logits[0].double(), torch.from_numpy(y), reduction="sum"))
+    assert result.nll_nats == pytest.approx(expected, rel=1e-6)
+    assert abs(float(F.cross_entropy(from_zeros[0].double(), torch.from_numpy(y), reduction="sum")) - expected) > 1e-3
