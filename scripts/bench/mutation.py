@@ -258,7 +258,8 @@ def verdict(module: str, name: str, diff: str, equivalent: dict[str, str],
         if all(DEVICE_ARG.sub("", a).replace(", )", ")") == DEVICE_ARG.sub("", b).replace(", )", ")")
                for a, b in zip(old, new)):
             return "platform", "where a tensor is created (device=): the CPU either way on this CPU-only run"
-        if all(ENCODING_ARG.sub("", a) == ENCODING_ARG.sub("", b) for a, b in zip(old, new)):
+        if all(ENCODING_ARG.sub("", a).replace(", )", ")") == ENCODING_ARG.sub("", b).replace(", )", ")")
+               for a, b in zip(old, new)):
             return "platform", "the text encoding: UTF-8 either way (a UTF-8 locale; 'UTF-8' names the same codec)"
         removed = [default_removed(a, b) for a, b in zip(old, new)]
         if all(removed):

@@ -394,6 +394,14 @@ def test_carried_state_names_are_pinned() -> None:
     assert isinstance(back[0], Pair) and torch.equal(back[0].h, c) and torch.equal(back[0].c, h)
     assert isinstance(back[1], tuple) and torch.equal(back[1][0], c)
     assert torch.equal(ckpt.tensors_to_state(h, {"_": c}), c)
+
+    @dataclass
+    class Outer:  # a dataclass field that is itself a structure
+        pair: tuple
+
+    assert list(ckpt.state_to_tensors(Outer((h, c)))) == ["pair.0", "pair.1"]
+    back_outer = ckpt.tensors_to_state(Outer((h, h)), {"pair.0": c, "pair.1": h})
+    assert isinstance(back_outer.pair, tuple) and torch.equal(back_outer.pair[0], c) and torch.equal(back_outer.pair[1], h)
     with pytest.raises(TypeError, match="cannot serialise a carried state of type str"):
         ckpt.state_to_tensors("h")
     with pytest.raises(TypeError, match="cannot rebuild a carried state of type str"):
@@ -419,3 +427,16 @@ def test_load_run_names_the_field_and_puts_the_model_on_the_device(tmp_path: Pat
     ckpt.save_weights(build_model(spec.model, tokenizer), tmp_path / "checkpoint" / "model.safetensors")
     model, _, _ = ckpt.load_run(tmp_path, device="meta")
     assert {p.device.type for p in model.parameters()} == {"meta"} and not model.training
+
+
+def test_a_checkpoint_without_a_digest_still_loads(tmp_path: Path) -> None:
+    """trainer_state.json of a checkpoint written before digests existed: verified by its manifest, then loaded."""
+    acc, _, _ = prepared()
+    ckpt.save_checkpoint(acc, tmp_path, {"step": 3, "tokens": 30}, {})
+    path = tmp_path / "checkpoint" / "trainer_state.json"
+    state = json.loads(path.read_text())
+    del state["digest"]
+    path.write_text(json.dumps(state))
+    assert ckpt.verify_checkpoint(tmp_path / "checkpoint") is None
+    loaded, _ = ckpt.load_checkpoint(acc, tmp_path / "checkpoint")
+    assert (loaded["step"], loaded["tokens"]) == (3, 30) and "digest" not in loaded

@@ -38,6 +38,9 @@ def test_run_cell_writes_the_results_folder(tmp_path: Path) -> None:
     assert {"step", "tokens", "wall_s", "train_loss", "lr", "tokens_per_s"} <= set(train_rows[0])
     assert [r["step"] for r in logged if "val_loss" in r and not r.get("final")] == [3, 6]
     assert logged[0]["step"] == 0 and "untrained_val_loss" in logged[0]
+    final = logged[-1]  # the final evaluation: where the run ended, with the summary's numbers
+    assert final["final"] is True and (final["step"], final["tokens"]) == (6, summary["tokens"])
+    assert 0 < final["wall_s"] <= summary["wall_s"] and final["val_loss"] == summary["val_loss"]
     samples = [json.loads(ln) for ln in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 1 and samples[0]["prompt"] == "the"
     # the inference weights load into a bare model built from the saved tokenizer
@@ -293,3 +296,78 @@ def test_samples_start_like_training_documents(tmp_path: Path, batching: str, st
     tokenizer = load_tokenizer(tmp_path / batching / "tokenizer")
     samples = [json.loads(ln) for ln in (tmp_path / batching / "samples.jsonl").read_text().splitlines()]
     assert samples and {s["prompt_ids"][0] for s in samples} == {getattr(tokenizer, start)}
+
+
+def test_earlier_cells_already_scored_are_kept_and_the_scan_goes_on(tmp_path: Path) -> None:
+    """When `ref` completes: a cell whose table already has every reference_ppl keeps it (123 stays 123) and the
+    cells after it are still scored; a sampler whose samples are gone gets NaN and no note; a cell naming itself
+    as reference is never scored by itself."""
+    sample = {"prompts": ["the"], "max_new_tokens": 6, "samplers": [{"kind": "greedy"}, {"kind": "sample"}],
+              "reference_run": "cell:ref"}
+    grid = tmp_path / "grid"
+    run(tiny_cfg(tmp_path, sample=sample), grid / "b-other")
+    shutil.copytree(grid / "b-other", grid / "a-scored")
+    table = pd.read_csv(grid / "a-scored" / "sampler_metrics.csv")
+    table["reference_ppl"] = 123.0
+    table.to_csv(grid / "a-scored" / "sampler_metrics.csv", index=False)
+    samples = (grid / "b-other" / "samples.jsonl").read_text().splitlines()
+    (grid / "b-other" / "samples.jsonl").write_text(
+        "\n".join(ln for ln in samples if json.loads(ln)["sampler"] == "greedy") + "\n")
+    run(tiny_cfg(tmp_path, sample={**sample, "reference_run": None}), grid / "ref")
+    assert pd.read_csv(grid / "a-scored" / "sampler_metrics.csv")["reference_ppl"].tolist() == [123.0, 123.0]
+    other = pd.read_csv(grid / "b-other" / "sampler_metrics.csv").set_index("sampler")
+    assert other.loc["greedy", "reference_ppl"] > 1
+    assert np.isnan(other.loc["sample", "reference_ppl"]) and pd.isna(other.loc["sample", "note"])
+    run(tiny_cfg(tmp_path, sample={**sample, "reference_run": "cell:self"}), grid / "self")
+    assert table_has_no_reference(grid / "self" / "sampler_metrics.csv")
+
+
+def test_a_reference_run_given_as_a_folder(tmp_path: Path) -> None:
+    sample = {"prompts": ["the"], "max_new_tokens": 6, "samplers": [{"kind": "greedy"}]}
+    run(tiny_cfg(tmp_path, sample=sample), tmp_path / "elsewhere" / "ref")
+    run(tiny_cfg(tmp_path, sample={**sample, "reference_run": str(tmp_path / "elsewhere" / "ref")}),
+        tmp_path / "grid" / "cell")
+    assert (pd.read_csv(tmp_path / "grid" / "cell" / "sampler_metrics.csv")["reference_ppl"] > 1).all()
+
+
+def test_a_run_stopped_for_divergence_is_judged_as_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.stop_on_divergence ended the run (stop_reason "diverged"): divergence_reason hears stopped=True."""
+    from lmbench.training import divergence
+    from lmbench.training.trainer import Trainer
+
+    seen: list[dict] = []
+    monkeypatch.setattr(divergence, "divergence_reason", lambda **kw: seen.append(kw) or "stopped")
+    real = Trainer._log_train
+
+    def log_then_stop(self: Trainer, *args: object) -> None:
+        real(self, *args)
+        self._progress.stop_reason = "diverged"
+
+    monkeypatch.setattr(Trainer, "_log_train", log_then_stop)
+    summary = run(tiny_cfg(tmp_path, sample={"samplers": []}), tmp_path / "cell")
+    assert summary["stop_reason"] == "diverged" and summary["steps"] == 2  # the first logged step
+    assert [kw["stopped"] for kw in seen] == [True] and summary["diverged"] is True
+
+
+def test_units_of_splits_after_one_without_units_are_written(tmp_path: Path) -> None:
+    """eval.splits [train, validation]: train has no evaluation units, validation does; its parquet file holds the
+    7 unit columns and nothing else (no index column)."""
+    import pyarrow.parquet as pq
+
+    summary = run(tiny_cfg(tmp_path, eval={"splits": ["train", "validation"]}, sample={"samplers": []},
+                           train={"max_steps": 1, "eval_every": None}), tmp_path / "cell")
+    assert not (tmp_path / "cell" / "units_train.parquet").exists() and "train_units" not in summary
+    path = tmp_path / "cell" / "units_validation.parquet"
+    assert pq.read_schema(path).names == ["doc", "chunk", "nll_nats", "tokens", "bytes", "chars", "words"]
+    assert summary["val_units"] == pq.read_metadata(path).num_rows
+
+
+def test_the_samples_go_to_the_trackers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmbench.training import tracking
+
+    logged: list[list[dict]] = []
+    monkeypatch.setattr(tracking, "log_samples", lambda acc, rows: logged.append(list(rows)))
+    run(tiny_cfg(tmp_path, train={"max_steps": 1, "eval_every": None},
+                 sample={"samplers": [{"kind": "greedy"}, {"kind": "sample"}]}), tmp_path / "cell")
+    written = [json.loads(ln) for ln in (tmp_path / "cell" / "samples.jsonl").read_text().splitlines()]
+    assert len(logged) == 1 and [r["text"] for r in logged[0]] == [r["text"] for r in written] and len(written) == 2
