@@ -113,3 +113,74 @@ def test_bucket_plans_drop_short_batches_and_follow_seed_and_epoch() -> None:
     assert [plan.batch(0, i).tolist() for i in range(5)] == [b.tolist() for b in epoch]  # back to epoch 0
     sorted_within = [lengths[b] for b in epoch]
     assert all((np.diff(x) <= 0).all() for x in sorted_within)  # each batch longest first (from a sorted pool)
+
+
+def test_stream_plan_batch_b_holds_window_b_of_every_lane() -> None:
+    """12 windows, 3 lanes of 4 consecutive windows (0-3, 4-7, 8-11): batch b is window b of each lane."""
+    stream = BatchPlan("stream", 12, 3, seed=1)
+    batches = [stream.batch(0, i) for i in range(stream.steps_per_epoch)]
+    assert [b.tolist() for b in batches] == [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]]
+    assert all(b.dtype == np.int64 for b in batches)
+
+
+def test_bucket_plan_with_no_full_batch_reads_nothing() -> None:
+    plan = BatchPlan("bucket", 3, 4, seed=0, lengths=np.array([5, 1, 3]))
+    assert plan.steps_per_epoch == 0
+    empty = plan.batch(0, 0)
+    assert empty.shape == (0,) and empty.dtype == np.int64
+
+
+def test_an_epoch_order_is_drawn_once_for_all_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = []
+    default_rng = np.random.default_rng
+
+    def counting_rng(seed: object) -> np.random.Generator:
+        draws.append(seed)
+        return default_rng(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", counting_rng)
+    plan = BatchPlan("shuffle", 9, 3, seed=5)
+    for i in range(3):
+        plan.batch(0, i)
+    assert draws == [(5, 0)]
+    plan.batch(1, 0)
+    plan.batch(1, 2)
+    assert draws == [(5, 0), (5, 1)]
+
+
+class _PadTok:
+    bos_id, eos_id, pad_id = 1, 2, 4  # a pad id unlike DocumentDataset's default (0)
+
+
+def test_make_train_data_documents_batch_with_the_tokenizer_ids() -> None:
+    """The dataset's one-piece batch uses the tokenizer's BOS, EOS and pad; the plan has the spec's seed."""
+    from lmbench.training.plan import make_train_data
+
+    for bucket in (False, True):
+        data = make_train_data(_spec(2, batching="documents", block_size=8, bucket_by_length=bucket), _split(DOCS),
+                               _PadTok(), carries_state=False)
+        assert data.plan.seed == 4 and data.plan.kind == ("bucket" if bucket else "shuffle")
+        batch = data.batch(np.array([0, 1]))
+        assert batch["input_ids"].tolist() == [[1, 5, 6, 7], [1, 8, 4, 4]]
+        assert batch["labels"].tolist() == [[5, 6, 7, 2], [8, 2, -100, -100]]
+        assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+        collated = data.collate([data.dataset[1], data.dataset[0]])
+        assert collated["input_ids"].tolist() == [[1, 8, 4, 4], [1, 5, 6, 7]]
+
+
+def test_make_train_data_of_no_documents_is_a_spec_error() -> None:
+    from lmbench.errors import SpecError
+    from lmbench.training.plan import make_train_data
+
+    with pytest.raises(SpecError, match="3 is larger than the 0 training documents"):
+        make_train_data(_spec(batching="documents"), _split([]), _Tok(), carries_state=False)
+
+
+def test_packed_items_collate_one_at_a_time() -> None:
+    """A micro-batch of one window (micro-batch size 1) stacks into a (1, T) batch. The stream is
+    5 6 7 E 8 E 9 10 11 ... (E = EOS 2), so window 1 reads positions 4-8."""
+    from lmbench.training.plan import make_train_data
+
+    data = make_train_data(_spec(), _split(DOCS), _Tok(), carries_state=False)
+    one = data.collate([data.dataset[1]])
+    assert one["input_ids"].tolist() == [[8, 2, 9, 10]] and one["labels"].tolist() == [[2, 9, 10, 11]]
