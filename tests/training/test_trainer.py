@@ -464,3 +464,162 @@ def test_checkpoints_follow_evaluations_by_default_and_epochs_end_training(tmp_p
     spe = build_trainer(to_spec(tiny_cfg(tmp_path)), tmp_path / "probe", "probe").steps_per_epoch
     summary = run(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 0.5, "eval_every": None}), tmp_path / "c")
     assert summary["stop_reason"] == "epochs" and summary["steps"] == math.ceil(spe / 2)
+
+
+# ------------------------------------------------------------------------------------------ the record it keeps
+def test_the_untrained_evaluation_opens_the_log_once_even_across_a_resume(tmp_path: Path) -> None:
+    """eval.untrained: the freshly initialised model is scored before the first step (row step 0, tokens 0) with
+    the numbers a direct evaluation of that model gives; a resumed run does not score it again."""
+    from lmbench.training.evaluate import flatten_results
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, eval={"untrained": True, "splits": ["validation", "test"]},
+                   train={"max_steps": 2, "eval_every": None, "checkpoint_every": 2}, sample={"samplers": []})
+    probe = build_trainer(to_spec(cfg), tmp_path / "probe", "probe")
+    fresh = flatten_results(probe.evaluator.evaluate(probe.acc.unwrap_model(probe.module).model,
+                                                     ["validation", "test"]), "untrained_")
+    first = run(cfg, tmp_path / "run")
+    assert first["untrained_val_loss"] == pytest.approx(fresh["untrained_val_loss"], rel=1e-6)
+    assert first["untrained_test_tokens"] == fresh["untrained_test_tokens"]
+    opening = rows(tmp_path / "run")[0]
+    assert (opening["step"], opening["tokens"]) == (0, 0) and opening["wall_s"] >= 0
+    assert opening["untrained_val_loss"] == first["untrained_val_loss"]
+    resumed = run({**cfg, "train": {**cfg["train"], "max_steps": 4}}, tmp_path / "run")
+    assert resumed["resumed_from"] == [2] and resumed["steps"] == 4
+    assert [r["step"] for r in rows(tmp_path / "run") if any(k.startswith("untrained_") for k in r)] == [0]
+    assert resumed["untrained_val_loss"] == first["untrained_val_loss"]  # kept in the checkpoint's record
+
+
+def scaled_losses(monkeypatch: pytest.MonkeyPatch, losses: list[float]) -> None:
+    """Make step k's training loss exactly losses[k - 1] (nats per target): the summed NLL is targets * loss."""
+    values = iter(losses)
+
+    def forward(self: TrainModule, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: Any = None,
+                state: Any = None) -> tuple[torch.Tensor, Any]:
+        logits = self.model(input_ids, attention_mask)
+        zero = logits.float().sum() * 0.0  # keeps the graph (gradients of zero)
+        return zero + float((labels != -100).sum()) * next(values), state
+
+    monkeypatch.setattr(TrainModule, "forward", forward)
+
+
+def test_stop_on_divergence_stops_when_a_logged_loss_passes_the_limit(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Limit 1.5 x the lowest logged loss: 2.0, 1.0, then 1.5 (equal to the limit: goes on) and 1.75 (over:
+    stops at step 4, stop_reason "diverged", no checkpoint of the diverged weights)."""
+    scaled_losses(monkeypatch, [2.0, 1.0, 1.5, 1.75, 1.0, 1.0])
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 6, "log_every": 1, "eval_every": None, "checkpoint_every": 3,
+                                    "stop_on_divergence": 1.5}, sample={"samplers": []})
+    summary = run(cfg, tmp_path / "run")
+    assert summary["stop_reason"] == "diverged" and summary["steps"] == 4
+    assert (summary["first_train_loss"], summary["min_train_loss"], summary["last_train_loss"]) == (2.0, 1.0, 1.75)
+    assert [r["train_loss"] for r in rows(tmp_path / "run") if "train_loss" in r] == [2.0, 1.0, 1.5, 1.75]
+    assert ckpt.read_trainer_state(tmp_path / "run" / "checkpoint")["step"] == 3  # the last good weights
+    warned = [r.getMessage() for r in caplog.records if r.name == "lmbench.training.trainer"]
+    assert warned == ["run: training loss 1.75 at step 4 is over 1.5 x its lowest (1): stopping "
+                      "(train.stop_on_divergence); the last checkpoint keeps the weights from before"]
+
+
+def test_the_checkpoint_records_progress_and_the_data_position(tmp_path: Path) -> None:
+    """trainer_state.json: the step, tokens, epoch (steps / steps per epoch), world size, data position
+    (epoch, step within it) and cell name; the run stops for max_steps."""
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 5, "eval_every": None, "checkpoint_every": 5},
+                   sample={"samplers": []})
+    steps_per_epoch = build_trainer(to_spec(cfg), tmp_path / "probe", "probe").steps_per_epoch
+    summary = run(cfg, tmp_path / "run")
+    state = ckpt.read_trainer_state(tmp_path / "run" / "checkpoint")
+    assert summary["stop_reason"] == "max_steps" and 5 < steps_per_epoch
+    assert (state["step"], state["tokens"], state["world_size"], state["cell"]) == (5, 5 * 4 * 16, 1, "run")
+    assert state["epoch"] == pytest.approx(5 / steps_per_epoch)
+    assert state["data_position"] == [0, 5]
+
+
+def test_epochs_end_at_the_last_step_of_the_epoch(tmp_path: Path) -> None:
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 1.0, "eval_every": None}, sample={"samplers": []})
+    steps_per_epoch = build_trainer(to_spec(cfg), tmp_path / "probe", "probe").steps_per_epoch
+    summary = run(cfg, tmp_path / "run")
+    assert (summary["steps"], summary["stop_reason"], summary["epochs"]) == (steps_per_epoch, "epochs", 1.0)
+
+
+def test_a_tie_with_the_best_validation_loss_keeps_the_earlier_best(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation losses 3.0, 2.0, 2.0, 2.5: the best is step 2's (a tie does not replace it); best.json
+    records its step, tokens, loss and bits per byte."""
+    losses = iter([3.0, 2.0, 2.0, 2.5])
+
+    def fake_evaluate(self: Evaluator, model: Any, names: list[str]) -> dict[str, EvalResult]:
+        if names == ["validation"]:
+            return {"validation": EvalResult(next(losses) * 100, 100, 200, 100, 10)}
+        return {}
+
+    monkeypatch.setattr(Evaluator, "evaluate", fake_evaluate)
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": 4, "eval_every": 1}, sample={"samplers": []}),
+                  tmp_path / "run")
+    assert (summary["best_step"], summary["best_val_loss"]) == (2, 2.0)
+    best = json.loads((tmp_path / "run" / "checkpoint" / "best" / "best.json").read_text())
+    assert best == {"step": 2, "tokens": 2 * 4 * 16, "val_loss": 2.0, "val_bpb": 200 / (200 * math.log(2))}
+    evals = [r for r in rows(tmp_path / "run") if "val_loss" in r and not r.get("final")]
+    assert [(r["step"], r["tokens"], r["val_loss"]) for r in evals] == [(s, s * 64, v) for s, v in
+                                                                       zip((1, 2, 3, 4), (3.0, 2.0, 2.0, 2.5))]
+
+
+def test_without_validation_in_eval_splits_there_is_no_final_validation(tmp_path: Path) -> None:
+    summary = run(tiny_cfg(tmp_path, eval={"splits": ["test"]}, train={"max_steps": 2, "eval_every": None},
+                           sample={"samplers": []}), tmp_path / "run")
+    assert "val_loss" not in summary and summary["test_loss"] > 0 and summary["best_val_loss"] is None
+
+
+def test_detach_state_cuts_every_tensor_of_a_structure_from_the_graph() -> None:
+    from lmbench.training.trainer import detach_state
+
+    x = torch.ones(2, requires_grad=True)
+    pair = (x * 2, [x * 3])
+    cut = detach_state(pair)
+    assert isinstance(cut, tuple) and isinstance(cut[1], list)
+    assert not cut[0].requires_grad and not cut[1][0].requires_grad
+    assert cut[0].tolist() == [2.0, 2.0] and cut[1][0].tolist() == [3.0, 3.0] and detach_state(None) is None
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_none_was_written(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    scaled_losses(monkeypatch, [float("nan")])
+    summary = run(tiny_cfg(tmp_path, train={"eval_every": None}, sample={"samplers": []}), tmp_path / "run")
+    assert summary["status"] == "failed" and summary["failed_step"] == 1
+    assert "non-finite loss (nan) at step 1; stopped, no checkpoint was written" in summary["error"]
+
+
+def test_the_train_module_loads_strictly_and_saves_the_bare_models_keys() -> None:
+    model = torch.nn.Linear(2, 2)
+    module = TrainModule.__new__(TrainModule)
+    torch.nn.Module.__init__(module)
+    module.model, module.recurrent = model, False
+    assert sorted(module.state_dict()) == ["bias", "weight"]
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        module.load_state_dict({**model.state_dict(), "extra": torch.zeros(1)})
+    new = {"weight": torch.full((2, 2), 7.0), "bias": torch.zeros(2)}
+    module.load_state_dict(new, assign=True)
+    assert model.weight.data_ptr() == new["weight"].data_ptr()  # assign=True reaches the model: no copy
+
+
+def test_the_final_validation_reuses_an_evaluation_at_the_last_step(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluations at steps 2 and 4 of 4: the final results take step 4's validation, so the end of the run only
+    scores the test split."""
+    calls: list[list[str]] = []
+    real = Evaluator.evaluate
+
+    def spy(self: Evaluator, model: Any, names: list[str]) -> dict[str, EvalResult]:
+        calls.append(list(names))
+        return real(self, model, names)
+
+    monkeypatch.setattr(Evaluator, "evaluate", spy)
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": 4, "eval_every": 2}, sample={"samplers": []}),
+                  tmp_path / "run")
+    assert calls == [["validation"], ["validation"], ["test"]]
+    assert summary["val_loss"] == [r for r in rows(tmp_path / "run") if r.get("step") == 4 and "val_loss" in r][0][
+        "val_loss"]
