@@ -38,6 +38,7 @@ def test_inverse_sqrt() -> None:
     assert lr_factor("inverse_sqrt", 3, warmup_steps=4) == pytest.approx(1.0)
     assert lr_factor("inverse_sqrt", 15, warmup_steps=4) == pytest.approx(math.sqrt(4 / 16))
     assert lr_factor("inverse_sqrt", 99, warmup_steps=0) == pytest.approx(0.1)
+    assert lr_factor("inverse_sqrt", 4, warmup_steps=4) == pytest.approx(math.sqrt(4 / 5))  # decay from the end of warm-up
 
 
 def test_lr_at_scales_and_decaying_needs_total() -> None:
@@ -76,5 +77,6 @@ def test_decay_progress_and_degenerate_lengths() -> None:
     assert [decay_progress(s, 10, 20) for s in (5, 10, 15, 20, 25)] == [0.0, 0.0, 0.5, 1.0, 1.0]
     assert decay_progress(9, 10, 10) == 0.0 and decay_progress(10, 10, 10) == 1.0  # no decay phase at all
     assert decay_progress(10, 10, 5) == 1.0
+    assert [decay_progress(s, 5, 6) for s in (5, 6)] == [0.0, 1.0]  # a one-step decay phase starts at 0
     assert warmup_factor(0, 3) == pytest.approx(1 / 3) and warmup_factor(2, 3) == 1.0 and warmup_factor(5, -1) == 1.0
     assert lr_factor("linear", 12, warmup_steps=12, total_steps=12, min_lr_ratio=0.3) == pytest.approx(0.3)
