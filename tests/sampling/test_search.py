@@ -390,3 +390,74 @@ def test_beam_search_stops_once_no_running_beam_can_improve() -> None:
         assert out == [[[11]], [[11]]]
         calls.append(len(model.calls))
     assert calls == [2, 2, 8]
+
+
+# ------------------------------------------------------------------------- masks, stopping rules, n-gram bans
+
+class MaskRecorder(UnigramLM):
+    """A UnigramLM that keeps the attention mask each `step` was given (None when none was)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__(logits)
+        self.masks: list[torch.Tensor | None] = []
+
+    def step(self, input_ids, state, attention_mask=None, logits_to_keep=0):
+        self.masks.append(None if attention_mask is None else attention_mask.clone())
+        return super().step(input_ids, state, attention_mask, logits_to_keep)
+
+
+@pytest.mark.parametrize("s, copies", [(SamplerSpec(), 1), (SamplerSpec(kind="sample", num_return_sequences=2), 2),
+                                       (SamplerSpec(kind="beam", num_beams=2), 2)])
+def test_every_step_is_given_the_mask_of_everything_consumed(s: SamplerSpec, copies: int) -> None:
+    """The step contract: a given mask covers the past and the new ids. Left-padded prompts [5, 6, 7] and [4]:
+    the prefill sees [1 1 1] and [0 0 1], each later step one more column of ones, rows repeated per copy (beams
+    or returned sequences, a prompt's copies side by side); prompts of one length need no mask at all."""
+    model = MaskRecorder(torch.linspace(0.0, 1.0, 8))
+    generate(model, [[5, 6, 7], [4]], s, max_new_tokens=3, eos_id=None, pad_id=0)
+    prompt = [[1, 1, 1], [0, 0, 1]]
+    expected = [prompt] + [[row + [1] * t for row in prompt for _ in range(copies)] for t in (1, 2)]
+    assert [m.tolist() for m in model.masks] == expected
+    assert all(m.dtype == torch.long for m in model.masks)
+    model = MaskRecorder(torch.linspace(0.0, 1.0, 8))
+    generate(model, [[5, 6], [7, 4]], s, max_new_tokens=3, eos_id=None, pad_id=0)
+    assert model.masks == [None, None, None]
+
+
+def test_beam_search_with_early_stopping_stops_once_num_beams_have_finished() -> None:
+    """Unigram log-probs a > e > b (A = 3, EOS = 4, B = 1), two beams, length penalty 1. Step 1 finishes [EOS]
+    (score e), step 2 finishes [A, EOS] ((a + e) / 2): two finished. early_stopping=True stops there, one step
+    after the prefill, though the running [A, A] (mean a) could still do better. early_stopping=False goes on
+    (a running mean of a always beats a finished ((L - 1) a + e) / L) to max_new_tokens, where [A, A, A, A]
+    (a) and [A, A, A, EOS] ((3a + e) / 4) are best."""
+    logits = torch.tensor([-1.0, 0.0, -1.0, 2.0, 1.0, -1.0])
+    for early_stopping, num_calls, best in ((True, 2, [[3, 4], [4]]), (False, 4, [[3, 3, 3, 3], [3, 3, 3, 4]])):
+        model = CountingLM(UnigramLM(logits))
+        s = SamplerSpec(kind="beam", num_beams=2, num_return_sequences=2, early_stopping=early_stopping)
+        assert generate(model, [[1]], s, max_new_tokens=4, eos_id=4, pad_id=0) == [best]
+        assert len(model.calls) == num_calls
+
+
+def test_beam_search_stops_when_the_best_running_beam_can_only_tie() -> None:
+    """A (3) and EOS (4) have the same log-prob a; no length penalty. Step 1 finishes [EOS] (a), step 2 [A, EOS]
+    (2a), and the best running beam [A, A] scores 2a too: a tie is no improvement (transformers compares
+    with >), so beam search stops after one step past the prefill."""
+    logits = torch.tensor([-1.0, 0.0, -1.0, 2.0, 2.0, -1.0])
+    model = CountingLM(UnigramLM(logits))
+    s = SamplerSpec(kind="beam", num_beams=2, num_return_sequences=2, length_penalty=0.0, early_stopping=False)
+    assert generate(model, [[1]], s, max_new_tokens=4, eos_id=4, pad_id=0) == [[[4], [3, 4]]]
+    assert len(model.calls) == 2
+
+
+def test_beam_search_bans_ngrams_the_prompt_already_holds() -> None:
+    """no_repeat_ngram_size=2 after the prompt [3, 3]: the bigram (3, 3) is taken, so no beam may start with 3
+    (the best token); 1 then 3 and 1 then 1 are the two best sequences left (logit sums 5 and 4)."""
+    logits = torch.tensor([-1.0, 2.0, 0.0, 3.0, -1.0, -1.0])
+    s = SamplerSpec(kind="beam", num_beams=2, num_return_sequences=2, no_repeat_ngram_size=2)
+    assert generate(UnigramLM(logits), [[3, 3]], s, max_new_tokens=2, eos_id=None, pad_id=0) == [[[1, 3], [1, 1]]]
+
+
+def test_finished_set_takes_every_step_on_accelerators_only() -> None:
+    from lmbench.sampling.search import merge_unconditionally
+
+    assert merge_unconditionally(torch.zeros(2, 4, dtype=torch.bool)) is False
+    assert merge_unconditionally(torch.zeros(2, 4, dtype=torch.bool, device="meta")) is True
