@@ -83,6 +83,19 @@ class UnigramLM(LanguageModel):
         return 0.0
 
 
+class MaskRecorder(UnigramLM):
+    """A UnigramLM that keeps the attention mask each `step` was given (None when none was)."""
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__(logits)
+        self.masks: list[Tensor | None] = []
+
+    def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None,
+             logits_to_keep: int = 0) -> tuple[Tensor, Any]:
+        self.masks.append(None if attention_mask is None else attention_mask.clone())
+        return super().step(input_ids, state, attention_mask, logits_to_keep)
+
+
 class CountingLM(LanguageModel):
     """Wraps a model and counts `step` calls and the ids they consume."""
 

@@ -13,7 +13,7 @@ from lmbench.sampling.metrics import continuation_nll, distinct_n, repeated_ngra
 from lmbench.spec import SampleSpec, SamplerSpec
 from lmbench.tokenizers.char import CharConfig, CharTokenizer
 
-from .helpers import FAMILIES, tiny_model
+from .helpers import FAMILIES, CountingLM, MaskRecorder, UnigramLM, tiny_model
 
 TEXTS = ["the cat sat on the mat.", "a dog ran after the cat!", "once upon a time there was a fox"]
 
@@ -210,3 +210,128 @@ def test_sample_texts_row_fields_seeds_and_start_token(tokenizer: CharTokenizer,
 
     assert prompt_start_id(DataSpec(batching="documents"), tokenizer) == tokenizer.bos_id
     assert prompt_start_id(DataSpec(batching="packed"), tokenizer) == tokenizer.eos_id
+
+
+# ------------------------------------------------------------------- sampler names, sample_texts' settings
+
+def test_sampler_name_always_names_num_beams_and_lists_every_changed_parameter() -> None:
+    assert sampler_name(SamplerSpec(kind="beam")) == "beam(num_beams=1)"  # even at its default
+    assert sampler_name(SamplerSpec(kind="sample", temperature=0.7, top_k=5)) == "sample(temperature=0.7, top_k=5)"
+
+
+def _never_eos(tokenizer: CharTokenizer, best: int = 4) -> torch.Tensor:
+    """Unigram logits: token `best` most likely, EOS impossible (every continuation runs to max_new_tokens)."""
+    logits = torch.linspace(0.0, 1.0, tokenizer.vocab_size)
+    logits[best] = 2.0
+    logits[tokenizer.eos_id] = -math.inf
+    return logits
+
+
+def test_sample_texts_stops_at_the_tokenizers_eos(tokenizer: CharTokenizer) -> None:
+    logits = torch.zeros(tokenizer.vocab_size)
+    logits[tokenizer.eos_id] = 5.0  # EOS always the most likely token
+    spec = SampleSpec(prompts=["the"], max_new_tokens=6, samplers=[SamplerSpec()])
+    (row,) = sample_texts(UnigramLM(logits), tokenizer, spec, "cpu")
+    assert row["new_ids"] == [tokenizer.eos_id] and row["num_new_tokens"] == 1 and row["ended_with_eos"]
+
+
+def test_sample_texts_draws_with_the_seed_of_each_batch(tokenizer: CharTokenizer) -> None:
+    """A fixed distribution, one prompt, two samples in batches of one: the first batch draws its 5 tokens from
+    a torch.Generator seeded with the spec's seed (7), the second with 7 + 1, one multinomial draw per token."""
+    logits = torch.linspace(-1.0, 1.0, tokenizer.vocab_size)
+    logits[tokenizer.eos_id] = -math.inf
+    spec = SampleSpec(prompts=["the"], num_samples=2, max_new_tokens=5, seed=7, samplers=[SamplerSpec(kind="sample")])
+    rows = sample_texts(UnigramLM(logits), tokenizer, spec, "cpu", batch_size=1)
+    probs = logits.softmax(-1)[None]
+
+    def draws(seed: int) -> list[int]:
+        g = torch.Generator().manual_seed(seed)
+        return [int(torch.multinomial(probs, 1, generator=g)) for _ in range(5)]
+
+    assert [r["new_ids"] for r in rows] == [draws(7), draws(8)] and [r["seed"] for r in rows] == [7, 8]
+    assert draws(0) not in (draws(7), draws(8))  # the seed matters for these draws
+
+
+def test_sample_texts_runs_64_jobs_per_batch_by_default(tokenizer: CharTokenizer) -> None:
+    spec = SampleSpec(prompts=["the"], num_samples=65, max_new_tokens=1, seed=3, samplers=[SamplerSpec(kind="sample")])
+    rows = sample_texts(UnigramLM(_never_eos(tokenizer)), tokenizer, spec, "cpu")
+    assert [r["seed"] for r in rows] == [3] * 64 + [4]  # jobs 1-64 are the first batch, job 65 the second
+
+
+def test_sample_texts_rate_is_new_tokens_over_the_batch_wall_time(tokenizer: CharTokenizer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted clock: the first batch (3 new tokens) takes 0.25 s, the second no measurable time, which
+    counts as 1e-9 s (a rate, not a division by zero)."""
+    import types
+
+    import lmbench.sampling.search as search
+
+    ticks = iter([10.0, 10.25, 20.0, 20.0])
+    monkeypatch.setattr(search, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    spec = SampleSpec(prompts=["the", "a"], max_new_tokens=3, samplers=[SamplerSpec()])
+    rows = sample_texts(UnigramLM(_never_eos(tokenizer)), tokenizer, spec, "cpu", batch_size=1)
+    assert [r["new_ids"] for r in rows] == [[4, 4, 4]] * 2
+    assert [r["tokens_per_s"] for r in rows] == [3 / 0.25, 3 / 1e-9]
+
+
+@pytest.mark.parametrize("sampler, num_samples, said", [(SamplerSpec(), 2, True), (SamplerSpec(), 1, False),
+                                                        (SamplerSpec(kind="sample"), 3, False)])
+def test_only_a_deterministic_sampler_asked_for_several_samples_says_it_runs_once(
+        tokenizer: CharTokenizer, caplog: pytest.LogCaptureFixture, sampler: SamplerSpec, num_samples: int,
+        said: bool) -> None:
+    spec = SampleSpec(prompts=["the"], num_samples=num_samples, max_new_tokens=1, samplers=[sampler])
+    with caplog.at_level("INFO", logger="lmbench.sampling.search"):
+        sample_texts(UnigramLM(_never_eos(tokenizer)), tokenizer, spec, "cpu")
+    assert ("is deterministic" in caplog.text) == said
+
+
+# ------------------------------------------------------------------- scoring: batches, masks, vocabularies
+
+def test_continuation_nll_scores_16_pairs_per_step_by_default() -> None:
+    """17 identical pairs: one step on 16 rows, one on the last; the NLL is 17 times the pair's own, read from a
+    full forward pass."""
+    inner = tiny_model("lstm")
+    model = CountingLM(inner)
+    nll, num = continuation_nll(model, [([1, 2], [3])] * 17, "cpu")
+    assert [rows for rows, _ in model.calls] == [16, 1]
+    with torch.no_grad():
+        one = -float(F.log_softmax(inner(torch.tensor([[1, 2, 3]]))[0, 1].float(), -1)[3])
+    assert num == 17 and nll == pytest.approx(17 * one, rel=1e-5)
+
+
+def test_continuation_nll_gives_the_model_the_mask_of_its_right_padding() -> None:
+    """Rows [1 2 3 | 4 5] and [1 | 6], right-padded to 5: the model is told which positions are padding (a 0/1
+    long mask, as transformers' attention_mask). Uniform over 8 ids: each of the 3 scored tokens costs log 8."""
+    model = MaskRecorder(torch.zeros(8))
+    nll, num = continuation_nll(model, [([1, 2, 3], [4, 5]), ([1], [6])], "cpu")
+    (mask,) = model.masks
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]] and mask.dtype == torch.long
+    assert num == 3 and nll == pytest.approx(3 * math.log(8))
+
+
+def test_metrics_score_in_batches_of_the_given_size_for_the_model_and_the_reference(
+        tokenizer: CharTokenizer) -> None:
+    """batch_size reaches every scoring pass (the sampler's model, the reference model, reference_scores);
+    16 rows per step by default. A reference given as a bare model shares the tokenizer: no note."""
+    from lmbench.sampling.metrics import reference_scores
+
+    base = tiny_model("lstm", vocab_size=tokenizer.vocab_size)
+    row = {"sampler": "s", "prompt_ids": [1, 5], "new_ids": [6, 7], "ended_with_eos": False, "num_new_tokens": 2,
+           "tokens_per_s": 1.0}
+    for rows, kwargs, steps in (([row] * 3, {"batch_size": 2}, [2, 1]), ([row] * 17, {}, [16, 1])):
+        model, ref = CountingLM(base), CountingLM(base)
+        table = sampler_metrics(rows, model, tokenizer, reference=ref, **kwargs)
+        assert [r for r, _ in model.calls] == steps and [r for r, _ in ref.calls] == steps
+        assert table.loc[0, "note"] == ""
+        ref = CountingLM(base)
+        reference_scores(rows, tokenizer, ref, **kwargs)
+        assert [r for r, _ in ref.calls] == steps
+
+
+def test_tokenizers_of_different_kinds_never_share_a_vocabulary() -> None:
+    """A char tokenizer of "ab" and a word tokenizer of "a b" list the same tokens, but a char is not a word."""
+    from lmbench.sampling.metrics import same_vocabulary
+    from lmbench.tokenizers.word import WordConfig, WordTokenizer
+
+    chars, words = CharTokenizer.train(["ab"], CharConfig()), WordTokenizer.train(["a b"], WordConfig())
+    assert chars.tokens() == words.tokens() and not same_vocabulary(chars, words)

@@ -21,8 +21,8 @@ from lmbench.sampling import generate
 from lmbench.sampling.search import left_pad
 from lmbench.spec import SamplerSpec
 
-from .helpers import (FAMILIES, LEFT_PADDING_AWARE_PENALTY, SORTED_BEAM_SAMPLE, CountingLM, UnigramLM, skip_before,
-                      tiny_model)
+from .helpers import (FAMILIES, LEFT_PADDING_AWARE_PENALTY, SORTED_BEAM_SAMPLE, CountingLM, MaskRecorder, UnigramLM,
+                      skip_before, tiny_model)
 
 PROMPTS = [[5, 6, 7, 8], [9, 10], [3, 1, 4, 1, 5, 9]]  # different lengths: left padding
 EOS = {"hf": 22, "transformer": 5, "lstm": 18}  # ids each tiny model emits within a few tokens
@@ -393,18 +393,6 @@ def test_beam_search_stops_once_no_running_beam_can_improve() -> None:
 
 
 # ------------------------------------------------------------------------- masks, stopping rules, n-gram bans
-
-class MaskRecorder(UnigramLM):
-    """A UnigramLM that keeps the attention mask each `step` was given (None when none was)."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__(logits)
-        self.masks: list[torch.Tensor | None] = []
-
-    def step(self, input_ids, state, attention_mask=None, logits_to_keep=0):
-        self.masks.append(None if attention_mask is None else attention_mask.clone())
-        return super().step(input_ids, state, attention_mask, logits_to_keep)
-
 
 @pytest.mark.parametrize("s, copies", [(SamplerSpec(), 1), (SamplerSpec(kind="sample", num_return_sequences=2), 2),
                                        (SamplerSpec(kind="beam", num_beams=2), 2)])
