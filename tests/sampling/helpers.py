@@ -105,6 +105,9 @@ class CountingLM(LanguageModel):
         super().__init__()
         self.inner = inner
         self.calls: list[tuple[int, int]] = []  # (rows, new ids per row) of each step
+        # The wrapper's mode is the inner model's: decoding restores the wrapper's mode on exit, recursively, and
+        # a wrapper left in nn.Module's default training mode would switch a shared eval-mode model's dropout on.
+        self.train(inner.training)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.inner(input_ids, attention_mask)
