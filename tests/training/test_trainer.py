@@ -623,3 +623,93 @@ def test_the_final_validation_reuses_an_evaluation_at_the_last_step(tmp_path: Pa
     assert calls == [["validation"], ["validation"], ["test"]]
     assert summary["val_loss"] == [r for r in rows(tmp_path / "run") if r.get("step") == 4 and "val_loss" in r][0][
         "val_loss"]
+
+
+def test_the_train_module_scores_the_labels_from_the_given_state() -> None:
+    """TrainModule.forward of a recurrent model: the summed NLL of the labels (-100 ignored) from the state it is
+    given, as a direct forward_with_state computes it; a different state gives a different loss."""
+    from lmbench.models.recurrent import Config, LSTMLM
+
+    torch.manual_seed(0)
+    model = LSTMLM(Config(d_embed=6, d_hidden=8, num_layers=1), vocab_size=9, pad_id=0)
+    module = TrainModule(model)
+    ids = torch.tensor([[3, 4, 5, 6], [6, 5, 4, 3]])
+    labels = torch.tensor([[4, 5, 6, -100], [5, 4, 3, 7]])
+    state = model.init_state(2, torch.device("cpu"))
+    state.h.fill_(0.7)
+    with torch.no_grad():
+        nll, _ = module(ids, labels, None, state)
+        logits, _ = model.forward_with_state(ids, state)
+        from_zero, _ = module(ids, labels, None, None)
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1).double(), labels.flatten(), reduction="sum")
+    assert float(nll) == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(from_zero) - float(nll)) > 1e-3
+
+
+def test_logged_throughput_is_the_windows_targets_over_its_training_seconds(tmp_path: Path) -> None:
+    """Each train row's tokens_per_s is its window's targets (2 steps x 64) over the window's training seconds,
+    and those seconds add up to the summary's train_s, which is less than the wall time."""
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": 6, "log_every": 2, "eval_every": None},
+                           sample={"samplers": []}), tmp_path / "run")
+    logged = [r for r in rows(tmp_path / "run") if "train_loss" in r]
+    assert [r["tokens"] for r in logged] == [128, 256, 384]
+    seconds = sum(128 / r["tokens_per_s"] for r in logged)
+    assert seconds == pytest.approx(summary["train_s"], rel=1e-6)
+    assert 0 < summary["train_s"] < summary["wall_s"]
+    assert summary["train_tokens_per_s"] == pytest.approx(384 / summary["train_s"])
+
+
+def test_a_token_budget_ends_on_the_step_that_reaches_it(tmp_path: Path) -> None:
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": None, "max_tokens": 3 * 64, "eval_every": None},
+                           sample={"samplers": []}), tmp_path / "run")
+    assert (summary["steps"], summary["tokens"], summary["stop_reason"]) == (3, 192, "max_tokens")
+
+
+def test_the_last_steps_are_saved_and_a_saved_last_step_is_not_saved_again(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    saves: list[int] = []
+    real = ckpt.save_checkpoint
+
+    def spy(acc: Any, run_dir: Path, state: dict, carry: Any) -> Any:
+        saves.append(state["step"])
+        return real(acc, run_dir, state, carry)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    run(tiny_cfg(tmp_path, train={"max_steps": 5, "checkpoint_every": 2, "eval_every": None},
+                 sample={"samplers": []}), tmp_path / "five")
+    assert saves == [2, 4, 5] and ckpt.read_trainer_state(tmp_path / "five" / "checkpoint")["step"] == 5
+    saves.clear()
+    run(tiny_cfg(tmp_path, train={"max_steps": 4, "checkpoint_every": 2, "eval_every": None},
+                 sample={"samplers": []}), tmp_path / "four")
+    assert saves == [2, 4]  # step 4's checkpoint already holds the final weights
+
+
+def test_a_one_step_run_still_ends_with_a_validation(tmp_path: Path) -> None:
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": 1, "eval_every": None}, sample={"samplers": []}),
+                  tmp_path / "run")
+    assert summary["val_loss"] > 0 and summary["best_step"] == 1
+
+
+def test_the_optimizer_gets_the_specs_settings(tmp_path: Path) -> None:
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"lr": 2e-3, "weight_decay": 0.05, "betas": [0.8, 0.9]})
+    groups = build_trainer(to_spec(cfg), tmp_path / "run", "probe").optimizer.param_groups
+    assert {g["weight_decay"] for g in groups} == {0.05, 0.0}  # decayed matrices, undecayed norms and biases
+    assert {tuple(g["betas"]) for g in groups} == {(0.8, 0.9)}
+
+
+def test_steps_after_the_last_checkpoint_are_saved_even_without_a_new_best(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7])
+
+    def fake_evaluate(self: Evaluator, model: Any, names: list[str]) -> dict[str, EvalResult]:
+        if names == ["validation"]:
+            return {"validation": EvalResult(next(losses) * 100, 100, 100, 100, 10)}
+        return {}
+
+    monkeypatch.setattr(Evaluator, "evaluate", fake_evaluate)
+    summary = run(tiny_cfg(tmp_path, train={"max_steps": 5, "checkpoint_every": 2, "eval_every": 1},
+                           sample={"samplers": []}), tmp_path / "run")
+    assert summary["best_step"] == 2
+    assert ckpt.read_trainer_state(tmp_path / "run" / "checkpoint")["step"] == 5
