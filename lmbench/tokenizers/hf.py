@@ -104,8 +104,8 @@ class HFTokenizer(Tokenizer):
         """The Rust tokenizer's batch encode (parallel, no offsets) when there is one; no BOS/EOS."""
         backend = self._backend
         if backend is not None and backend.truncation is None and backend.padding is None:
-            fast = getattr(backend, "encode_batch_fast", backend.encode_batch)
-            return [e.ids for e in fast(list(texts), add_special_tokens=False)]
+            # encode_batch_fast (tokenizers >= 0.20; pyproject's floor is 0.22): encode_batch without the offsets
+            return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
         return self.hf(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -3,14 +3,17 @@ exact round trips, training from scratch, save/load."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lmbench.errors import SpecError
 from lmbench.spec import TokenizerSpec
 from lmbench.tokenizers import build_tokenizer, load_tokenizer
-from lmbench.tokenizers.hf import ENDOFTEXT, HFConfig, HFTokenizer
+from lmbench.tokenizers.hf import ENDOFTEXT, HFConfig, HFTokenizer, train_byte_level_bpe
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,9 @@ def test_unreachable_hub_id_is_a_spec_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SpecError) as err:
         build_tokenizer(TokenizerSpec("hf", {"name_or_path": "lmbench-test/no-such-tokenizer"}), [])
-    assert err.value.path == "tokenizer.params.name_or_path" and "no-such-tokenizer" in err.value.message
+    assert err.value.path == "tokenizer.params.name_or_path"
+    assert err.value.message.startswith("tokenizer 'lmbench-test/no-such-tokenizer' is not in the local Hugging Face "
+                                        "cache and HF_HUB_OFFLINE is set; "), err.value.message
 
 
 def test_special_ids_of_a_tokenizer_with_its_own_tokens_and_of_one_with_none(corpus: list[str]) -> None:
@@ -167,3 +172,284 @@ def test_special_ids_of_a_tokenizer_with_its_own_tokens_and_of_one_with_none(cor
     assert bare.bos_id == bare.pad_id == bare.unk_id == bare.eos_id and bare.sep_id is None
     with_sep = HFTokenizer(fast([]), HFConfig(extra_special_tokens=["<sep>"]))
     assert with_sep.hf.convert_ids_to_tokens(with_sep.sep_id) == "<sep>" and with_sep.sep_id != with_sep.eos_id
+
+
+def _word_level(corpus: list[str], cls: type | None = None, lowercase: bool = False, **named: object) -> Any:
+    """A whitespace word-level tokenizer with [PAD] 0 and [UNK] 1 (optionally lowercasing, as an uncased model)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rust = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    if lowercase:
+        rust.normalizer = normalizers.Lowercase()
+    rust.pre_tokenizer = pre_tokenizers.Whitespace()
+    rust.train_from_iterator(corpus + ["hello , world ."], trainers.WordLevelTrainer(
+        special_tokens=["[PAD]", "[UNK]"], show_progress=False))
+    return (cls or PreTrainedTokenizerFast)(tokenizer_object=rust, pad_token="[PAD]", unk_token="[UNK]", **named)
+
+
+def _counting_calls() -> type:
+    """A PreTrainedTokenizerFast that counts calls of transformers' Python encode (`tokenizer(texts)`)."""
+    from transformers import PreTrainedTokenizerFast
+
+    class CountingCalls(PreTrainedTokenizerFast):
+        calls = 0
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return super().__call__(*args, **kwargs)
+
+    return CountingCalls
+
+
+def _ids(hf: Any, text: str) -> list[int]:
+    """The reference: each whitespace-separated word's id in the word-level vocabulary."""
+    return [int(hf.convert_tokens_to_ids(word)) for word in text.split()]
+
+
+def test_a_fast_tokenizer_encodes_with_the_rust_batch_encoder(corpus: list[str]) -> None:
+    hf = _word_level(corpus, cls=_counting_calls())
+    tok = HFTokenizer(hf, HFConfig())
+    assert tok.encode_batch(["the fox", "fox"]) == [_ids(hf, "the fox"), _ids(hf, "fox")]
+    assert hf.calls == 0  # not through transformers' Python encode
+
+
+def test_encode_never_truncates_pads_or_warns_when_the_tokenizer_would(corpus: list[str]) -> None:
+    """Truncation or padding switched on in the Rust tokenizer sends encode through transformers' Python path,
+    which must still give every id of a long document, no pads, and no 'longer than the maximum' warning."""
+    import logging
+
+    class Recording(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    text = "the fox and the bear"
+    handler = Recording()
+    logging.getLogger("transformers").addHandler(handler)  # the library's root logger, which does not propagate
+    try:
+        hf = _word_level(corpus, cls=_counting_calls(), model_max_length=3)
+        tok = HFTokenizer(hf, HFConfig())
+        hf.backend_tokenizer.enable_truncation(max_length=2)
+        assert tok.encode_batch([text]) == [_ids(hf, text)] and hf.calls == 1
+        hf.backend_tokenizer.enable_padding(length=8)
+        assert tok.encode_batch(["the fox"]) == [_ids(hf, "the fox")] and hf.calls == 2
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert [m for m in handler.messages if "maximum sequence length" in m] == []
+
+
+def test_a_tokenizer_without_is_fast_encodes_through_its_call(corpus: list[str]) -> None:
+    """transformers' tokenizers without a Rust backend (MistralCommonBackend has no `is_fast`, and no
+    `backend_tokenizer`) encode through `tokenizer(texts)`."""
+    inner = _word_level(corpus, cls=_counting_calls())
+
+    class WithoutIsFast:
+        def __init__(self, wrapped: Any) -> None:
+            self.wrapped = wrapped
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("is_fast", "backend_tokenizer"):
+                raise AttributeError(name)
+            return getattr(self.wrapped, name)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self.wrapped(*args, **kwargs)
+
+        def __len__(self) -> int:
+            return len(self.wrapped)
+
+    tok = HFTokenizer(WithoutIsFast(inner), HFConfig())
+    assert tok.encode_batch(["the fox", "fox"]) == [_ids(inner, "the fox"), _ids(inner, "fox")] and inner.calls == 1
+    assert tok.decode(_ids(inner, "the fox")) == "the fox"
+
+
+def test_decode_does_no_clean_up_even_for_a_tokenizer_that_cleans_up_by_default(corpus: list[str]) -> None:
+    hf = _word_level(corpus, clean_up_tokenization_spaces=True)
+    ids = _ids(hf, "hello , world .")
+    assert hf.decode(ids) == "hello, world."  # the library's own default removes the space before punctuation
+    assert HFTokenizer(hf, HFConfig()).decode(ids) == "hello , world ."
+
+
+def test_extra_tokens_are_special_and_matched_exactly(corpus: list[str]) -> None:
+    """Added <sep> is a special token to the library (its skip_special_tokens drops it) and matches only the
+    exact text '<sep>', even in a lowercasing (uncased) tokenizer: '<SEP>' is ordinary text."""
+    tok = HFTokenizer(_word_level(corpus, lowercase=True), HFConfig(extra_special_tokens=["<sep>"]))
+    ids = tok.encode("the <sep> fox")
+    assert ids.count(tok.sep_id) == 1 and tok.decode(ids) == "the <sep> fox"
+    assert tok.hf.decode(ids, skip_special_tokens=True) == "the fox"
+    assert tok.sep_id not in tok.encode("the <SEP> fox")
+
+
+def test_trained_bpe_special_tokens() -> None:
+    """<|endoftext|> is id 0 and the BOS, EOS and unk token; no pad token (as GPT-2); the extra tokens follow."""
+    hf = train_byte_level_bpe(["a a a a"], 300, extra_special_tokens=["<sep>"])
+    assert (hf.bos_token, hf.eos_token, hf.unk_token, hf.pad_token) == (ENDOFTEXT, ENDOFTEXT, ENDOFTEXT, None)
+    assert hf.convert_tokens_to_ids([ENDOFTEXT, "<sep>"]) == [0, 1]
+
+
+def test_trained_bpe_learns_merges_seen_at_least_min_frequency_times() -> None:
+    texts = ["ab", "cd", "cd", "ef", "ef", "ef"]  # the pairs a-b, c-d, e-f are seen 1, 2 and 3 times
+
+    def learned(hf: Any) -> set[str]:
+        return {t for t in ("ab", "cd", "ef") if t in hf.get_vocab()}
+
+    assert learned(train_byte_level_bpe(texts, 300)) == {"cd", "ef"}  # the default min_frequency is 2
+    assert learned(train_byte_level_bpe(texts, 300, min_frequency=1)) == {"ab", "cd", "ef"}
+    assert learned(train_byte_level_bpe(texts, 300, min_frequency=3)) == {"ef"}
+
+
+def test_trained_bpe_has_every_byte_and_gpt2_offsets() -> None:
+    """Trained on 'a a a a' only: <|endoftext|>, the 256 bytes and the one merge 'Ġa', so unseen text still
+    round-trips; offsets as GPT-2's (its tokenizer.json's ByteLevel post-processor has trim_offsets false):
+    the space belongs to the token after it."""
+    import json
+
+    hf = train_byte_level_bpe(["a a a a"], 300)
+    assert len(hf) == 258
+    tok = HFTokenizer(hf, HFConfig())
+    unseen = "Straße ✈ 日本\r\n"
+    assert tok.decode(tok.encode(unseen)) == unseen
+    encoded = hf("a a", add_special_tokens=False, return_offsets_mapping=True)
+    assert hf.convert_ids_to_tokens(encoded["input_ids"]) == ["a", "Ġa"]
+    assert [tuple(o) for o in encoded["offset_mapping"]] == [(0, 1), (1, 3)]
+    post = json.loads(hf.backend_tokenizer.to_str())["post_processor"]
+    assert (post["type"], post["trim_offsets"]) == ("ByteLevel", False)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_training_draws_no_progress_bar_on_a_terminal() -> None:
+    """The tokenizers library draws its progress bars only when stderr is a terminal: give it one."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    drawn: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            drawn.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    saved = os.dup(2)
+    try:
+        os.dup2(slave, 2)
+        train_byte_level_bpe(["a a a a"], 300)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(slave)
+    reader.join(timeout=5)
+    os.close(master)
+    assert b"".join(drawn) == b""
+
+
+def test_train_like_an_existing_tokenizer_keeps_extra_tokens_within_vocab_size(gpt2_like_dir: Path,
+                                                                               corpus: list[str]) -> None:
+    params = {"name_or_path": str(gpt2_like_dir), "train_from_scratch": True, "vocab_size": 300,
+              "extra_special_tokens": ["<sep>"]}
+    tok = build_tokenizer(TokenizerSpec("hf", params), corpus)
+    assert tok.vocab_size == 300 and (tok.eos_id, tok.sep_id) == (0, 1)  # the base's <|endoftext|>, then <sep>
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache (no network) holding 'lmbench-test/tiny' at main and at the tag v0, whose tokenizer
+    has an extra special token '<v0>' (id 1)."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--lmbench-test--tiny"
+    for ref, commit, extra in (("main", "a" * 40, []), ("v0", "b" * 40, ["<v0>"])):
+        snapshot = repo / "snapshots" / commit
+        train_byte_level_bpe(["a a a a"], 300, extra_special_tokens=extra).save_pretrained(str(snapshot))
+        (snapshot / "config.json").write_text('{"model_type": "gpt2"}')  # AutoTokenizer reads the model's first
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hub"
+
+
+def test_a_cached_hub_tokenizer_loads_at_its_revision_without_asking_the_hub(hub_cache: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoTokenizer
+
+    real = AutoTokenizer.from_pretrained
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording)
+    main = build_tokenizer(TokenizerSpec("hf", {"name_or_path": "lmbench-test/tiny"}), [])
+    assert main.vocab_size == 258 and "<v0>" not in main.hf.get_vocab()
+    v0 = build_tokenizer(TokenizerSpec("hf", {"name_or_path": "lmbench-test/tiny", "revision": "v0"}), [])
+    assert v0.vocab_size == 259 and v0.hf.convert_tokens_to_ids("<v0>") == 1
+    assert calls == [(("lmbench-test/tiny",), {"revision": None, "local_files_only": True}),
+                     (("lmbench-test/tiny",), {"revision": "v0", "local_files_only": True})]
+
+
+def test_training_like_a_hub_tokenizer_starts_from_its_revision(hub_cache: Path, corpus: list[str]) -> None:
+    params = {"name_or_path": "lmbench-test/tiny", "revision": "v0", "train_from_scratch": True, "vocab_size": 300}
+    tok = build_tokenizer(TokenizerSpec("hf", params), corpus)
+    assert tok.vocab_size == 300 and tok.hf.convert_tokens_to_ids("<v0>") == 1  # v0's special token is kept
+
+
+def test_a_directory_under_home_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    train_byte_level_bpe(["a a a a"], 300).save_pretrained(str(tmp_path / "tok"))
+    tok = build_tokenizer(TokenizerSpec("hf", {"name_or_path": "~/tok"}), [])
+    assert tok.vocab_size == 258 and tok.decode(tok.encode("a a")) == "a a"
+
+
+@pytest.mark.parametrize(("raised", "first_line"), [
+    (OSError("\n  Can't load tokenizer for 'lmbench-test/broken'.\nIf you were trying to load it from the Hub...\n"),
+     "Can't load tokenizer for 'lmbench-test/broken'."),
+    (ValueError("no tokenizer.json"), "no tokenizer.json"),
+    (ValueError(""), "ValueError"),
+    (OSError(" \n "), "OSError"),
+])
+def test_a_load_failure_is_a_one_line_spec_error(monkeypatch: pytest.MonkeyPatch, raised: Exception,
+                                                 first_line: str) -> None:
+    """The library's error when the Hub answers but the tokenizer cannot be loaded: its first line, or its type."""
+    import lmbench.hub
+    from transformers import AutoTokenizer
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(lmbench.hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", failing)
+    with pytest.raises(SpecError) as err:
+        build_tokenizer(TokenizerSpec("hf", {"name_or_path": "lmbench-test/broken"}), [])
+    assert err.value.path == "tokenizer.params.name_or_path"
+    assert err.value.message == f"cannot load tokenizer 'lmbench-test/broken': {first_line}"
+
+
+@pytest.mark.parametrize("name", ["/lmbench-no-such-dir", "./lmbench-no-such-dir", "~/lmbench-no-such-dir",
+                                  "owner/name/lmbench-no-such-dir", "lmbench\\no-such-dir"])
+def test_a_missing_local_path_is_a_spec_error(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that starts with / . or ~, has more than one '/', or has a backslash is a local path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(SpecError) as err:
+        HFTokenizer.check_spec(HFConfig(name_or_path=name), None)
+    assert err.value.path == "tokenizer.params.name_or_path"
+    assert err.value.message == f"{name!r} is not a directory (nor a hub id like 'gpt2')"
+
+
+@pytest.mark.parametrize("name", ["gpt2", "owner/name"])
+def test_a_hub_id_passes_the_check(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    HFTokenizer.check_spec(HFConfig(name_or_path=name), None)
