@@ -449,3 +449,26 @@ def test_finished_set_takes_every_step_on_accelerators_only() -> None:
 
     assert merge_unconditionally(torch.zeros(2, 4, dtype=torch.bool)) is False
     assert merge_unconditionally(torch.zeros(2, 4, dtype=torch.bool, device="meta")) is True
+
+
+def test_the_default_seed_is_0() -> None:
+    """Without a seed, generate and generate_tensors draw as a torch.Generator seeded with 0 does: one
+    multinomial draw per token from the fixed distribution."""
+    from lmbench.sampling.search import generate_tensors
+
+    logits = torch.linspace(-1.0, 1.0, 12)
+    g = torch.Generator().manual_seed(0)
+    expected = [int(torch.multinomial(logits.softmax(-1)[None], 1, generator=g)) for _ in range(6)]
+    s = SamplerSpec(kind="sample")
+    assert generate(UnigramLM(logits), [[1]], s, max_new_tokens=6, eos_id=None, pad_id=0) == [[expected]]
+    tokens, _ = generate_tensors(UnigramLM(logits), [[1]], s, max_new_tokens=6, eos_id=None, pad_id=0)
+    assert tokens.tolist() == [[expected]]
+
+
+def test_a_beam_kind_with_one_beam_decodes_greedily() -> None:
+    """EOS (11) is the most likely token, so greedy decoding ends at once. A one-beam search with
+    early_stopping="never" and length penalty 2 would go on to longer hypotheses ([A, A, A, EOS] scores
+    (3a + e) / 4**2, above [EOS]'s e). With num_beams=1 the beam kinds are greedy, as in transformers."""
+    logits = torch.tensor([0.0] * 10 + [1.5, 2.0])  # A = 10, EOS = 11
+    s = SamplerSpec(kind="beam", num_beams=1, length_penalty=2.0, early_stopping="never")  # type: ignore[arg-type]
+    assert generate(UnigramLM(logits), [[1]], s, max_new_tokens=4, eos_id=11, pad_id=0) == [[[11]]]
