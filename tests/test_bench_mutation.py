@@ -75,9 +75,13 @@ def test_listed_lines_and_platform_entries(mutation) -> None:  # noqa: ANN001
 def test_the_report_names_groups_run_earlier_and_stale_entries_apart(mutation, tmp_path: Path) -> None:  # noqa: ANN001
     groups = {"evaluation": {"seconds": 60, "when": "2026-12-01 10:00", "commit": "aaa", "mutants": []},
               "samplers": {"seconds": 60, "when": "2026-12-01 11:00", "commit": "bbb", "mutants": []}}
+    groups["statistics and divergence"] = {"seconds": None, "when": "2026-12-01 11:00", "commit": "bbb", "mutants": [],
+                       "note": "resumed by hand"}
     out = tmp_path / "mutation.md"
     mutation.write_markdown(groups, ["lmbench.stats.x_f: a -> b"], out)
     text = out.read_text()
+    assert "evaluation 60 s (2026-12-01 10:00, aaa)" in text
+    assert "statistics and divergence not timed (2026-12-01 11:00, bbb; resumed by hand)" in text
     assert "Ran at an earlier commit than bbb, so without the tests added since (rerun with `--groups` to update): " \
            "evaluation." in text
     stale = text.split("## Stale equivalence entries")[1]

@@ -316,11 +316,15 @@ def summarise(groups: dict[str, dict]) -> dict[str, dict]:
     return rows
 
 
+def _seconds(info: dict) -> str:
+    return "not timed" if info.get("seconds") is None else f"{info['seconds']:.0f} s"
+
+
 def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> None:
     rows = summarise(groups)
     lines = ["# Mutation testing of the numeric core", "",
-             "Command: `python scripts/bench/mutation.py` (mutmut; every group; "
-             f"{sum(g['seconds'] for g in groups.values()) / 60:.0f} min on this 2-core machine). "
+             "Command: `python scripts/bench/mutation.py` (mutmut; every group, one after another; the wall time "
+             "of each group's run on this 2-core machine is listed below the table). "
              "Each module is judged by its mirrored test files only. Score = killed / (killed + survived + not "
              "reached by a test); equivalent mutants (listed below with a reason, from "
              "`scripts/bench/mutation_equivalent.toml`) and mutants that change only the text of an error, log or "
@@ -334,7 +338,7 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
                      f"{r['no tests']} | {r['equivalent']} | {r['message']} | {r['platform']} | {r['score']:.1%} | "
                      f"{goal:.0%} {mark} |")
     lines += ["", "Group runs (the code and tests of the commit named): " + ", ".join(
-        f"{g} {info['seconds']:.0f} s ({info['when']}, {info.get('commit', 'unknown')})"
+        f"{g} {_seconds(info)} ({info['when']}, {info.get('commit', 'unknown')}{'; ' + info['note'] if info.get('note') else ''})"
         for g, info in groups.items()), ""]
     newest = max(groups.values(), key=lambda info: info["when"]).get("commit") if groups else None
     behind = [g for g, info in groups.items() if info.get("commit") != newest]
