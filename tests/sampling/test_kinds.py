@@ -34,9 +34,14 @@ def ok(**fields: Any) -> None:
 
 
 def refused(field: str, words: str, **fields: Any) -> None:
+    """check_sampler refuses `fields` naming `field`; an out-of-range value is shown as given, then what is allowed
+    (`words`, exactly)."""
+    config = SamplerSpec(**fields)
     with pytest.raises(SpecError) as err:
-        check_sampler("s", SamplerSpec(**fields))
+        check_sampler("s", config)
     assert err.value.path == f"s.{field}" and words in err.value.message, (err.value.path, err.value.message)
+    if "out of range" in err.value.message:
+        assert err.value.message == f"{getattr(config, field)!r} is out of range; allowed: {words}"
 
 
 @pytest.mark.parametrize("name", ["temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"])
@@ -69,5 +74,5 @@ def test_boundaries_of_each_setting() -> None:
     refused("num_return_sequences", "<= num_beams (2)", kind="beam_sample", num_beams=2, num_return_sequences=3)
     ok(kind="beam_sample", num_beams=2)
     refused("num_beams", ">= 2 for beam_sample (use kind: sample for one beam)", kind="beam_sample", num_beams=1)
-    refused("top_k", ">= 1", kind="beam_sample", num_beams=2, top_k=0)  # the shared checks run for beam_sample too
+    refused("top_k", ">= 1 (or null)", kind="beam_sample", num_beams=2, top_k=0)  # the shared checks run for beam_sample too
     refused("kind", "did you mean 'sample'", kind="sampel")
