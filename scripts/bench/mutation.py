@@ -228,6 +228,13 @@ def default_removed(old: str, new: str) -> str:
     return ""
 
 
+def same_without(argument: re.Pattern[str], old: list[str], new: list[str]) -> bool:
+    """True when each changed line is the same once `argument` is removed from it (mutmut leaves "f(a, )" where it
+    drops the last argument)."""
+    return all(argument.sub("", a).replace(", )", ")") == argument.sub("", b).replace(", )", ")")
+               for a, b in zip(old, new))
+
+
 @functools.cache
 def module_source(module: str) -> tuple[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
     """(source, message_spans) of a module of the checkout, read and parsed once per run."""
@@ -258,11 +265,9 @@ def verdict(module: str, name: str, diff: str, equivalent: dict[str, str],
     if strings_only(old, new) and in_message(source, old, spans[0]):
         return "message", "text of an exception's message only"
     if old and len(old) == len(new):
-        if all(DEVICE_ARG.sub("", a).replace(", )", ")") == DEVICE_ARG.sub("", b).replace(", )", ")")
-               for a, b in zip(old, new)):
+        if same_without(DEVICE_ARG, old, new):
             return "platform", "where a tensor is created (device=): the CPU either way on this CPU-only run"
-        if all(ENCODING_ARG.sub("", a).replace(", )", ")") == ENCODING_ARG.sub("", b).replace(", )", ")")
-               for a, b in zip(old, new)):
+        if same_without(ENCODING_ARG, old, new):
             return "platform", "the text encoding: UTF-8 either way (a UTF-8 locale; 'UTF-8' names the same codec)"
         removed = [default_removed(a, b) for a, b in zip(old, new)]
         if all(removed):
