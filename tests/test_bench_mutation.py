@@ -86,3 +86,31 @@ def test_the_report_names_groups_run_earlier_and_stale_entries_apart(mutation, t
            "evaluation." in text
     stale = text.split("## Stale equivalence entries")[1]
     assert "- `lmbench.stats.x_f: a -> b`" in stale and "samplers" not in stale
+
+
+def test_logging_and_progress_bar_lines_are_not_mutated(mutation, tmp_path: Path) -> None:  # noqa: ANN001
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import logging\n"
+        "log = logging.getLogger(__name__)\n"
+        "def f(bar, x):\n"
+        "    log.warning('%s is %d', 'x',\n"
+        "                x + 1)\n"
+        "    bar.set_postfix(loss=f'{x:.4f}')\n"
+        "    y = x + 1\n"
+        "    if y: log.info('y')\n"  # the line also computes: mutated
+        "    return y\n"
+        "def g(x):\n"
+        "    y = x + 1\n"  # the same text as a computing line above
+        "    return tqdm(total=x)\n")
+    lines = mutation.display_lines([source])
+    assert lines == ["    bar.set_postfix(loss=f'{x:.4f}')", "    log.warning('%s is %d', 'x',",
+                     "    return tqdm(total=x)"]
+    config = mutation.mutmut_config(["m.py"], ["tests"], lines)
+    patterns = next(line for line in config.splitlines() if line.startswith("do_not_mutate_patterns"))
+    import json
+    import re
+
+    compiled = [re.compile(p) for p in json.loads(patterns.partition(" = ")[2])]
+    text = source.read_text().splitlines()
+    assert [n for n, line in enumerate(text, 1) if any(p.search(line) for p in compiled)] == [4, 6, 12]

@@ -14,9 +14,13 @@ Survivors are then sorted:
   the change (`module.x_function: old -> new`, as mutation.md prints it), so it survives renumbering; `old -> *`
   names every change of a line (one that only restates what its input already is); an entry that matches no
   surviving mutant any more is reported as stale, not silently used.
-- **message**: a change inside a logging call (`log.*`, `logger.*`, `warnings.warn`), or to nothing but the text
-  of an exception's message (the exception, and a SpecError's field, unchanged). These change what is written
-  to the log, not a number; they are counted apart and left out of the score.
+- **message**: a change to nothing but the text of an exception's message (the exception, and a SpecError's
+  field, unchanged), or (in runs from before such lines were skipped) inside a logging call. These change what is
+  written, not a number; they are counted apart and left out of the score.
+
+Statements that are nothing but a logging or progress-bar call (`log.warning(...)`, `bar.set_postfix(...)`,
+`return tqdm(...)`) are not mutated at all (mutmut's `do_not_mutate_patterns`, made by `display_lines`): every
+such mutant survived, and each made mutmut run all the tests of its function (a minute for a trainer method).
 - **platform**: the same here but not everywhere: a `device=` argument dropped (the CPU either way on a CPU-only
   run; the gpu-marked tests run this code on CUDA), a text encoding changed between "utf-8", "UTF-8" and the
   locale's default (UTF-8 here), or a line in the [platform] table of the same file (pinned memory, non-blocking
@@ -84,12 +88,14 @@ class Mutant:
     reason: str = ""
 
 
-def mutmut_config(modules: list[str], tests: list[str]) -> str:
+def mutmut_config(modules: list[str], tests: list[str], skip_lines: list[str] = ()) -> str:
     return "\n".join([
         "[tool.mutmut]",
         'source_paths = ["lmbench"]',
         'also_copy = ["scripts"]',  # tests import scripts/bench helpers (e.g. generation.py)
         f"only_mutate = {json.dumps(modules)}",
+        # logging and progress-bar calls (see display_lines): mutmut leaves every expression starting on them alone
+        f"do_not_mutate_patterns = {json.dumps(['^' + re.escape(line) + '$' for line in skip_lines])}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         # no:unraisableexception: pytest's end-of-session gc.collect() x5 took 0.6 of every mutant's 0.65 s of
         # pytest overhead (a heap with torch in it); mutation testing needs no unraisable-exception report
@@ -136,7 +142,8 @@ def prepare_copy(work: Path, modules: list[str], tests: list[str]) -> None:
         f.write(FASTEST_FIRST)
     text = (REPO / "pyproject.toml").read_text()
     text = re.sub(r"\n\[tool\.mutmut\]\n.*?(?=\n\[|\Z)", "\n", text, flags=re.S)
-    (work / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_config(modules, tests))
+    skip = display_lines([REPO / m for m in modules])
+    (work / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_config(modules, tests, skip))
 
 
 def run_group(work: Path, max_children: int, data: Path) -> tuple[float, str | None]:
@@ -175,11 +182,38 @@ def message_spans(path: Path) -> tuple[list[tuple[int, int]], list[tuple[int, in
         if isinstance(node, ast.Raise):
             raises.append((node.lineno, node.end_lineno or node.lineno))
         elif isinstance(node, ast.Call):
-            func = ast.unparse(node.func)
-            if (MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings."))) \
-                    or func in ("bar", "progress.update") or func.endswith((".set_postfix", ".set_description")):
+            if _is_display_call(ast.unparse(node.func)):
                 logs.append((node.lineno, node.end_lineno or node.lineno))
     return raises, logs
+
+
+def _is_display_call(func: str) -> bool:
+    """A call that only writes to the log or a progress bar (its arguments are what is shown)."""
+    return bool((MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings.")))
+                or func in ("tqdm", "bar.update", "progress.update") or func.endswith((".set_postfix", ".set_description")))
+
+
+def display_lines(paths: list[Path]) -> list[str]:
+    """Source lines (exact text) that begin a statement which is nothing but a logging or progress-bar call
+    (`log.warning(...)`, `bar.set_postfix(...)`, `return tqdm(...)`), in any of `paths`. mutmut is told not to
+    mutate these: such a mutant changes what is shown, never a number, yet it survives every test and makes mutmut
+    run all of a function's tests. A text is kept only when every line with that text, in every module, is such a
+    start line, so no computing line that merely reads the same is skipped."""
+    starts: set[str] = set()
+    other: set[str] = set()
+    for path in paths:
+        source = path.read_text()
+        lines = source.splitlines()
+        here: set[int] = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.Expr, ast.Return)) and isinstance(node.value, ast.Call) \
+                    and _is_display_call(ast.unparse(node.value.func)):
+                line = lines[node.lineno - 1]
+                if node.col_offset == len(line) - len(line.lstrip()):  # the statement opens its line
+                    here.add(node.lineno)
+        for number, text in enumerate(lines, start=1):
+            (starts if number in here else other).add(text)
+    return sorted(starts - other)
 
 
 def changed_lines(diff: str) -> tuple[list[str], list[str]]:
