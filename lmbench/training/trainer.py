@@ -427,14 +427,14 @@ class Trainer:
         """Steps until a budget is reached, with periodic evaluations and checkpoints."""
         t, p = self.spec.train, self._progress
         with self._bar() as bar:  # closed however training ends (a failure, an interrupt)
-            window = {"nll": 0.0, "targets": 0, "seconds": 0.0, "steps": 0}
+            window = {"nll": 0.0, "targets": 0, "seconds": 0.0}  # since the last logged row
             while (reason := self._stop_reason()) is None:
                 started = time.perf_counter()
                 loss, targets, grad_norm = self.train_step(p.step)
                 seconds = time.perf_counter() - started
                 p.step, p.tokens, p.train_s = p.step + 1, p.tokens + targets, p.train_s + seconds
                 self._unsaved = True
-                for key, value in (("nll", loss * targets), ("targets", targets), ("seconds", seconds), ("steps", 1)):
+                for key, value in (("nll", loss * targets), ("targets", targets), ("seconds", seconds)):
                     window[key] += value
                 total = expected_total_steps(p.step, self.total_steps, t.max_seconds, self.wall_s())
                 if total != bar.total:

@@ -230,7 +230,8 @@ def strings_only(old: list[str], new: list[str]) -> bool:
 def in_message(source: str, old: list[str], spans: list[tuple[int, int]]) -> bool:
     lines = source.splitlines()
     for text in old:
-        numbers = [i + 1 for i, line in enumerate(lines) if line == text]
+        # mutmut shows a method's lines dedented to the method's level: compare without the indentation
+        numbers = [i + 1 for i, line in enumerate(lines) if line.strip() == text.strip()]
         if not numbers or not all(any(a <= n <= b for a, b in spans) for n in numbers):
             return False
     return True

@@ -116,3 +116,28 @@ def test_no_decay_names_by_name_hint_and_at_the_top_level() -> None:
 
     assert no_decay_names(Model()) == {"bias", "wte.weight", "wpe.weight", "position_table", "bag.weight",
                                        "proj.bias"}
+
+
+def test_a_tied_parameter_never_decays_when_its_later_name_is_exempt() -> None:
+    """named_parameters() lists a tied tensor under its first name only: here a projection's, which would decay;
+    its second name is an embedding's, which must not."""
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(3, 4, bias=False)
+            self.table = nn.Embedding(4, 3)
+            self.table.weight = self.proj.weight
+
+    model = Model()
+    groups = param_groups(model, 0.1)
+    assert [(g["name"], g["params"]) for g in groups] == [("no_decay", [model.proj.weight])]
+
+
+def test_a_matrix_named_bias_does_not_decay() -> None:
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn_bias = nn.Parameter(torch.zeros(3, 3))  # e.g. a learned relative-position bias table
+            self.proj = nn.Linear(3, 3, bias=False)
+
+    assert no_decay_names(Model()) == {"attn_bias"}

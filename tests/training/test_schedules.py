@@ -65,6 +65,8 @@ def test_no_warm_up_and_the_defaults() -> None:
     """warmup_steps 0 (the default): the first update already uses the peak; lr_at scales the factor."""
     assert [lr_factor("warmup_constant", s, warmup_steps=0) for s in (0, 1, 50)] == [1.0, 1.0, 1.0]
     assert lr_factor("warmup_constant", 0) == 1.0
+    assert lr_factor("linear", 5, total_steps=10) == 0.5  # lr_factor's own defaults: no warm-up, down to 0
+    assert lr_factor("cosine", 10, total_steps=10) == 0.0
     assert lr_at("linear", 0, 0.5, total_steps=10) == 0.5  # no warm-up by default
     assert lr_at("linear", 5, 0.5, total_steps=10) == pytest.approx(0.25)
     assert lr_at("cosine", 10, 0.5, total_steps=10, min_lr_ratio=0.2) == pytest.approx(0.1)

@@ -79,6 +79,22 @@ def test_total_steps_from_budgets(tmp_path: Path) -> None:
     assert total_steps(spec, 10, 64.0) == 10
     spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "max_seconds": 5.0}))
     assert total_steps(spec, 10, 64.0) is None
+    spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": 0.05}))
+    assert total_steps(spec, 10, 64.0) == 1  # half an update's worth of an epoch: still one update
+    spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": None, "max_tokens": 1}))
+    assert total_steps(spec, 10, 64.0) == 1  # one token: one update
+    spec = to_spec(tiny_cfg(tmp_path, train={"max_steps": None, "epochs": None, "max_tokens": 5}))
+    assert total_steps(spec, 10, 1.0) == 5  # one target per update
+    assert total_steps(spec, 10, 0.0) is None  # no tokens per update known: the token budget gives no count
+
+
+def test_the_time_budget_is_up_when_the_clock_reaches_it(tmp_path: Path) -> None:
+    from lmbench.training.runner import build_trainer
+
+    trainer = build_trainer(to_spec(tiny_cfg(tmp_path, train={"max_seconds": 2.0})), tmp_path / "run", "spec")
+    for seconds, up in ((1.999, False), (2.0, True), (2.5, True)):
+        trainer.wall_s = lambda seconds=seconds: seconds  # type: ignore[method-assign]
+        assert trainer._out_of_time() is up
 
 
 # ------------------------------------------------------------------------------------------ whole runs
@@ -320,6 +336,9 @@ def test_progress_bar_total_follows_the_budget_that_binds() -> None:
     assert expected_total_steps(10, None, 40.0, 4.0) == 100  # only a time budget
     assert expected_total_steps(10, 2000, None, 4.0) == 2000  # no time budget
     assert expected_total_steps(10, 2000, 40.0, 41.0) == 10  # past the time: ends now
+    assert expected_total_steps(1, 2000, 40.0, 0.5) == 80  # from the first step on: 0.5 s/step, 79 more
+    assert expected_total_steps(0, 2000, 40.0, 3.0) == 2000  # time passed but no step done: no rate yet
+    assert expected_total_steps(5, 2000, 40.0, 0.0) == 2000  # no time measured: no rate yet
 
 
 def test_prompt_tokens_are_not_targets_in_counts_or_budgets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -599,6 +618,8 @@ def test_the_train_module_loads_strictly_and_saves_the_bare_models_keys() -> Non
     torch.nn.Module.__init__(module)
     module.model, module.recurrent = model, False
     assert sorted(module.state_dict()) == ["bias", "weight"]
+    assert sorted(module.state_dict(prefix="module.")) == ["module.bias", "module.weight"]  # as DDP asks for it
+    assert module.state_dict(keep_vars=True)["weight"] is model.weight
     with pytest.raises(RuntimeError, match="Unexpected key"):
         module.load_state_dict({**model.state_dict(), "extra": torch.zeros(1)})
     new = {"weight": torch.full((2, 2), 7.0), "bias": torch.zeros(2)}
@@ -681,7 +702,11 @@ def test_the_last_steps_are_saved_and_a_saved_last_step_is_not_saved_again(tmp_p
     saves.clear()
     run(tiny_cfg(tmp_path, train={"max_steps": 4, "checkpoint_every": 2, "eval_every": None},
                  sample={"samplers": []}), tmp_path / "four")
-    assert saves == [2, 4]  # step 4's checkpoint already holds the final weights
+    assert saves == [2, 4]  # the loop leaves the last step to the final save
+    saves.clear()
+    run(tiny_cfg(tmp_path, train={"max_steps": 4, "checkpoint_every": 2, "eval_every": None},
+                 sample={"samplers": []}), tmp_path / "four")  # killed after its final save: resumed at the end
+    assert saves == []  # the checkpoint already holds these weights and this record
 
 
 def test_a_one_step_run_still_ends_with_a_validation(tmp_path: Path) -> None:
@@ -713,3 +738,214 @@ def test_steps_after_the_last_checkpoint_are_saved_even_without_a_new_best(tmp_p
                            sample={"samplers": []}), tmp_path / "run")
     assert summary["best_step"] == 2
     assert ckpt.read_trainer_state(tmp_path / "run" / "checkpoint")["step"] == 5
+
+
+def test_a_logging_window_of_one_target_logs_that_targets_loss(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's loss is its summed NLL over its target count, also when that count is 1."""
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 2, "log_every": 1, "eval_every": None, "checkpoint_every": None},
+                   sample={"samplers": []})
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    monkeypatch.setattr(trainer, "train_step", lambda step: (2.5, 1, None))
+    trainer.run()
+    logged = [r for r in rows(tmp_path / "run") if "train_loss" in r]
+    assert [(r["step"], r["tokens"], r["train_loss"]) for r in logged] == [(1, 1, 2.5), (2, 2, 2.5)]
+
+
+def _grads_at_first_update(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's gradients as the optimizer's first step sees them."""
+    grads: dict[str, torch.Tensor] = {}
+    real = torch.optim.AdamW.step
+
+    def step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if not grads:
+            grads.update({n: p.grad.detach().double().clone() for n, p in model.named_parameters()})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    return grads
+
+
+def _reference_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
+    """Plain autograd on a copy: (summed NLL of the batch's targets, gradient of the mean NLL per target)."""
+    twin = copy.deepcopy(model).double()
+    logits = twin(batch["input_ids"], batch.get("attention_mask"))
+    labels = batch["labels"]
+    total = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                              reduction="sum")
+    (total / int((labels != -100).sum())).backward()
+    return float(total.detach()), {n: p.grad for n, p in twin.named_parameters()}
+
+
+def test_an_update_follows_the_gradient_of_the_mean_nll_per_target(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents of different lengths in 2 accumulated micro-batches, no clipping: the gradient the optimizer
+    applies is that of (summed NLL / targets) over the whole global batch, computed here by plain autograd; the
+    logged loss is the exact float64 sum of the micro-batches' NLLs over the targets, summed over processes."""
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, data={"batching": "documents", "block_size": 96},
+                   train={"grad_accum_steps": 2, "max_steps": 1, "eval_every": None, "grad_clip": None})
+    cfg["model"]["params"].update(dropout=0.0, block_size=96)
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    model = trainer.acc.unwrap_model(trainer.module).model
+    _, expected = _reference_grads(model, trainer.global_batch(0))
+    grads = _grads_at_first_update(monkeypatch, model)
+    micro_nll: list[float] = []
+    real_forward = TrainModule.forward
+
+    def forward(self: TrainModule, *args: Any) -> Any:
+        nll, state = real_forward(self, *args)
+        micro_nll.append(float(nll.detach()))
+        return nll, state
+
+    reductions: list[Any] = []
+    real_reduce = trainer.acc.reduce
+
+    def reduce(tensor: torch.Tensor, reduction: str = "mean", **kwargs: Any) -> Any:
+        reductions.append(reduction)
+        return real_reduce(tensor, reduction=reduction, **kwargs)
+
+    monkeypatch.setattr(TrainModule, "forward", forward)
+    monkeypatch.setattr(trainer.acc, "reduce", reduce)
+    loss, targets, grad_norm = trainer.train_step(0)
+    assert grad_norm is None and len(micro_nll) == 2 and reductions == ["sum"]
+    assert loss == (micro_nll[0] + micro_nll[1]) / targets  # exact: accumulated in float64
+    assert set(grads) == set(expected)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_a_global_batch_of_one_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packed windows of one position, one per update: the loss is that target's NLL and the gradient its own."""
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, data={"block_size": 1}, train={"batch_size": 1, "max_steps": 1, "eval_every": None,
+                                                            "grad_clip": None})
+    cfg["model"]["params"].update(dropout=0.0)
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    model = trainer.acc.unwrap_model(trainer.module).model
+    nll, expected = _reference_grads(model, trainer.global_batch(0))
+    grads = _grads_at_first_update(monkeypatch, model)
+    loss, targets, _ = trainer.train_step(0)
+    assert targets == 1 and loss == pytest.approx(nll, rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_a_non_finite_gradient_norm_ends_the_run_at_that_update(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"checkpoint_every": 1, "eval_every": None, "grad_clip": 1.0},
+                   sample={"samplers": []})
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    real_clip, calls = trainer._clip, []
+
+    def clip() -> torch.Tensor:
+        calls.append(1)
+        norm = real_clip()
+        return torch.full_like(norm, math.inf) if len(calls) == 3 else norm
+
+    monkeypatch.setattr(trainer, "_clip", clip)
+    outcome = trainer.run()
+    assert (outcome.stop_reason, outcome.validation, outcome.progress.step) == (None, {}, 2)
+    assert outcome.error is not None and outcome.error.step == 3
+    assert str(outcome.error).startswith("non-finite gradient norm (inf) at step 3; stopped, the last good "
+                                         "checkpoint (checkpoint/) is kept")
+    assert ckpt.read_trainer_state(tmp_path / "run" / "checkpoint")["step"] == 2
+
+
+def _state_seen(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each training forward got a carried state."""
+    seen: list[bool] = []
+    real = TrainModule.forward
+
+    def spy(self: TrainModule, input_ids: Any, labels: Any, attention_mask: Any = None, state: Any = None) -> Any:
+        seen.append(state is not None)
+        return real(self, input_ids, labels, attention_mask, state)
+
+    monkeypatch.setattr(TrainModule, "forward", spy)
+    return seen
+
+
+def test_the_carried_state_starts_fresh_at_every_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmbench.training.runner import build_trainer
+
+    corpus(tmp_path / "corpus.txt", num_lines=40)
+    cfg = tiny_cfg(tmp_path, "lstm", train={"max_steps": None, "epochs": 3, "eval_every": None,
+                                            "grad_accum_steps": 2}, sample={"samplers": []})
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    spe = trainer.steps_per_epoch
+    assert spe >= 2
+    seen = _state_seen(monkeypatch)
+    trainer.run()
+    fresh = [i for i, carried in enumerate(seen) if not carried]
+    assert fresh == [m for step in (0, spe, 2 * spe) for m in (2 * step, 2 * step + 1)]  # both slots, each epoch
+
+
+def test_a_checkpoint_from_another_number_of_processes_resumes_with_a_fresh_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The carried rows belong to the processes that saved them: with another world size they are dropped."""
+    cfg = tiny_cfg(tmp_path, "lstm", train={"max_steps": 4, "checkpoint_every": 2, "eval_every": None},
+                   sample={"samplers": []})
+    run(copy.deepcopy(cfg), tmp_path / "same")
+    cfg["train"]["max_steps"] = 2
+    run(copy.deepcopy(cfg), tmp_path / "other")
+    real = ckpt.load_checkpoint
+
+    def saved_by_two(acc: Any, directory: Path) -> Any:
+        state, carry = real(acc, directory)
+        assert carry  # the carried state was saved
+        return {**state, "world_size": 2}, carry
+
+    cfg["train"]["max_steps"] = 4
+    seen = _state_seen(monkeypatch)
+    monkeypatch.setattr(ckpt, "load_checkpoint", saved_by_two)
+    run(copy.deepcopy(cfg), tmp_path / "other")
+    assert seen[0] is False and seen[1:] == [True]  # step 3 starts fresh, step 4 carries step 3's state
+
+
+def test_each_process_builds_its_own_slots_of_the_global_batch(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Global batch of 8 rows, 2 processes x 2 accumulated micro-batches of 2: process 1 gets slots 1 and 3."""
+    from accelerate import Accelerator
+
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"batch_size": 8, "grad_accum_steps": 2})
+    trainer = build_trainer(to_spec(cfg), tmp_path / "run", "spec")
+    indices = trainer.global_indices(0)
+    rows_of = trainer.global_batch(0)["input_ids"]
+    trainer.world, trainer.micro = 2, 2
+    monkeypatch.setattr(Accelerator, "process_index", property(lambda self: 1))
+    got = [b["input_ids"] for b in trainer.micro_batches(indices)]
+    assert len(got) == 2
+    torch.testing.assert_close(got[0], rows_of[2:4])
+    torch.testing.assert_close(got[1], rows_of[6:8])
+
+
+def test_a_damaged_checkpoint_resumes_from_the_previous_one_and_only_damaged_ones_stop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lmbench.results import DamagedFile
+    from lmbench.training.runner import build_trainer
+
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 4, "checkpoint_every": 2, "eval_every": None},
+                   sample={"samplers": []})
+    run_dir = tmp_path / "run"
+    build_trainer(to_spec(cfg), run_dir, "spec").run()
+    weights = run_dir / "checkpoint" / "model.safetensors"
+    weights.write_bytes(bytes(weights.stat().st_size))  # zeroed: the step-4 checkpoint is damaged
+    cfg["train"]["max_steps"] = 5
+    outcome = build_trainer(to_spec(cfg), run_dir, "spec").run()
+    assert outcome.progress.resumed_from == [2] and outcome.progress.step == 5  # from checkpoint.prev (step 2)
+    for name in ("checkpoint", "checkpoint.prev"):
+        path = run_dir / name / "model.safetensors"
+        path.write_bytes(bytes(path.stat().st_size))
+    with pytest.raises(DamagedFile) as info:
+        build_trainer(to_spec(cfg), run_dir, "spec").run()
+    message = str(info.value)
+    assert message.startswith(f"no usable checkpoint in {run_dir}: ") and message.count("model.safetensors") == 2
+    assert message.endswith(f"(delete {run_dir / 'checkpoint'}* to start this cell over)")
