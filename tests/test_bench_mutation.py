@@ -114,3 +114,15 @@ def test_logging_and_progress_bar_lines_are_not_mutated(mutation, tmp_path: Path
     compiled = [re.compile(p) for p in json.loads(patterns.partition(" = ")[2])]
     text = source.read_text().splitlines()
     assert [n for n, line in enumerate(text, 1) if any(p.search(line) for p in compiled)] == [4, 6, 12]
+
+
+def test_a_run_of_every_group_is_summed(mutation, tmp_path: Path) -> None:  # noqa: ANN001
+    groups = {g: {"seconds": 60.0, "when": "2026-12-01 18:00", "commit": "abc", "invocation": "2026-12-01 17:00:00",
+                  "mutants": []} for g in mutation.GROUPS}
+    out = tmp_path / "m.md"
+    mutation.write_markdown(groups, [], out)
+    assert f"Every group in one command (started 2026-12-01 17:00:00): {len(groups):.1f} minutes in all." \
+        in out.read_text()
+    groups["evaluation"]["invocation"] = "2026-12-01 16:00:00"  # one group rerun alone: no whole-run total
+    mutation.write_markdown(groups, [], out)
+    assert "Every group in one command" not in out.read_text()

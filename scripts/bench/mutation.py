@@ -380,6 +380,14 @@ def write_markdown(groups: dict[str, dict], stale: list[str], path: Path) -> Non
     lines += ["", "Group runs (the code and tests of the commit named): " + ", ".join(
         f"{g} {_seconds(info)} ({info['when']}, {info.get('commit', 'unknown')}{'; ' + info['note'] if info.get('note') else ''})"
         for g, info in groups.items()), ""]
+    runs: dict[str, list[str]] = {}
+    for g, info in groups.items():
+        if info.get("invocation") and info.get("seconds") is not None:
+            runs.setdefault(info["invocation"], []).append(g)
+    for started, names in runs.items():
+        if len(names) == len(GROUPS):
+            total = sum(groups[g]["seconds"] for g in names)
+            lines += [f"Every group in one command (started {started}): {total / 60:.1f} minutes in all.", ""]
     newest = max(groups.values(), key=lambda info: info["when"]).get("commit") if groups else None
     behind = [g for g, info in groups.items() if info.get("commit") != newest]
     if behind:
@@ -423,6 +431,7 @@ def main() -> None:
     root = args.work or Path(tempfile.mkdtemp(prefix="lmbench-mutation-"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
+    invocation = time.strftime("%Y-%m-%d %H:%M:%S")  # groups run by one command share it (the report sums them)
     for group in [] if args.report_only else args.groups:
         modules, tests = GROUPS[group]
         work = root / re.sub(r"\W+", "_", group)
@@ -432,13 +441,13 @@ def main() -> None:
         if failure:
             print(f"  {group}: {failure}", flush=True)
             groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
-                             "mutants": [], "failure": failure}
+                             "invocation": invocation, "mutants": [], "failure": failure}
             store.write_text(json.dumps(groups))
             continue
         mutants = read_mutants(work, modules)
         classify(work, mutants, equivalent, platform)
         groups[group] = {"seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
-                         "mutants": [compact(m.__dict__) for m in mutants]}
+                         "invocation": invocation, "mutants": [compact(m.__dict__) for m in mutants]}
         counts = {c: sum(m.category == c for m in mutants) for c in ("killed", "survived", "equivalent", "message")}
         print(f"  {len(mutants)} mutants in {seconds:.0f} s: {counts}", flush=True)
         store.write_text(json.dumps(groups))
