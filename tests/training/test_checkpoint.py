@@ -123,6 +123,19 @@ def test_recover_a_swap_cut_between_the_renames(tmp_path: Path) -> None:
     assert not (tmp_path / "checkpoint.tmp").exists()
 
 
+def test_recover_puts_a_finished_first_checkpoint_in_place_of_a_lone_best(tmp_path: Path) -> None:
+    """Killed before the first checkpoint's swap: checkpoint/ holds only best/ (saved earlier); the finished
+    checkpoint.tmp/ becomes checkpoint/."""
+    _saved_steps(tmp_path, [2])
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.tmp")
+    (tmp_path / "checkpoint" / "best").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "best" / "model.safetensors").write_bytes(b"old best")
+    ckpt.recover(tmp_path)
+    assert not (tmp_path / "checkpoint.tmp").exists() and not (tmp_path / "checkpoint" / "best").exists()
+    assert ckpt.read_trainer_state(tmp_path / "checkpoint")["step"] == 2
+    assert ckpt.verify_checkpoint(tmp_path / "checkpoint") is None
+
+
 def test_recover_drops_a_half_written_checkpoint(tmp_path: Path) -> None:
     _saved_steps(tmp_path, [2])
     (tmp_path / "checkpoint.tmp").mkdir()
@@ -440,3 +453,21 @@ def test_a_checkpoint_without_a_digest_still_loads(tmp_path: Path) -> None:
     assert ckpt.verify_checkpoint(tmp_path / "checkpoint") is None
     loaded, _ = ckpt.load_checkpoint(acc, tmp_path / "checkpoint")
     assert (loaded["step"], loaded["tokens"]) == (3, 30) and "digest" not in loaded
+
+
+def test_every_file_of_a_checkpoint_is_flushed_to_disk_before_the_swap(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut after the rename must not leave a checkpoint of empty files: each file is fsynced."""
+    import os
+
+    flushed: set[int] = set()
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        flushed.add(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    _saved_steps(tmp_path, [2])
+    files = [p for p in (tmp_path / "checkpoint").rglob("*") if p.is_file() and p.name != "trainer_state.json"]
+    assert files and {p.stat().st_ino for p in files} <= flushed

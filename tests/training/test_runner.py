@@ -84,6 +84,10 @@ def test_a_cell_that_cannot_be_built_records_why(tmp_path: Path, monkeypatch: py
     summary = read_summary(run_dir)
     assert summary is not None and summary["status"] == "failed"
     assert summary["error"] == "RuntimeError: no such weights" and summary["cell"] == "broken"
+    monkeypatch.setattr("lmbench.training.runner.reset_accelerate", broken)  # fails before the folder exists
+    with pytest.raises(RuntimeError):
+        run(tiny_cfg(tmp_path), tmp_path / "grid" / "early")
+    assert read_summary(tmp_path / "grid" / "early")["status"] == "failed"  # the record made the folders
 
 
 def test_samples_are_scored_by_the_reference_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -233,7 +237,7 @@ def test_a_launcher_precision_the_spec_overrides_is_warned_about(tmp_path: Path,
     monkeypatch.delenv(LAUNCHER_ENV)
     run(tiny_cfg(tmp_path, train={"mixed_precision": "no", "max_steps": 1, "eval_every": None},
                  sample={"samplers": []}), tmp_path / "quiet")
-    assert not [r for r in caplog.records if "overrides" in r.getMessage()]
+    assert not [r for r in caplog.records if r.name == "lmbench.training.runner" and r.levelname == "WARNING"]
 
 
 def test_build_trainer_has_no_trackers(tmp_path: Path) -> None:
@@ -371,3 +375,95 @@ def test_the_samples_go_to_the_trackers(tmp_path: Path, monkeypatch: pytest.Monk
                  sample={"samplers": [{"kind": "greedy"}, {"kind": "sample"}]}), tmp_path / "cell")
     written = [json.loads(ln) for ln in (tmp_path / "cell" / "samples.jsonl").read_text().splitlines()]
     assert len(logged) == 1 and [r["text"] for r in logged[0]] == [r["text"] for r in written] and len(written) == 2
+
+
+def test_while_training_the_summary_says_running_with_the_cells_facts(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed mid-training leaves a summary that names it (cell, group, axes, precision), and the trackers
+    start under the cell's name and the grid's group."""
+    from lmbench.training import tracking
+    from lmbench.training.runner import run_cell
+    from lmbench.training.trainer import Trainer
+
+    seen: list[dict] = []
+    started: list[tuple] = []
+    real_run, real_start = Trainer.run, tracking.start
+
+    def run_and_look(self: Trainer) -> object:
+        seen.append(dict(read_summary(self.run_dir) or {}))
+        return real_run(self)
+
+    def start(acc: object, spec: object, run_dir: Path, cell_name: str, group: str | None = None) -> None:
+        started.append((run_dir, cell_name, group))
+        real_start(acc, spec, run_dir, cell_name, group)
+
+    monkeypatch.setattr(Trainer, "run", run_and_look)
+    monkeypatch.setattr(tracking, "start", start)
+    run_dir = tmp_path / "grid" / "cell7"
+    run_cell(to_spec(tiny_cfg(tmp_path, train={"max_steps": 1, "eval_every": None}, sample={"samplers": []})),
+             run_dir, cell_name="cell7", group="g2", axes={"seed": 5})
+    assert len(seen) == 1 and seen[0]["status"] == "running"
+    assert (seen[0]["cell"], seen[0]["group"], seen[0]["axes"], seen[0]["mixed_precision"]) == \
+        ("cell7", "g2", {"seed": 5}, "no")
+    assert started == [(run_dir, "cell7", "g2")]
+
+
+def test_a_cell_builds_with_its_trackers_seed_and_precision_and_reruns_into_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_cell's cell: trackers on (TensorBoard events in the cell's folder), the model initialised from the
+    spec's seed (the same weights as build_model with it), the Accelerator at the chosen precision; a second
+    run into the same folder (a relaunch of a finished grid) works."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from lmbench import models
+    from lmbench.models import build_model
+    from lmbench.training.runner import build_cell
+
+    cfg = tiny_cfg(tmp_path, train={"max_steps": 1, "eval_every": None, "mixed_precision": "bf16",
+                                    "grad_accum_steps": 2}, sample={"samplers": []},
+                   tracking={"backends": ["tensorboard"]})
+    spec = to_spec(cfg)
+    run_dir = tmp_path / "grid" / "cell"
+    parts = build_cell(spec, run_dir, "cell")
+    assert parts.accelerator.mixed_precision == "bf16" and parts.facts["mixed_precision"] == "bf16"
+    assert parts.evaluator.accelerator is parts.accelerator  # evaluation under the same autocast and processes
+    assert parts.accelerator.gradient_accumulation_steps == 2 and parts.trainer.train_data.carry is False
+    lstm = build_cell(to_spec(tiny_cfg(tmp_path, "lstm")), tmp_path / "lstm", "lstm")
+    assert lstm.trainer.train_data.carry is True  # the recurrent model carries its state on the packed stream
+    assert [t.name for t in parts.accelerator.trackers] == [] and len(parts.accelerator.log_with) == 1
+    set_seed(spec.seed)
+    reference = build_model(spec.model, parts.data.tokenizer, seed=spec.seed)
+    torch.manual_seed(12345)  # the build must not depend on the global generator's state
+    again = build_cell(spec, run_dir, "cell").model
+    for (name, a), b, c in zip(parts.model.state_dict().items(), reference.state_dict().values(),
+                               again.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c), name
+    seeds: list[int] = []
+    real_build = models.build_model
+    def build(*args: object, seed: int) -> object:
+        seeds.append(seed)
+        model = real_build(*args, seed=seed)
+        next(model.parameters()).requires_grad_(False)  # a frozen table, as pretrained vectors are
+        return model
+
+    monkeypatch.setattr(models, "build_model", build)
+    first = run(cfg, run_dir)
+    assert seeds == [spec.seed]  # also the seed of pretrained vectors' uncovered rows
+    frozen = next(parts.model.parameters()).numel()
+    assert first["num_trainable_params"] == first["num_params"] - frozen
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    second = run(cfg, run_dir)
+    assert first["status"] == second["status"] == "completed" and second["steps"] == 1
+
+
+def test_only_a_nodes_first_process_builds_the_data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process of the node waits for the cache and loads it: with no cache it does not build one."""
+    from accelerate import PartialState
+
+    from lmbench.training.runner import build_cell
+
+    monkeypatch.setattr(PartialState, "is_local_main_process", property(lambda self: False))
+    with pytest.raises(Exception, match="cache"):
+        build_cell(to_spec(tiny_cfg(tmp_path)), tmp_path / "cell", "cell")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.bin"))
