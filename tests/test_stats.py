@@ -240,3 +240,43 @@ def test_word_ppl_two_unit_pairs_and_overflow_follow_the_reference() -> None:
     assert math.isinf(huge.estimate) and huge.low <= huge.high
     default = fit_scaling(SIZES, 1.5 + 40.0 * SIZES ** -0.3)
     assert default.alpha_interval == fit_scaling(SIZES, 1.5 + 40.0 * SIZES ** -0.3, resamples=500, seed=0).alpha_interval
+
+
+def test_float32_inputs_are_computed_in_float64() -> None:
+    """Per-unit NLLs and byte counts often arrive as float32 (parquet, torch): every sum is taken in float64, so
+    the result is that of the same values given as float64, not float32 sums that lose digits."""
+    rng = np.random.default_rng(5)
+    nll_a = rng.uniform(1.0, 900.0, size=3000).astype(np.float32)
+    nll_b = (nll_a * rng.uniform(0.9, 1.1, size=3000)).astype(np.float32)
+    num_bytes = rng.uniform(10.0, 500.0, size=3000).astype(np.float32)
+    wide = [a.astype(np.float64) for a in (nll_a, nll_b, num_bytes)]
+    for got, want in ((ratio_interval(nll_a, num_bytes, resamples=50), ratio_interval(wide[0], wide[2], resamples=50)),
+                      (paired_difference(nll_b, nll_a, num_bytes, resamples=50),
+                       paired_difference(wide[1], wide[0], wide[2], resamples=50))):
+        assert (got.estimate, got.low, got.high) == (pytest.approx(want.estimate, rel=1e-13),
+                                                     pytest.approx(want.low, rel=1e-13),
+                                                     pytest.approx(want.high, rel=1e-13))
+    sizes = np.repeat(np.array([1e5, 3e5, 1e6, 3e6, 1e7]), 2)
+    loss = (1.5 + 40.0 * sizes ** -0.3 + rng.normal(0.0, 0.003, size=len(sizes)))
+    narrow = fit_scaling(sizes.astype(np.float32), loss.astype(np.float32), resamples=20)
+    same = fit_scaling(sizes.astype(np.float32).astype(np.float64), loss.astype(np.float32).astype(np.float64),
+                       resamples=20)
+    assert (narrow.E, narrow.A, narrow.alpha) == (same.E, same.A, same.alpha)
+
+
+def test_a_scaling_bootstrap_skips_resamples_with_too_few_sizes() -> None:
+    """Four sizes, one point each: most resamples hold fewer than 3 sizes and are skipped, not the end of the
+    bootstrap; the rest still give an interval."""
+    from lmbench.stats import _fit_power_law
+
+    sizes = np.array([1e5, 1e6, 1e7, 1e8])
+    loss = 1.5 + 40.0 * sizes ** -0.3 + np.array([0.002, -0.001, 0.003, -0.002])
+    fit = fit_scaling(sizes, loss, resamples=60, seed=4)
+    rng, alphas = np.random.default_rng(4), []
+    for _ in range(60):  # the bootstrap written plainly
+        rows = rng.integers(0, 4, size=4)
+        if len(np.unique(sizes[rows])) >= 3:
+            alphas.append(_fit_power_law(sizes[rows], loss[rows])[2])
+    assert 10 < len(alphas) < 60  # some resamples skipped, most kept
+    low, high = np.percentile(alphas, [2.5, 97.5])
+    assert (fit.alpha_interval.low, fit.alpha_interval.high) == (pytest.approx(low), pytest.approx(high))

@@ -231,3 +231,28 @@ def test_length_buckets_by_default_shuffle_in_pools_of_50_batches_and_sort_stabl
         assert len(sampler) == len(list(sampler)), (n, batch_size, pool)
         dropped = LengthBucketSampler(np.arange(n), batch_size, pool_batches=pool, drop_last=True)
         assert len(dropped) == len(list(dropped)) == sum(1 for b in sampler if len(b) == batch_size)
+
+
+def test_documents_of_an_empty_split_are_bos_then_eos() -> None:
+    ds = DocumentDataset(make_split([[], []]), block_size=4, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    batch = ds.batch([0, 1])
+    assert batch["input_ids"].tolist() == [[BOS], [BOS]] and batch["labels"].tolist() == [[EOS], [EOS]]
+
+
+def test_length_buckets_draw_their_pools_at_random_with_seed_0_by_default() -> None:
+    """Pools of 10 out of 200 distinct lengths: shuffled, a batch's two items come from anywhere in the data;
+    taken in order, from one run of 10 consecutive indices."""
+    lengths = np.arange(200)
+    shuffled = list(LengthBucketSampler(lengths, 2, pool_batches=5))
+    assert max(max(b) - min(b) for b in shuffled) > 10
+    in_order = list(LengthBucketSampler(lengths, 2, pool_batches=5, shuffle=False))
+    assert max(max(b) - min(b) for b in in_order) < 10
+    assert shuffled == list(LengthBucketSampler(lengths, 2, pool_batches=5, seed=0))
+    assert shuffled != list(LengthBucketSampler(lengths, 2, pool_batches=5, seed=1))
+
+
+def test_ties_in_a_pool_keep_their_order() -> None:
+    """300 items of 5 lengths in one pool, not shuffled: longest first, and equal lengths in index order."""
+    lengths = np.tile([3, 1, 2, 5, 4], 60)
+    order = [i for b in LengthBucketSampler(lengths, 300, shuffle=False) for i in b]
+    assert order == [i for n in (5, 4, 3, 2, 1) for i in range(300) if lengths[i] == n]
