@@ -126,3 +126,10 @@ def test_a_run_of_every_group_is_summed(mutation, tmp_path: Path) -> None:  # no
     groups["evaluation"]["invocation"] = "2026-12-01 16:00:00"  # one group rerun alone: no whole-run total
     mutation.write_markdown(groups, [], out)
     assert "Every group in one command" not in out.read_text()
+
+
+def test_a_deleted_line_has_its_own_key(mutation) -> None:  # noqa: ANN001
+    deleted = "--- a\n+++ b\n@@ -1,3 +1,2 @@\n         x=1,\n-        add_dummy_prefix=False,\n         y=2,\n"
+    other = deleted.replace("add_dummy_prefix=False", "num_threads=4")
+    assert mutation.change_key("m.x_f__mutmut_3", deleted) == "m.x_f: add_dummy_prefix=False, -> (removed)"
+    assert mutation.change_key("m.x_f__mutmut_4", other) != mutation.change_key("m.x_f__mutmut_3", deleted)

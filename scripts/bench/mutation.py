@@ -240,6 +240,7 @@ def in_message(source: str, old: list[str], spans: list[tuple[int, int]]) -> boo
 def change_key(name: str, diff: str) -> str:
     """`module.x_function: old -> new` (several changed lines joined by "; "): how equivalents are named."""
     old, new = changed_lines(diff)
+    new = new or ["(removed)"] * len(old)  # a deleted line (a dropped keyword argument on its own line)
     change = "; ".join(f"{a.strip()} -> {b.strip()}" for a, b in zip(old, new))
     return f"{re.sub(r'__mutmut_[0-9]+$', '', name)}: {change}"
 

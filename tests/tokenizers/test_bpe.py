@@ -162,3 +162,30 @@ def test_ids_are_python_ints(bpe: BPETokenizer) -> None:
     ids = bpe.encode("once upon a time")
     batch = bpe.encode_batch(["once upon", "a time"])
     assert ids and all(type(i) is int for i in ids) and all(type(i) is int for row in batch for i in row)
+
+
+def test_no_dummy_prefix_the_first_word_is_encoded_as_written(bpe: BPETokenizer) -> None:
+    """sentencepiece would add a space before every text (add_dummy_prefix); lmbench keeps the text as written."""
+    first = bpe._sp.id_to_piece(bpe.encode("the cat")[0])
+    assert not first.startswith("▁")
+
+
+def test_long_training_documents_are_learned_not_skipped() -> None:
+    """sentencepiece skips training sentences over max_sentence_length bytes (4192 by default); lmbench's default
+    (1 MiB) keeps a 10 KB document, so its word becomes one piece."""
+    long_doc = "qzxv " * 2000  # 10,000 bytes
+    tok = BPETokenizer.train([long_doc, "a b c d e f g h"], BPEConfig(vocab_size=30, character_coverage=1.0,
+                                                                      split_newlines=False))
+    assert len(tok.encode("qzxv")) == 1
+
+
+@pytest.mark.parametrize(("symbols", "path", "message"), [
+    (["", "<x>"], "tokenizer.params.user_defined_symbols[0]", "'' must be non-empty and contain no comma"),
+    (["<x>", "<pad>"], "tokenizer.params.user_defined_symbols[1]", "'<pad>' is already a special token (pad, unk, "
+                                                                   "bos, eos)"),
+    (["<x>", "<x>"], "tokenizer.params.user_defined_symbols", "['<x>', '<x>'] lists a symbol twice"),
+])
+def test_user_defined_symbol_errors_name_the_entry_and_the_rule(symbols: list[str], path: str, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        BPETokenizer.check_spec(BPEConfig(user_defined_symbols=symbols), None)  # type: ignore[arg-type]
+    assert (err.value.path, err.value.message) == (path, message)

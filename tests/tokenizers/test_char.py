@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmbench.errors import SpecError
@@ -125,3 +126,19 @@ def test_a_vocabulary_of_specials_only_encodes_everything_as_unknown() -> None:
     tok = CharTokenizer.train([], CharConfig())
     flat, lengths = tok.encode_flat(["ab", ""])
     assert flat.tolist() == [tok.unk_id] * 2 and lengths.tolist() == [2, 0]
+
+
+def test_the_unknown_warning_names_the_unknown_characters_only(caplog: pytest.LogCaptureFixture) -> None:
+    tok = CharTokenizer.train(["abc"], CharConfig())
+    with caplog.at_level(logging.WARNING):
+        ids, lengths = tok.encode_flat(["ab§", "¤c"])
+    assert (ids.dtype, lengths.dtype, lengths.tolist()) == (np.uint32, np.int64, [3, 2])
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert message == "char tokenizer: 2 of 5 tokens unknown, mapped to <unk> (e.g. '§', '¤')"
+
+
+def test_a_special_that_begins_another_does_not_hide_it() -> None:
+    """Specials are matched longest first: "<s>" must not cut "<s>>" into "<s>" and ">"."""
+    tok = CharTokenizer.train(["a>"], CharConfig(specials=["<s>", "<s>>"]))
+    ids = tok.encode("a<s>>a<s>")
+    assert [tok.decode([i]) for i in ids] == ["a", "<s>>", "a", "<s>"]

@@ -217,3 +217,39 @@ def test_capitalize_only_letters() -> None:
     from lmbench.tokenizers.word import _capitalize
 
     assert [_capitalize(t) for t in ("word", "élan", "3rd", "'tis", "")] == ["Word", "Élan", "3rd", "'tis", ""]
+
+
+def test_the_unknown_warning_names_the_tokenizer_kind(caplog: pytest.LogCaptureFixture) -> None:
+    tok = word(["the cat"])
+    with caplog.at_level(logging.WARNING):
+        tok.encode_batch(["the dog"])
+        tok.encode_flat(["a cat"])
+    assert [r.getMessage() for r in caplog.records] == [
+        "word tokenizer: 1 of 2 tokens unknown, mapped to <unk> (e.g. 'dog')",
+        "word tokenizer: 1 of 2 tokens unknown, mapped to <unk> (e.g. 'a')"]
+
+
+def test_text_with_specials_splits_by_the_regex_rules_around_them() -> None:
+    """Abbreviations are whole words only where the regex finds them: "xa.b." is the word "xa", then "." "b" "."."""
+    tok = word(["x"])
+    assert tok.split("xa.b. <unk> U.S.") == ["xa", ".", "b", ".", "<unk>", "U.S."]
+    assert tok.split("xa.b. U.S.") == ["xa", ".", "b", ".", "U.S."]  # the same without a special
+
+
+def test_a_special_that_begins_another_does_not_hide_it_in_words() -> None:
+    tok = word(["a"], specials=["<s>", "<s>>"])
+    assert tok.split("a<s>>a<s>") == ["a", "<s>>", "a", "<s>"]
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [
+    (["U.S", "'", "s", "view"], "U.S's view"),  # the token before ends in a letter: a contraction
+    (["(", "'", "s", ")"], "(' s)"),  # not after a word: the apostrophe is a quote
+    (["'", "s", "x"], "' s x"),  # nothing before it
+    (["x", "(", "'", "s"], "x (' s"),  # the word two tokens back does not count
+])
+def test_an_apostrophe_joins_a_contraction_only_after_a_word(tokens: list[str], expected: str) -> None:
+    assert detokenize(tokens) == expected
+
+
+def test_capitalisation_of_a_first_word_that_mixes_letters_and_digits() -> None:
+    assert detokenize(["b2b", "works", ".", "a1", "too", "."], capitalize=True) == "B2b works. A1 too."
