@@ -190,7 +190,7 @@ def message_spans(path: Path) -> tuple[list[tuple[int, int]], list[tuple[int, in
 def _is_display_call(func: str) -> bool:
     """A call that only writes to the log or a progress bar (its arguments are what is shown)."""
     return bool((MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings.")))
-                or func in ("tqdm", "bar.update", "progress.update") or func.endswith((".set_postfix", ".set_description")))
+                or func in ("tqdm", "bar", "bar.update", "progress.update") or func.endswith((".set_postfix", ".set_description")))
 
 
 def display_lines(paths: list[Path]) -> list[str]:

@@ -154,3 +154,20 @@ def test_no_repeat_ngram_edges() -> None:
     banned = filters.no_repeat_ngram(scores, torch.tensor([[3, 3]]), 2)  # history exactly n long: (3, 3) seen
     assert kept(banned) == [[0, 1, 2, 4]]
     assert torch.equal(filters.no_repeat_ngram(scores, torch.tensor([[3]]), 2), scores)  # shorter than n
+
+
+def test_process_at_settings_that_differ_from_the_defaults_by_one_step() -> None:
+    """temperature 2 halves the scores; a ban of 1-grams bans every token seen; a repetition penalty of 2 needs
+    the history; min_p keeps two tokens for beams; top_p 1.0 changes nothing."""
+    scores = torch.tensor([[4.0, 1.0, 0.5, -2.0]])
+    history = torch.tensor([[2, 2]])
+    hot = filters.process(scores, None, SamplerSpec(kind="sample", temperature=2.0))
+    torch.testing.assert_close(hot, scores / 2, rtol=0, atol=0)
+    banned = filters.process(scores, history, SamplerSpec(kind="greedy", no_repeat_ngram_size=1))
+    assert banned[0, 2] == float("-inf") and torch.equal(banned[0, [0, 1, 3]], scores[0, [0, 1, 3]])
+    assert filters.needs_history(SamplerSpec(kind="greedy", repetition_penalty=2.0))
+    assert not filters.needs_history(SamplerSpec(kind="greedy"))
+    beams = filters.process(scores, None, SamplerSpec(kind="beam_sample", num_beams=2, min_p=0.9))
+    assert torch.isfinite(beams[0]).tolist() == [True, True, False, False]  # one dominant token, yet two kept
+    same = filters.process(scores, None, SamplerSpec(kind="sample", top_p=1.0))
+    torch.testing.assert_close(same, scores, rtol=0, atol=0)
