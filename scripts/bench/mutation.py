@@ -17,15 +17,15 @@ Survivors are then sorted:
 - **message**: a change to nothing but the text of an exception's message (the exception, and a SpecError's
   field, unchanged), or (in runs from before such lines were skipped) inside a logging call. These change what is
   written, not a number; they are counted apart and left out of the score.
-
-Statements that are nothing but a logging or progress-bar call (`log.warning(...)`, `bar.set_postfix(...)`,
-`return tqdm(...)`) are not mutated at all (mutmut's `do_not_mutate_patterns`, made by `display_lines`): every
-such mutant survived, and each made mutmut run all the tests of its function (a minute for a trainer method).
 - **platform**: the same here but not everywhere: a `device=` argument dropped (the CPU either way on a CPU-only
   run; the gpu-marked tests run this code on CUDA), a text encoding changed between "utf-8", "UTF-8" and the
   locale's default (UTF-8 here), or a line in the [platform] table of the same file (pinned memory, non-blocking
   copies: switches that only CUDA reads). Counted apart, listed.
 - **survived**: everything else; the score is killed / (killed + survived + not reached by a test).
+
+Statements that are nothing but a logging or progress-bar call (`log.warning(...)`, `bar.set_postfix(...)`,
+`return tqdm(...)`) are not mutated at all (mutmut's `do_not_mutate_patterns`, made by `display_lines`): every
+such mutant survived, and each made mutmut run all the tests of its function (a minute for a trainer method).
 
     python scripts/bench/mutation.py                       # every group, writes results/bench/mutation.md (~1 h)
     python scripts/bench/mutation.py --groups samplers     # one group; merges into the existing results JSON
@@ -190,7 +190,8 @@ def message_spans(path: Path) -> tuple[list[tuple[int, int]], list[tuple[int, in
 def _is_display_call(func: str) -> bool:
     """A call that only writes to the log or a progress bar (its arguments are what is shown)."""
     return bool((MESSAGE_CALLS.search(func) and func.startswith(("log.", "logger.", "logging.", "warnings.")))
-                or func in ("tqdm", "bar", "bar.update", "progress.update") or func.endswith((".set_postfix", ".set_description")))
+                or func in ("tqdm", "bar", "bar.update", "progress.update")
+                or func.endswith((".set_postfix", ".set_description")))
 
 
 def display_lines(paths: list[Path]) -> list[str]:
