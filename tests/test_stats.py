@@ -280,3 +280,24 @@ def test_a_scaling_bootstrap_skips_resamples_with_too_few_sizes() -> None:
     assert 10 < len(alphas) < 60  # some resamples skipped, most kept
     low, high = np.percentile(alphas, [2.5, 97.5])
     assert (fit.alpha_interval.low, fit.alpha_interval.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_a_resample_whose_fit_fails_is_skipped_and_the_bootstrap_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmbench import stats
+
+    sizes = np.repeat(np.array([1e5, 1e6, 1e7, 1e8]), 2)
+    loss = 1.5 + 40.0 * sizes ** -0.3
+    real, calls = stats._fit_power_law, []
+
+    def flaky(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+        calls.append(1)
+        if len(calls) == 3:  # the second resample's fit (the first call fits all points)
+            raise RuntimeError("Optimal parameters not found")
+        return real(x, y)
+
+    monkeypatch.setattr(stats, "_fit_power_law", flaky)
+    stats.fit_scaling(sizes, loss, resamples=20, seed=1)
+    rng, tried = np.random.default_rng(1), 0
+    for _ in range(20):
+        tried += len(np.unique(sizes[rng.integers(0, len(sizes), size=len(sizes))])) >= 3
+    assert len(calls) == 1 + tried  # every resample with enough sizes was fitted, after the failure too
