@@ -164,9 +164,11 @@ def test_ids_are_python_ints(bpe: BPETokenizer) -> None:
     assert ids and all(type(i) is int for i in ids) and all(type(i) is int for row in batch for i in row)
 
 
-def test_no_dummy_prefix_the_first_word_is_encoded_as_written(bpe: BPETokenizer) -> None:
-    """sentencepiece would add a space before every text (add_dummy_prefix); lmbench keeps the text as written."""
-    first = bpe._sp.id_to_piece(bpe.encode("the cat")[0])
+def test_no_dummy_prefix_the_first_word_is_encoded_as_written() -> None:
+    """sentencepiece would add a space before every text (add_dummy_prefix); lmbench keeps the text as written.
+    (Trained here, not by the module's fixture, so that mutation testing maps the test to the training code.)"""
+    tok = BPETokenizer.train(["the cat sat on the mat"] * 20, BPEConfig(vocab_size=30, character_coverage=1.0))
+    first = tok._sp.id_to_piece(tok.encode("the cat")[0])
     assert not first.startswith("▁")
 
 
