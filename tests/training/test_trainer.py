@@ -98,7 +98,8 @@ def test_the_time_budget_is_up_when_the_clock_reaches_it(tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------------------------------ whole runs
-def test_recurrent_packed_carries_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _state_seen(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each training forward got a carried state."""
     seen: list[bool] = []
     real = TrainModule.forward
 
@@ -107,6 +108,11 @@ def test_recurrent_packed_carries_state(tmp_path: Path, monkeypatch: pytest.Monk
         return real(self, input_ids, labels, attention_mask, state)
 
     monkeypatch.setattr(TrainModule, "forward", spy)
+    return seen
+
+
+def test_recurrent_packed_carries_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _state_seen(monkeypatch)
     run_dir = tmp_path / "lstm"
     summary = run(tiny_cfg(tmp_path, "lstm", train={"max_steps": 4}), run_dir)
     assert summary["status"] == "completed"
@@ -856,19 +862,6 @@ def test_a_non_finite_gradient_norm_ends_the_run_at_that_update(tmp_path: Path,
     assert str(outcome.error).startswith("non-finite gradient norm (inf) at step 3; stopped, the last good "
                                          "checkpoint (checkpoint/) is kept")
     assert ckpt.read_trainer_state(tmp_path / "run" / "checkpoint")["step"] == 2
-
-
-def _state_seen(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each training forward got a carried state."""
-    seen: list[bool] = []
-    real = TrainModule.forward
-
-    def spy(self: TrainModule, input_ids: Any, labels: Any, attention_mask: Any = None, state: Any = None) -> Any:
-        seen.append(state is not None)
-        return real(self, input_ids, labels, attention_mask, state)
-
-    monkeypatch.setattr(TrainModule, "forward", spy)
-    return seen
 
 
 def test_the_carried_state_starts_fresh_at_every_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
