@@ -133,3 +133,12 @@ def test_a_deleted_line_has_its_own_key(mutation) -> None:  # noqa: ANN001
     other = deleted.replace("add_dummy_prefix=False", "num_threads=4")
     assert mutation.change_key("m.x_f__mutmut_3", deleted) == "m.x_f: add_dummy_prefix=False, -> (removed)"
     assert mutation.change_key("m.x_f__mutmut_4", other) != mutation.change_key("m.x_f__mutmut_3", deleted)
+
+
+def test_a_methods_logging_line_shown_dedented_is_a_message(mutation) -> None:  # noqa: ANN001
+    """mutmut shows a method's body dedented to the method's level; the line is still found in the source."""
+    line = '    log.info("%s: resumed from step %d (%s)", self.cell_name, p.step, self.run_dir)'
+    assert ("        " + line.lstrip()) in (Path(mutation.REPO) / "lmbench/training/trainer.py").read_text()
+    name = "lmbench.training.trainer.xǁTrainerǁ_resume__mutmut_40"
+    category, _ = mutation.verdict("lmbench/training/trainer.py", name, diff(line, line.replace("p.step", "None")), {})
+    assert category == "message"
