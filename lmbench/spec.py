@@ -59,8 +59,9 @@ class DataSpec:
     split_seed: int = 42
     streaming: bool = False  # hf: stream instead of downloading the whole split
     # The tokenizer learns from a seeded sample of the train split of about this many MB (None: all of it);
-    # smaller splits are used whole. meta.json records the sample.
-    tokenizer_sample_mb: float | None = 200.0
+    # smaller splits are used whole. meta.json records the sample. (sentencepiece's training peaks at about 4 bytes
+    # of memory per byte of sample: about 400 MB at the default.)
+    tokenizer_sample_mb: float | None = 100.0
     num_workers: int | None = None  # tokenization processes (char/word; bpe/hf use their library's threads); None = all cores
     batching: Literal["packed", "documents"] = "packed"  # contiguous block_size windows | BOS + doc + EOS, padded
     block_size: int = 128  # training window (packed) or maximum document length (documents), in tokens
