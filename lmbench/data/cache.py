@@ -34,20 +34,23 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lmbench.data.corpus import iter_document_batches, split_names
+from lmbench.data.corpus import (assign_split, carved_fractions, empty_split_error, filtered_batches,
+                                 iter_document_batches, split_names, unfiltered)
+from lmbench.data.shards import Shard, byte_safe, iter_shards, split_units
 from lmbench.data.sources import SPLITS, Document, make_source
+from lmbench.data.sources.local import not_text
 from lmbench.errors import SpecError
 from lmbench.integrity import check_manifest, manifest_of
 from lmbench.progress import quiet
 from lmbench.results import write_json_atomic
-from lmbench.spec import ExperimentSpec, spec_to_dict
+from lmbench.spec import DataSpec, ExperimentSpec, spec_to_dict
 from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, tokenizer_fingerprint
 
 FORMAT_VERSION = 2  # bump when the cache layout or the document -> ids rule changes (2: evaluation units)
@@ -280,8 +283,7 @@ def _build(spec: ExperimentSpec, directory: Path, fingerprint: str, progress: bo
     if hasattr(tokenizer, "num_threads"):  # a library with a thread count of its own (sentencepiece)
         tokenizer.num_threads = num_workers(spec)
     with _encoding_pool(tokenizer, num_workers(spec)) as pool:
-        splits = {name: _write_split(spec, tokenizer, name, directory, dtype, progress, pool)
-                  for name in split_names(spec.data)}
+        splits = _write_splits(spec, tokenizer, directory, dtype, progress, pool)
     meta = {
         "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "python": platform.python_version(), "source": make_source(spec.data).fingerprint(),
@@ -383,7 +385,6 @@ def _split_size(spec: ExperimentSpec, name: str) -> int | None:
         return None
     if not files or any(f.suffix not in (".txt", ".jsonl", ".json", ".csv", "") for f in files):
         return None
-    from lmbench.data.corpus import carved_fractions
 
     size = sum(f.stat().st_size for f in files)
     carved = carved_fractions(spec.data, list(native))
@@ -406,12 +407,14 @@ class _SplitWriter:
         np.zeros(1, dtype=np.int64).tofile(self.offsets)
         self.counts = dict.fromkeys(("num_docs", "num_tokens", "num_bytes", "num_chars", "num_words"), 0)
 
-    def add(self, docs: Sequence[Document], batch: "EncodedBatch") -> None:
+    def add(self, batch: "EncodedBatch", docs: Sequence[Document] | None = None) -> None:
+        """Append a batch; held-out splits (units) need its documents."""
         batch.flat.astype(self.dtype, copy=False).tofile(self.tokens)
         (np.cumsum(batch.lengths) + self.counts["num_tokens"]).tofile(self.offsets)
         if self.prompt_lens is not None and batch.prompt_lens is not None:
             batch.prompt_lens.tofile(self.prompt_lens)
         if self.tokenizer is not None:
+            assert docs is not None and len(docs) == len(batch.lengths)
             prompts = batch.prompt_lens if batch.prompt_lens is not None else np.zeros(len(docs), dtype=np.int64)
             for doc, n, p in zip(docs, batch.lengths, prompts):
                 # Chunks matter only while a split has fewer than MIN_UNIT_DOCS documents (units_of sums them
@@ -420,7 +423,7 @@ class _SplitWriter:
                 self.chunks.append(doc_row(doc.text, int(n)) if whole else
                                    doc_chunks(self.tokenizer, doc.text, int(n), int(p)))
         c = self.counts
-        c["num_docs"] += len(docs)
+        c["num_docs"] += len(batch.lengths)
         c["num_tokens"] += int(batch.lengths.sum())
         c["num_bytes"] += batch.num_bytes
         c["num_chars"] += batch.num_chars
@@ -491,6 +494,134 @@ def num_workers(spec: ExperimentSpec) -> int:
         return os.cpu_count() or 1
 
 
+def _write_splits(spec: ExperimentSpec, tokenizer: Tokenizer, directory: Path, dtype: type, progress: bool,
+                  pool: _LazyPool | None) -> dict[str, dict[str, Any]]:
+    """Tokenize every split into `directory`; returns their meta entries. Local text files encoded in worker
+    processes are read in shards (`_write_sharded`, one pass per native split that also fills the splits carved
+    out of it); anything else split by split (`_write_split`)."""
+    names = split_names(spec.data)
+    if not _shardable(spec, tokenizer, pool):
+        return {name: _write_split(spec, tokenizer, name, directory, dtype, progress, pool) for name in names}
+    assert pool is not None
+    source = make_source(spec.data)
+    native = source.native_splits()
+    carved = carved_fractions(spec.data, native)
+    written: dict[str, dict[str, Any]] = {}
+    for stream in native:
+        cut = carved if stream == "train" else {}
+        written |= _write_sharded(spec, tokenizer, stream, cut, source.split_files(stream), directory, dtype,
+                                  progress, pool)
+    return {name: written[name] for name in names}
+
+
+def _shardable(spec: ExperimentSpec, tokenizer: Tokenizer, pool: _LazyPool | None) -> bool:
+    """Whether the splits can be read in shards by the worker processes: local text files cut into lines or
+    separator pieces, in an encoding that can be cut at byte level, a tokenizer encoded in processes (not a
+    library's own threads), and no `split: tail` (which cuts the stream by its total length)."""
+    d = spec.data
+    if pool is None or pool.thread or d.source != "text" or d.unit not in ("line", "separator"):
+        return False
+    if not byte_safe(d.encoding):
+        return False
+    return not (d.split == "tail" and carved_fractions(d, make_source(d).native_splits()))
+
+
+def _write_sharded(spec: ExperimentSpec, tokenizer: Tokenizer, stream: str, carved: dict[str, float],
+                   files: list[Path], directory: Path, dtype: type, progress: bool,
+                   pool: _LazyPool) -> dict[str, dict[str, Any]]:
+    """Native split `stream` (and the splits `carved` out of it) in one pass over its files: shards (see
+    lmbench.data.shards) read, cut into documents, filtered, split and encoded in `pool`'s worker processes, and
+    written in order; returns the meta entry of each split written (the pass's seconds shared by their bytes)."""
+    d = spec.data
+    names = [stream, *carved]
+    writers = {name: _SplitWriter(directory, name, dtype, False, tokenizer if name in UNIT_SPLITS else None)
+               for name in names}
+    input_bytes = dict.fromkeys(names, 0)
+    started = time.perf_counter()
+    shards: Iterator[Shard] = iter_shards(files, d.unit, d.separator, d.encoding)
+    if d.limit is not None:
+        shards = itertools.takewhile(lambda shard: shard.first_index < d.limit, shards)  # type: ignore[operator]
+    jobs = ((shard, (shard, d, stream, carved, dtype)) for shard in
+            _shard_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files)))
+    try:
+        for shard, groups in _in_order(pool, _encode_shard_in_worker, jobs):
+            if isinstance(groups, UnicodeDecodeError):
+                raise not_text(shard.path, d.encoding)
+            for name, (encoded, docs) in groups.items():
+                writers[name].add(encoded, docs)
+                input_bytes[name] += encoded.input_bytes
+    finally:
+        stats = {name: writer.close() for name, writer in writers.items()}
+    seconds = time.perf_counter() - started
+    total = max(sum(input_bytes.values()), 1)
+    out = {}
+    for name in names:
+        if stats[name].num_docs == 0:
+            raise empty_split_error(d, name)
+        out[name] = {"stats": dataclasses.asdict(stats[name]),
+                     "tokenize_seconds": round(seconds * input_bytes[name] / total, 4),
+                     "tokenize_bytes": input_bytes[name], "wall_seconds": round(seconds, 4),
+                     "workers": pool.workers, "read_with": names}
+    return out
+
+
+def encode_shard(tokenizer: Tokenizer, shard: Shard, data: DataSpec, stream: str, carved: dict[str, float],
+                 dtype: type) -> dict[str, tuple[EncodedBatch, list[Document] | None]]:
+    """A shard's documents, filtered and split as `iter_document_batches` does, encoded per split (split name ->
+    its EncodedBatch and, for held-out splits, which record evaluation units, its documents)."""
+    texts = split_units(shard.data.decode(data.encoding), data.unit, data.separator, shard.last)
+    assert len(texts) == shard.num_docs, (len(texts), shard.num_docs)
+    groups: dict[str, list[str]] = {}
+    if carved or not unfiltered(data):
+        batch = [Document(t) for t in texts]
+        for indices, docs in filtered_batches(data, iter([batch]), stream, shard.first_index):
+            for i, doc in zip(indices, docs):
+                groups.setdefault(assign_split(data.split_seed, i, carved) if carved else stream, []).append(doc.text)
+    elif texts:
+        groups[stream] = texts
+    return {name: (encode_batch(tokenizer, texts, None, dtype),
+                   [Document(t) for t in texts] if name in UNIT_SPLITS else None) for name, texts in groups.items()}
+
+
+def _encode_shard_in_worker(*args: Any) -> dict[str, tuple[EncodedBatch, list[Document] | None]] | UnicodeDecodeError:
+    assert _WORKER_TOKENIZER is not None
+    try:
+        return encode_shard(_WORKER_TOKENIZER, *args)
+    except UnicodeDecodeError as exc:  # the main process names the file and the byte offset
+        return exc
+
+
+def _in_order(pool: _LazyPool, fn: Callable[..., Any], jobs: Iterator[tuple[Any, tuple[Any, ...]]]
+              ) -> Iterator[tuple[Any, Any]]:
+    """(key, fn(*args)) for each (key, args) of `jobs`, run in `pool`'s workers and yielded in order, with up to
+    two jobs per worker in flight (memory stays bounded: the next job is read only when the oldest is done)."""
+    import collections
+
+    window: collections.deque[tuple[Any, Any]] = collections.deque()
+    for key, args in jobs:
+        window.append((key, pool.submit_call(fn, *args)))
+        if len(window) >= 2 * pool.workers:
+            done, future = window.popleft()
+            yield done, future.result()
+    while window:
+        done, future = window.popleft()
+        yield done, future.result()
+
+
+def _shard_progress(shards: Iterator[Shard], enabled: bool, desc: str, total: int) -> Iterator[Shard]:
+    """Shards passed through, with a terminal progress bar in MB of the files read (MB/s and an ETA)."""
+    if not enabled:
+        yield from shards
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1000, mininterval=1.0, file=sys.stderr,
+              disable=None) as bar:
+        for shard in shards:
+            yield shard
+            bar.update(len(shard.data))
+
+
 def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, directory: Path, dtype: type,
                  progress: bool, pool: _LazyPool | None = None) -> dict[str, Any]:
     """Tokenize split `name` in batches of DOCS_PER_BATCH documents, streamed: read, encoded (in `pool`'s worker
@@ -504,7 +635,7 @@ def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, director
     try:
         for docs_batch, encoded in _encoded(tokenizer, batches, prompted, dtype, pool):
             encode_bytes += encoded.input_bytes
-            writer.add(docs_batch, encoded)
+            writer.add(encoded, docs_batch)
     finally:
         stats = writer.close()
     seconds = time.perf_counter() - started
@@ -547,19 +678,30 @@ def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], prompts: Sequence[s
 
 
 _SPACE = np.array([chr(c).isspace() for c in range(0x3001)] + [False])  # str.isspace; nothing above U+3000 is
+_WORD = ~_SPACE  # code point -> part of a word (the last entry stands for every code point above U+3000)
 
 
 def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
     """(UTF-8 bytes, characters, whitespace-separated words as `str.split` counts them) of all `texts`, with
-    numpy over the code points instead of a Python string per word."""
+    numpy over the code points instead of a Python string per word: one byte per character for ASCII text, two
+    when no character is above U+FFFF (UTF-16 without surrogate pairs), else four."""
     joined = " ".join(texts)  # a space between texts: no word runs on from one text into the next
-    num_chars = len(joined) - max(len(texts) - 1, 0)
-    num_bytes = len(joined.encode("utf-8", "surrogatepass")) - max(len(texts) - 1, 0)
+    spaces = max(len(texts) - 1, 0)
+    num_chars = len(joined) - spaces
     if not joined:
-        return num_bytes, num_chars, 0
-    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    word = ~_SPACE[np.minimum(points, len(_SPACE) - 1)]
-    return num_bytes, num_chars, int(word[0]) + int(np.count_nonzero(word[1:] & ~word[:-1]))
+        return 0, num_chars, 0
+    if joined.isascii():  # O(1) in CPython: the string's kind
+        num_bytes = num_chars
+        points = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    else:
+        num_bytes = len(joined.encode("utf-8", "surrogatepass")) - spaces
+        units = joined.encode("utf-16-le", "surrogatepass")
+        if len(units) == 2 * len(joined):  # no pair: every UTF-16 unit is a code point
+            points = np.frombuffer(units, dtype=np.uint16)
+        else:
+            points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    word = np.take(_WORD, points, mode="clip")
+    return num_bytes, num_chars, int(word[0]) + int(np.count_nonzero(word[1:] > word[:-1]))
 
 
 def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: bool, dtype: type,
@@ -604,6 +746,13 @@ class _LazyPool:
 
     def submit(self, texts: list[str], prompts: list[str] | None, dtype: type) -> Any:
         """A future of `encode_batch` of these documents."""
+        if self.thread:
+            return self.submit_call(encode_batch, self.tokenizer, texts, prompts, dtype)
+        return self.submit_call(_encode_in_worker, texts, prompts, dtype)
+
+    def submit_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A future of `fn(*args)` in the pool (a worker process's functions find the tokenizer in
+        `_WORKER_TOKENIZER`)."""
         if self._executor is None:
             if self.thread:
                 from concurrent.futures import ThreadPoolExecutor
@@ -616,9 +765,7 @@ class _LazyPool:
                 self._executor = ProcessPoolExecutor(max_workers=self.workers,
                                                      mp_context=multiprocessing.get_context(),
                                                      initializer=_start_worker, initargs=(self.tokenizer,))
-        if self.thread:
-            return self._executor.submit(encode_batch, self.tokenizer, texts, prompts, dtype)
-        return self._executor.submit(_encode_in_worker, texts, prompts, dtype)
+        return self._executor.submit(fn, *args)
 
     def close(self) -> None:
         if self._executor is not None:

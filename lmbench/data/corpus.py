@@ -76,9 +76,12 @@ def iter_document_batches(spec: DataSpec, split: str) -> Iterator[list[Document]
             num_docs += len(batch)
             yield batch
     if num_docs == 0:
-        raise SpecError("data", f"split {split!r} is empty after filtering ({describe_filters(spec)}); "
-                                "loosen data.limit / data.subsample / data.min_chars / data.max_chars "
-                                "or check the source")
+        raise empty_split_error(spec, split)
+
+
+def empty_split_error(spec: DataSpec, split: str) -> SpecError:
+    return SpecError("data", f"split {split!r} is empty after filtering ({describe_filters(spec)}); "
+                             "loosen data.limit / data.subsample / data.min_chars / data.max_chars or check the source")
 
 
 def describe_filters(spec: DataSpec) -> str:
@@ -110,12 +113,18 @@ def filtered(spec: DataSpec, docs: Iterator[Document], salt: str) -> Iterator[tu
         yield from zip(indices, kept)
 
 
-def filtered_batches(spec: DataSpec, batches: Iterator[list[Document]], salt: str
+def unfiltered(spec: DataSpec) -> bool:
+    """Whether every filter of `filtered_batches` is at its default (it passes every document as it is)."""
+    return (spec.limit is None and spec.subsample >= 1 and not spec.replace and not spec.lowercase
+            and spec.min_chars <= 0 and spec.max_chars is None)
+
+
+def filtered_batches(spec: DataSpec, batches: Iterator[list[Document]], salt: str, start: int = 0
                      ) -> Iterator[tuple[Sequence[int], list[Document]]]:
     """`filtered` a list at a time: (raw indices, transformed documents) of each batch's documents that pass
     `limit` (the first N raw documents), `subsample` (seeded by raw index), `replace`/`lowercase`, then
-    `min_chars`/`max_chars`. Every step is skipped when its field is at its default."""
-    start = 0
+    `min_chars`/`max_chars`. Every step is skipped when its field is at its default. `start`: the raw index of
+    the first document (a shard of the stream)."""
     for docs in batches:
         indices: Sequence[int] = range(start, start + len(docs))
         start += len(docs)

@@ -107,13 +107,15 @@ def read_meta(directory: Path) -> tuple[str, dict[str, Any]]:
     return str(meta["kind"]), dict(meta.get("config") or {})
 
 
-def warn_unknown(logger: logging.Logger, kind: str, unknown: Sequence[str], num_tokens: int, max_shown: int = 5) -> None:
-    """One warning per encode call: how many of `num_tokens` tokens were unknown, and the first few distinct ones."""
+def warn_unknown(logger: logging.Logger, kind: str, unknown: Sequence[str], num_tokens: int, max_shown: int = 5,
+                 count: int | None = None) -> None:
+    """One warning per encode call: how many of `num_tokens` tokens were unknown (`count`, else every entry of
+    `unknown`), and the first few distinct ones."""
     if not unknown:
         return
     shown = list(dict.fromkeys(unknown))[:max_shown]
     logger.warning("%s tokenizer: %d of %d tokens unknown, mapped to <unk> (e.g. %s)",
-                   kind, len(unknown), num_tokens, ", ".join(repr(u) for u in shown))
+                   kind, len(unknown) if count is None else count, num_tokens, ", ".join(repr(u) for u in shown))
 
 
 class VocabList:

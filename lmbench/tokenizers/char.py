@@ -83,8 +83,7 @@ class CharTokenizer(VocabList, Tokenizer):
             texts = [t.lower() for t in texts]  # before the lengths: lower() may change a text's length
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        table = self._table()
-        ids = table[np.minimum(points, len(table) - 1)]
+        ids = np.take(self._table(), points, mode="clip")  # a code point past the table: its last slot, unk
         unknown = ids == self.unk_id
         if unknown.any():
             warn_unknown(logger, self.kind, [chr(c) for c in points[unknown].tolist()], len(ids))

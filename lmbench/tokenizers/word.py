@@ -39,6 +39,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -179,16 +180,35 @@ class WordTokenizer(VocabList, Tokenizer):
         return out
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`encode_batch` with the lookups done by `map` straight into one numpy array (no list per text)."""
-        pieces = [self.split(text) for text in texts]
-        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        ids = np.fromiter(map(self._stoi.get, itertools.chain.from_iterable(pieces), itertools.repeat(self.unk_id)),
-                          dtype=np.uint32, count=int(lengths.sum()))
-        if self.unk_id in ids:  # a literal "<unk>" in the text is the unk token, not an unknown word
-            words = list(itertools.chain.from_iterable(pieces))
-            unknown = [words[i] for i in np.flatnonzero(ids == self.unk_id).tolist() if words[i] not in self._stoi]
-            warn_unknown(logger, self.kind, unknown, len(ids))
-        return ids, lengths
+        """`encode_batch` with each text's lookups done by `map` straight into one C array (no list per text, no
+        string kept past its text: as fast per word as a plain loop that keeps nothing). An unknown word gets an
+        id no word has until the end, so that a literal "<unk>" in the text is not taken for one."""
+        missing = len(self._itos)
+        get, default = self._stoi.get, itertools.repeat(missing)
+        ids, lengths = array("I"), array("q")
+        extend, append, total = ids.extend, lengths.append, 0
+        for text in texts:
+            extend(map(get, self.split(text), default))
+            append(len(ids) - total)
+            total = len(ids)
+        flat = np.frombuffer(ids, dtype=np.uint32) if total else np.zeros(0, dtype=np.uint32)
+        counts = np.frombuffer(lengths, dtype=np.int64) if texts else np.zeros(0, dtype=np.int64)
+        unknown = flat == missing
+        if unknown.any():
+            flat = np.where(unknown, np.uint32(self.unk_id), flat)
+            self._warn_unknown_in(texts, counts, unknown)
+        return flat, counts
+
+    def _warn_unknown_in(self, texts: Sequence[str], lengths: np.ndarray, unknown: np.ndarray, shown: int = 5) -> None:
+        """The unknown-word warning of `encode_flat`: every unknown word counted, the first few distinct ones shown
+        (read again from the texts that hold them, until enough are found)."""
+        docs = np.unique(np.searchsorted(np.cumsum(lengths), np.flatnonzero(unknown), side="right"))
+        words: list[str] = []
+        for i in docs.tolist():
+            words += [w for w in self.split(texts[i]) if w not in self._stoi]
+            if len(set(words)) >= shown:
+                break
+        warn_unknown(logger, self.kind, words, int(lengths.sum()), shown, count=int(unknown.sum()))
 
     def decode(self, ids: Sequence[int]) -> str:
         itos, drop = self._itos, self._drop

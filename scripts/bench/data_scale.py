@@ -170,13 +170,13 @@ def child_pipeline(kind: str, folder: Path, cache: Path, workers: str = "all") -
     keep_freed_memory()  # as the lmbench CLI does
 
     sampler = RssSampler()
-    write_split = cache_module._write_split
+    write_splits = cache_module._write_splits
 
     def marked(*args: Any, **kwargs: Any) -> Any:  # RSS phases: tokenizer training, then tokenization
         sampler.enter("tokenize")
-        return write_split(*args, **kwargs)
+        return write_splits(*args, **kwargs)
 
-    cache_module._write_split = marked
+    cache_module._write_splits = marked
     sampler.enter("train_tokenizer")
     spec = spec_for(kind, folder, cache)
     if workers != "all":
@@ -357,7 +357,7 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
     lines += ["", "## Memory: peak RSS as the corpus grows", "",
               "RSS added while the splits are tokenized (peak minus the RSS when tokenization began: what streaming "
               "keeps flat), and the whole process's peak, which includes tokenizer training on its capped sample "
-              "(`data.tokenizer_sample_mb`, 200 MB by default: a corpus above that trains on the same amount).", "",
+              "(`data.tokenizer_sample_mb`, 100 MB by default: a corpus above that trains on the same amount).", "",
               "| kind | sizes | RSS added while tokenizing, small -> large MB | growth MB | whole-process peak growth MB "
               "| tokenizer sample MB |", "|---|---|---:|---:|---:|---:|"]
     for kind, growth in results["growth"].items():

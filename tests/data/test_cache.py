@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import threading
@@ -345,9 +346,9 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
                 in_flight.append(read[0] - written[0])
             yield batch
 
-    def add(self, docs, batch):  # noqa: ANN001, ANN202
-        written[0] += len(docs)
-        return real_add(self, docs, batch)
+    def add(self, batch, docs=None):  # noqa: ANN001, ANN202
+        written[0] += len(batch.lengths)
+        return real_add(self, batch, docs)
 
     def write_split(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         read[0], written[0], writing[0] = 0, 0, True
@@ -359,6 +360,9 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
     monkeypatch.setattr(cache_module, "iter_document_batches", counted)
     monkeypatch.setattr(cache_module._SplitWriter, "add", add)
     monkeypatch.setattr(cache_module, "_write_split", write_split)
+    # The document-batch path, which every source but local text files takes (those are read in shards by the
+    # worker processes: test_text_files_stream_through_the_workers_in_bounded_shards).
+    monkeypatch.setattr(cache_module, "_shardable", lambda *args: False)
     tokenizer = {"kind": "char"} if kind == "char" else {"kind": "hf", "params": {"train_from_scratch": True,
                                                                                    "vocab_size": 300}}
     spec = experiment({"source": "text", "path": str(corpus), "val_fraction": 0.1, "num_workers": 2,
@@ -367,6 +371,47 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
     assert data.splits["train"].num_docs > 17_000 and data.meta["splits"]["train"]["workers"] == 2
     workers = 1 if kind == "hf" else 2  # one encoding thread for a library that is parallel itself
     assert read[0] > 1_000 and max(in_flight) <= (2 * workers + 3) * 100 + 100, max(in_flight)
+
+
+def test_text_files_stream_through_the_workers_in_bounded_shards(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local text files with a tokenizer encoded in processes are read in shards that the workers cut into
+    documents: the shards read but not yet written never exceed two per worker plus the one being read (here
+    20,000 lines read 2 KB at a time, about 90 lines a shard), and the main process reads no documents; train and
+    the validation split carved out of it are written in one pass."""
+    from lmbench.data import cache as cache_module
+    from lmbench.data import shards as shards_module
+
+    from .helpers import experiment
+
+    monkeypatch.setattr(cache_module, "iter_shards", functools.partial(shards_module.iter_shards, shard_bytes=2048))
+    corpus = write_lines(tmp_path / "c.txt", [f"story {i} of the cat" for i in range(20_000)])
+    read, written, in_flight = [0], [0], []
+    real_iter, real_add = cache_module.iter_shards, cache_module._SplitWriter.add
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for shard in real_iter(*args, **kwargs):
+            read[0] += shard.num_docs
+            in_flight.append(read[0] - written[0])
+            yield shard
+
+    def add(self, batch, docs=None):  # noqa: ANN001, ANN202
+        written[0] += len(batch.lengths)
+        return real_add(self, batch, docs)
+
+    def no_documents(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the main process read documents while tokenizing")
+
+    monkeypatch.setattr(cache_module, "iter_shards", counted)
+    monkeypatch.setattr(cache_module._SplitWriter, "add", add)
+    monkeypatch.setattr(cache_module, "_write_split", no_documents)  # the path that reads documents here
+    spec = experiment({"source": "text", "path": str(corpus), "val_fraction": 0.1, "num_workers": 2,
+                       "cache_dir": str(tmp_path / "cache")}, {"kind": "char"})
+    data = prepare_data(spec, progress=False)
+    splits = data.meta["splits"]
+    assert splits["train"]["workers"] == 2 and splits["train"]["read_with"] == ["train", "validation"]
+    assert data.splits["train"].num_docs + data.splits["validation"].num_docs == 20_000 == read[0]
+    assert len(in_flight) > 150 and max(in_flight) <= (2 * 2 + 1) * 100, max(in_flight)
 
 
 def test_streamed_parquet_shards_of_a_hub_dataset_build_the_same_cache(tmp_path: Path,

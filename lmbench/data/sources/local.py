@@ -54,10 +54,10 @@ def read_unit_batches(path: Path, unit: str, separator: str, encoding: str = "ut
             elif rest:
                 yield [rest]  # a last line without a newline
     except UnicodeDecodeError:
-        raise _not_text(path, encoding) from None
+        raise not_text(path, encoding) from None
 
 
-def _not_text(path: Path, encoding: str) -> SpecError:
+def not_text(path: Path, encoding: str) -> SpecError:
     """`path` is not text in `encoding`: where the first undecodable byte is, and what to do."""
     decoder, offset = codecs.getincrementaldecoder(encoding)(), 0
     with open(path, "rb") as f:
@@ -84,7 +84,7 @@ def check_encoding(files: list[Path], encoding: str, head_bytes: int = 1 << 16) 
         try:
             codecs.getincrementaldecoder(encoding)().decode(head)  # a character cut at the end is not an error
         except UnicodeDecodeError:
-            raise _not_text(path, encoding) from None
+            raise not_text(path, encoding) from None
 
 
 @SOURCES.register("text")

@@ -1,0 +1,118 @@
+"""Shards of local text files: byte ranges that end on a document boundary, read and cut by worker processes.
+
+The token cache of a large text corpus is built in shards when its tokenizer is encoded in worker processes
+(char, word): the main process only reads the file's bytes, cuts them after the last document boundary of each
+`SHARD_BYTES` piece and counts the documents in it (so that every shard knows the raw index of its first
+document, which the seeded filters and the by-document split are keyed on); a worker decodes the shard, cuts it
+into documents, applies the filters and the split, and encodes them. Reading, decoding, filtering and encoding
+all run on every core, and the main process does no Python work per document.
+
+The documents are exactly those of `lmbench.data.sources.local.read_unit_batches` (text mode with universal
+newlines: ``\\r\\n`` and a lone ``\\r`` read as ``\\n``), for the encodings in which a byte-level search finds
+the same separators as a character-level one (UTF-8, ASCII and the single-byte Latin encodings).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARD_BYTES = 1 << 20  # bytes read per shard (a shard ends at the last document boundary in it)
+# Byte-level cutting finds exactly the character-level separators: UTF-8 never has an ASCII byte inside a
+# multi-byte character, and in a single-byte encoding every character is one byte.
+BYTE_SAFE_ENCODINGS = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252"})
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Whole documents of one text file as bytes (newlines already translated), ready for a worker."""
+
+    data: bytes
+    num_docs: int  # documents in `data`, as `split_units` cuts it
+    first_index: int  # raw index of its first document in the split's stream (across the split's files)
+    last: bool  # the end of its file: the text after the last boundary is a document too
+    path: Path  # the file it was read from (for error messages)
+
+
+def byte_safe(encoding: str) -> bool:
+    """Whether files in `encoding` can be cut into documents at byte level (see BYTE_SAFE_ENCODINGS)."""
+    try:
+        return codecs.lookup(encoding).name in BYTE_SAFE_ENCODINGS
+    except LookupError:
+        return False
+
+
+def iter_shards(files: list[Path], unit: str, separator: str, encoding: str, first_index: int = 0,
+                shard_bytes: int = SHARD_BYTES) -> Iterator[Shard]:
+    """Shards of `files` in order, documents numbered on from `first_index`. unit is "line" or "separator"."""
+    for path in files:
+        for shard in _file_shards(path, unit, separator, encoding, first_index, shard_bytes):
+            first_index += shard.num_docs
+            yield shard
+
+
+def _file_shards(path: Path, unit: str, separator: str, encoding: str, first_index: int,
+                 shard_bytes: int) -> Iterator[Shard]:
+    cut = b"\n" if unit == "line" else separator.encode(encoding)
+    overlapping = any(cut[i:] == cut[:len(cut) - i] for i in range(1, len(cut)))  # such as "\n\n"
+    rest = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(shard_bytes)
+            buf, held = rest + chunk, b""
+            if b"\r" in buf:  # universal newlines, as text mode reads them
+                if chunk and buf.endswith(b"\r"):  # it may be the first half of a \r\n in the next read
+                    buf, held = buf[:-1], b"\r"
+                buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if not chunk:  # end of file: the rest is the file's last piece
+                yield Shard(buf, count_units(buf, unit, cut, overlapping, last=True), first_index, True, path)
+                return
+            end = _boundary_end(buf, cut, overlapping)
+            if end <= 0:  # no boundary yet: a document longer than a read
+                rest = buf + held
+                continue
+            data, rest = buf[:end], buf[end:] + held
+            shard = Shard(data, count_units(data, unit, cut, overlapping, last=False), first_index, False, path)
+            first_index += shard.num_docs
+            yield shard
+
+
+def _boundary_end(buf: bytes, cut: bytes, overlapping: bool) -> int:
+    """Where the last boundary of `buf` ends, matching separators from the left as `str.split` does; 0 for none."""
+    if overlapping:
+        return _leftmost_end(buf, cut)
+    found = buf.rfind(cut)
+    return found + len(cut) if found >= 0 else 0
+
+
+def _leftmost_end(buf: bytes, cut: bytes) -> int:
+    """End of the last separator when matching from the left (a separator that overlaps itself, like "\\n\\n",
+    may be found further right by rfind than `split` cuts it)."""
+    pieces = buf.split(cut)
+    return 0 if len(pieces) == 1 else len(buf) - len(pieces[-1])
+
+
+def count_units(data: bytes, unit: str, cut: bytes, overlapping: bool, last: bool) -> int:
+    """Documents in `data`: one per boundary, plus the file's last piece (separator: always; line: if not empty)."""
+    boundaries = data.count(cut) if not overlapping else len(data.split(cut)) - 1
+    if not last:
+        return boundaries
+    if unit == "line":
+        return boundaries + (1 if data and not data.endswith(b"\n") else 0)
+    return boundaries + 1
+
+
+def split_units(text: str, unit: str, separator: str, last: bool) -> list[str]:
+    """The documents of a shard's decoded text, as `read_unit_batches` yields them: lines (without the newline;
+    a last line only if not empty) or separator pieces, stripped (after the last separator: always one more)."""
+    if unit == "line":
+        pieces = text.split("\n")
+        if not pieces[-1]:
+            pieces.pop()
+        return pieces
+    pieces = text.split(separator)
+    if not last:
+        pieces.pop()  # empty: a shard that is not the file's last ends with a separator
+    return [p.strip() for p in pieces]
