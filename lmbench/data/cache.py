@@ -3,7 +3,7 @@
 Layout of `<data.cache_dir>/<fingerprint[:16]>/`:
 
     tokenizer/                   trained on the train split only
-    <split>.tokens.bin           every document's ids back to back, no BOS/EOS (uint16 if vocab <= 65535, else uint32)
+    <split>.tokens.bin           every document's ids back to back, no BOS/EOS (uint8 if vocab <= 256, uint16 if <= 65535, else uint32)
     <split>.offsets.npy          int64 (num_docs + 1,): document i is tokens[offsets[i]:offsets[i + 1]]
     <split>.prompt_lens.npy      int64 (num_docs,), prompt_story only: leading ids of a document that are
                                  prompt + <sep> (document = encode(prompt) + [sep_id] + encode(story))
@@ -83,7 +83,7 @@ class SplitStats:
 
 @dataclass
 class TokenSplit:
-    tokens: np.ndarray  # (num_tokens,) uint16/uint32, memory-mapped
+    tokens: np.ndarray  # (num_tokens,) uint8/uint16/uint32 (token_dtype), memory-mapped
     doc_offsets: np.ndarray  # (num_docs + 1,) int64
     prompt_lens: np.ndarray | None  # (num_docs,) int64: prompt + <sep> ids at the start of each document
     stats: SplitStats
@@ -136,7 +136,9 @@ class PreparedData:
 
 
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
-    return np.uint16 if vocab_size <= 65535 else np.uint32
+    """The narrowest unsigned type for every id: a byte per token for a vocabulary of at most 256 (most char
+    tokenizers), else two bytes up to 65,535 ids, else four."""
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65535 else np.uint32
 
 
 def data_fingerprint(spec: ExperimentSpec) -> str:
@@ -397,8 +399,10 @@ class _SplitWriter:
     """Appends tokenized document batches to the split's files and accumulates its statistics."""
 
     def __init__(self, directory: Path, name: str, dtype: type, prompted: bool,
-                 tokenizer: Tokenizer | None = None) -> None:
-        self.directory, self.name, self.dtype = directory, name, dtype
+                 tokenizer: Tokenizer | None = None, tokens_written: bool = False) -> None:
+        """`tokens_written`: the ids are written into tokens.bin by the worker processes (sharded passes); the
+        batches added carry only their lengths and statistics."""
+        self.directory, self.name, self.dtype, self.tokens_written = directory, name, dtype, tokens_written
         self.tokenizer = tokenizer  # given: record evaluation units (held-out splits)
         self.chunks: list[np.ndarray] = []  # per document: (num_chunks, 5) [chunk, tokens, bytes, chars, words]
         self.tokens = open(directory / f"{name}.tokens.bin", "wb")
@@ -409,7 +413,8 @@ class _SplitWriter:
 
     def add(self, batch: "EncodedBatch", docs: Sequence[Document] | None = None) -> None:
         """Append a batch; held-out splits (units) need its documents."""
-        batch.flat.astype(self.dtype, copy=False).tofile(self.tokens)
+        if not self.tokens_written:
+            batch.flat.astype(self.dtype, copy=False).tofile(self.tokens)
         (np.cumsum(batch.lengths) + self.counts["num_tokens"]).tofile(self.offsets)
         if self.prompt_lens is not None and batch.prompt_lens is not None:
             batch.prompt_lens.tofile(self.prompt_lens)
@@ -534,15 +539,16 @@ def _write_sharded(spec: ExperimentSpec, tokenizer: Tokenizer, stream: str, carv
     written in order; returns the meta entry of each split written (the pass's seconds shared by their bytes)."""
     d = spec.data
     names = [stream, *carved]
-    writers = {name: _SplitWriter(directory, name, dtype, False, tokenizer if name in UNIT_SPLITS else None)
-               for name in names}
+    writers = {name: _SplitWriter(directory, name, dtype, False, tokenizer if name in UNIT_SPLITS else None,
+                                  tokens_written=True) for name in names}
     input_bytes = dict.fromkeys(names, 0)
     started = time.perf_counter()
     shards: Iterator[Shard] = iter_shards(files, d.unit, d.separator, d.encoding)
     if d.limit is not None:
         shards = itertools.takewhile(lambda shard: shard.first_index < d.limit, shards)  # type: ignore[operator]
-    jobs = ((shard, (shard, d, stream, carved, dtype)) for shard in
-            _shard_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files)))
+    shards = _shard_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files))
+    jobs = ((shard, (ticket, directory, shard, d, stream, carved, dtype)) for ticket, shard in enumerate(shards))
+    pool.tickets().reset()
     try:
         for shard, groups in _in_order(pool, _encode_shard_in_worker, jobs):
             if isinstance(groups, UnicodeDecodeError):
@@ -550,6 +556,9 @@ def _write_sharded(spec: ExperimentSpec, tokenizer: Tokenizer, stream: str, carv
             for name, (encoded, docs) in groups.items():
                 writers[name].add(encoded, docs)
                 input_bytes[name] += encoded.input_bytes
+    except BaseException:
+        pool.tickets().abort()  # workers waiting for the turn of a shard that will not come return
+        raise
     finally:
         stats = {name: writer.close() for name, writer in writers.items()}
     seconds = time.perf_counter() - started
@@ -583,12 +592,76 @@ def encode_shard(tokenizer: Tokenizer, shard: Shard, data: DataSpec, stream: str
                    [Document(t) for t in texts] if name in UNIT_SPLITS else None) for name, texts in groups.items()}
 
 
-def _encode_shard_in_worker(*args: Any) -> dict[str, tuple[EncodedBatch, list[Document] | None]] | UnicodeDecodeError:
-    assert _WORKER_TOKENIZER is not None
+def _encode_shard_in_worker(ticket: int, directory: Path, shard: Shard, *args: Any
+                            ) -> dict[str, tuple[EncodedBatch, list[Document] | None]] | UnicodeDecodeError:
+    """`encode_shard` in a worker process, which then writes the ids into the split files itself: it takes its
+    places there in shard order (`_Tickets`), and the ids go back to the main process only as lengths."""
+    assert _WORKER_TOKENIZER is not None and _WORKER_TICKETS is not None
+    result: dict[str, tuple[EncodedBatch, list[Document] | None]] | UnicodeDecodeError = {}
     try:
-        return encode_shard(_WORKER_TOKENIZER, *args)
+        result = encode_shard(_WORKER_TOKENIZER, shard, *args)
     except UnicodeDecodeError as exc:  # the main process names the file and the byte offset
-        return exc
+        result = exc
+    finally:  # a failed shard takes its turn too, with nothing to write, so that the next ones are not held up
+        groups = result if isinstance(result, dict) else {}
+        places = _WORKER_TICKETS.take(ticket, {name: len(encoded.flat) for name, (encoded, _) in groups.items()})
+    if places is None:  # the pass was aborted
+        return {}
+    for name, (encoded, docs) in groups.items():
+        _write_at(directory / f"{name}.tokens.bin", encoded.flat, places[name])
+        groups[name] = (dataclasses.replace(encoded, flat=encoded.flat[:0]), docs)
+    return result
+
+
+def _write_at(path: Path, ids: np.ndarray, position: int) -> None:
+    """Write `ids` into the file at token `position` (other workers write the rest of it)."""
+    view = memoryview(np.ascontiguousarray(ids)).cast("B")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        offset = position * ids.itemsize
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+    finally:
+        os.close(fd)
+
+
+class _Tickets:
+    """Places in the split files, handed out in shard order across processes: the worker of shard k waits until
+    shard k - 1 has taken its places, takes the next `n` tokens of each split it has ids for, and writes them
+    there while the next shards take theirs. Shared memory and a condition from the pool's start method."""
+
+    def __init__(self, context: Any) -> None:
+        self.cond = context.Condition()
+        self.next = context.Value("q", 0, lock=False)  # the ticket whose turn it is
+        self.ends = context.Array("q", len(SPLITS), lock=False)  # tokens placed so far, per split
+        self.aborted = context.Value("b", 0, lock=False)
+
+    def reset(self) -> None:
+        """Before a pass (no shard in flight)."""
+        with self.cond:
+            self.next.value, self.aborted.value = 0, 0
+            self.ends[:] = [0] * len(SPLITS)
+
+    def abort(self) -> None:
+        with self.cond:
+            self.aborted.value = 1
+            self.cond.notify_all()
+
+    def take(self, ticket: int, sizes: dict[str, int]) -> dict[str, int] | None:
+        """The token position of each split's ids of shard `ticket`, in turn; None if the pass was aborted."""
+        with self.cond:
+            while self.next.value != ticket:
+                if self.aborted.value:
+                    return None
+                self.cond.wait(1.0)
+            places = {}
+            for name, n in sizes.items():
+                places[name] = self.ends[SPLITS.index(name)]
+                self.ends[SPLITS.index(name)] += n
+            self.next.value = ticket + 1
+            self.cond.notify_all()
+        return places
 
 
 def _in_order(pool: _LazyPool, fn: Callable[..., Any], jobs: Iterator[tuple[Any, tuple[Any, ...]]]
@@ -739,6 +812,16 @@ class _LazyPool:
 
     def __init__(self, tokenizer: Tokenizer, workers: int, thread: bool = False) -> None:
         self.tokenizer, self.workers, self.thread, self._executor = tokenizer, workers, thread, None
+        self._tickets: _Tickets | None = None
+
+    def tickets(self) -> _Tickets:
+        """The shard-order places its workers share (made before the workers start: they inherit them)."""
+        if self._tickets is None:
+            import multiprocessing
+
+            assert self._executor is None and not self.thread, "tickets are made before the worker processes"
+            self._tickets = _Tickets(multiprocessing.get_context())
+        return self._tickets
 
     @property
     def started(self) -> bool:
@@ -764,7 +847,8 @@ class _LazyPool:
 
                 self._executor = ProcessPoolExecutor(max_workers=self.workers,
                                                      mp_context=multiprocessing.get_context(),
-                                                     initializer=_start_worker, initargs=(self.tokenizer,))
+                                                     initializer=_start_worker,
+                                                     initargs=(self.tokenizer, self._tickets))
         return self._executor.submit(fn, *args)
 
     def close(self) -> None:
@@ -773,11 +857,12 @@ class _LazyPool:
 
 
 _WORKER_TOKENIZER: Tokenizer | None = None
+_WORKER_TICKETS: _Tickets | None = None
 
 
-def _start_worker(tokenizer: Tokenizer) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tokenizer
+def _start_worker(tokenizer: Tokenizer, tickets: _Tickets | None = None) -> None:
+    global _WORKER_TOKENIZER, _WORKER_TICKETS
+    _WORKER_TOKENIZER, _WORKER_TICKETS = tokenizer, tickets
 
 
 def _encode_in_worker(texts: list[str], prompts: list[str] | None, dtype: type) -> EncodedBatch:

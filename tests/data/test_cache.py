@@ -35,7 +35,7 @@ def test_layout_tokens_and_stats(make_spec, lines_path: Path) -> None:
                                                           "train.stats.json", "validation.tokens.bin"}
     for name, split in data.splits.items():
         docs = [d.text for d in iter_documents(spec.data, name)]
-        assert split.tokens.dtype == np.uint16 and split.doc_offsets[0] == 0 and split.prompt_lens is None
+        assert split.tokens.dtype == np.uint8 and split.doc_offsets[0] == 0 and split.prompt_lens is None  # char
         assert [data.tokenizer.decode(split.doc(i).tolist()) for i in range(split.num_docs)] == docs
         s = split.stats
         assert (s.num_docs, s.num_tokens) == (len(docs), int(split.doc_offsets[-1])) == (len(docs), len(split.tokens))
@@ -142,6 +142,7 @@ def test_empty_split_fails_and_leaves_no_cache(make_spec, lines_path: Path) -> N
 
 
 def test_token_dtype_choice(make_spec, tmp_path: Path) -> None:
+    assert token_dtype(256) == np.uint8 and token_dtype(257) == np.uint16
     assert token_dtype(65535) == np.uint16 and token_dtype(65536) == np.uint32
     many = "".join(chr(0x10000 + i) for i in range(70_000))  # 70,000 distinct characters -> vocab > 65535
     path = tmp_path / "wide.txt"

@@ -136,3 +136,32 @@ def test_a_split_emptied_by_the_filters_is_named(tmp_path: Path) -> None:
                        "min_chars": 16, "num_workers": 2, "cache_dir": str(tmp_path / "cache")}, {"kind": "char"})
     with pytest.raises(SpecError, match="split 'validation' is empty after filtering"):
         prepare_data(spec, progress=False)
+
+
+def test_a_worker_that_fails_mid_pass_stops_the_build_without_hanging(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards take their places in the token file in turn: when one worker fails, the shards after it (waiting
+    for their turn, or queued) are released, the error reaches the caller, and no cache is left."""
+    import multiprocessing
+
+    from lmbench.data import cache as cache_module
+    from lmbench.data import shards as shards_module
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the failing encoder is patched into forked workers")
+    real = cache_module.encode_shard
+
+    def failing(tokenizer, shard, *args):  # noqa: ANN001, ANN002, ANN202
+        if shard.first_index >= 3000:
+            raise RuntimeError("encoder failed on a later shard")
+        return real(tokenizer, shard, *args)
+
+    monkeypatch.setattr(cache_module, "encode_shard", failing)
+    monkeypatch.setattr(cache_module, "iter_shards", _small_shards(shards_module.iter_shards))
+    path = tmp_path / "c.txt"
+    path.write_text("".join(f"line {i} of a story\n" for i in range(8000)), encoding="utf-8")
+    spec = experiment({"source": "text", "path": str(path), "val_fraction": 0.1, "num_workers": 2,
+                       "cache_dir": str(tmp_path / "cache")}, {"kind": "char"})
+    with pytest.raises(RuntimeError, match="encoder failed on a later shard"):
+        prepare_data(spec, progress=False)
+    assert not any((tmp_path / "cache").glob("*/meta.json")) and not any((tmp_path / "cache").glob(".*.tmp-*"))
