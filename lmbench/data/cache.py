@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lmbench.data.corpus import (assign_split, carved_fractions, empty_split_error, filtered_batches,
-                                 iter_document_batches, split_names, unfiltered)
+                                 iter_document_batches, keys_on_index, split_names, unfiltered)
 from lmbench.data.shards import Shard, byte_safe, iter_shards, split_units
 from lmbench.data.sources import SPLITS, Document, make_source
 from lmbench.data.sources.local import not_text
@@ -543,7 +543,8 @@ def _write_sharded(spec: ExperimentSpec, tokenizer: Tokenizer, stream: str, carv
                                   tokens_written=True) for name in names}
     input_bytes = dict.fromkeys(names, 0)
     started = time.perf_counter()
-    shards: Iterator[Shard] = iter_shards(files, d.unit, d.separator, d.encoding)
+    counted = bool(carved) or keys_on_index(d)  # the seeded split, limit and subsample key on raw indices
+    shards: Iterator[Shard] = iter_shards(files, d.unit, d.separator, d.encoding, counted=counted)
     if d.limit is not None:
         shards = itertools.takewhile(lambda shard: shard.first_index < d.limit, shards)  # type: ignore[operator]
     shards = _shard_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files))
@@ -578,12 +579,12 @@ def encode_shard(tokenizer: Tokenizer, shard: Shard, data: DataSpec, stream: str
                  dtype: type) -> dict[str, tuple[EncodedBatch, list[Document] | None]]:
     """A shard's documents, filtered and split as `iter_document_batches` does, encoded per split (split name ->
     its EncodedBatch and, for held-out splits, which record evaluation units, its documents)."""
-    texts = split_units(shard.data.decode(data.encoding), data.unit, data.separator, shard.last)
-    assert len(texts) == shard.num_docs, (len(texts), shard.num_docs)
+    texts = split_units(shard.read().decode(data.encoding), data.unit, data.separator, shard.last)
+    assert shard.num_docs is None or len(texts) == shard.num_docs, (len(texts), shard.num_docs)
     groups: dict[str, list[str]] = {}
     if carved or not unfiltered(data):
         batch = [Document(t) for t in texts]
-        for indices, docs in filtered_batches(data, iter([batch]), stream, shard.first_index):
+        for indices, docs in filtered_batches(data, iter([batch]), stream, shard.first_index or 0):
             for i, doc in zip(indices, docs):
                 groups.setdefault(assign_split(data.split_seed, i, carved) if carved else stream, []).append(doc.text)
     elif texts:
@@ -692,7 +693,7 @@ def _shard_progress(shards: Iterator[Shard], enabled: bool, desc: str, total: in
               disable=None) as bar:
         for shard in shards:
             yield shard
-            bar.update(len(shard.data))
+            bar.update(len(shard.data) if shard.data is not None else shard.stop - shard.start)
 
 
 def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, directory: Path, dtype: type,

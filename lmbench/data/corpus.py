@@ -119,6 +119,11 @@ def unfiltered(spec: DataSpec) -> bool:
             and spec.min_chars <= 0 and spec.max_chars is None)
 
 
+def keys_on_index(spec: DataSpec) -> bool:
+    """Whether a filter of `filtered_batches` depends on the raw index of a document (limit, subsample)."""
+    return spec.limit is not None or spec.subsample < 1
+
+
 def filtered_batches(spec: DataSpec, batches: Iterator[list[Document]], salt: str, start: int = 0
                      ) -> Iterator[tuple[Sequence[int], list[Document]]]:
     """`filtered` a list at a time: (raw indices, transformed documents) of each batch's documents that pass

@@ -15,6 +15,7 @@ the same separators as a character-level one (UTF-8, ASCII and the single-byte L
 from __future__ import annotations
 
 import codecs
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,28 @@ BYTE_SAFE_ENCODINGS = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp12
 
 @dataclass(frozen=True)
 class Shard:
-    """Whole documents of one text file as bytes (newlines already translated), ready for a worker."""
+    """Whole documents of one text file, ready for a worker: as bytes (newlines translated), or, when the
+    documents need no raw index (no seeded filter or split), as the byte range [start, stop) of `path` that the
+    worker reads itself (`read`), so that the main process neither copies nor sends the text."""
 
-    data: bytes
-    num_docs: int  # documents in `data`, as `split_units` cuts it
-    first_index: int  # raw index of its first document in the split's stream (across the split's files)
+    data: bytes | None
+    num_docs: int | None  # documents in it, as `split_units` cuts it (None: not counted)
+    first_index: int | None  # raw index of its first document in the split's stream (across the split's files)
     last: bool  # the end of its file: the text after the last boundary is a document too
     path: Path  # the file it was read from (for error messages)
+    start: int = 0
+    stop: int = 0
+
+    def read(self) -> bytes:
+        """Its bytes, with newlines translated as text mode reads them."""
+        if self.data is not None:
+            return self.data
+        with open(self.path, "rb") as f:
+            data = os.pread(f.fileno(), self.stop - self.start, self.start)
+        if len(data) != self.stop - self.start:
+            raise RuntimeError(f"{self.path} changed while it was read ({len(data)} of {self.stop - self.start} "
+                               f"bytes at {self.start})")
+        return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
 
 
 def byte_safe(encoding: str) -> bool:
@@ -45,18 +61,74 @@ def byte_safe(encoding: str) -> bool:
 
 
 def iter_shards(files: list[Path], unit: str, separator: str, encoding: str, first_index: int = 0,
-                shard_bytes: int = SHARD_BYTES) -> Iterator[Shard]:
-    """Shards of `files` in order, documents numbered on from `first_index`. unit is "line" or "separator"."""
+                shard_bytes: int = SHARD_BYTES, counted: bool = True) -> Iterator[Shard]:
+    """Shards of `files` in order, documents numbered on from `first_index`. unit is "line" or "separator".
+    `counted=False`: the documents need no raw index; where cutting the raw bytes is exact (lines, or a separator
+    with no newline in it that cannot overlap itself), shards are byte ranges found by reading only around each
+    cut (`_range_shards`)."""
+    cut = b"\n" if unit == "line" else separator.encode(encoding)
+    by_range = not counted and not _overlapping(cut) and (unit == "line" or not {"\n", "\r"} & set(separator))
     for path in files:
+        if by_range:
+            yield from _range_shards(path, cut, shard_bytes)
+            continue
         for shard in _file_shards(path, unit, separator, encoding, first_index, shard_bytes):
-            first_index += shard.num_docs
+            first_index += shard.num_docs  # type: ignore[operator]
             yield shard
+
+
+def _overlapping(cut: bytes) -> bool:
+    """A separator whose end can begin another occurrence, such as "\\n\\n" ("\\n\\n\\n")."""
+    return any(cut[i:] == cut[:len(cut) - i] for i in range(1, len(cut)))
+
+
+def _range_shards(path: Path, cut: bytes, shard_bytes: int, window: int = 1 << 16) -> Iterator[Shard]:
+    """Byte ranges of `path` that end just after a line end or separator: each about `shard_bytes` long (longer
+    when a document is), found by reading backwards from the target end a `window` at a time. Exact on raw
+    bytes: translating newlines (done by the worker) neither makes nor breaks such a boundary."""
+    size, window = path.stat().st_size, max(window, 2 * len(cut))
+    with open(path, "rb") as f:
+        fd, start = f.fileno(), 0
+        while size - start > shard_bytes:
+            stop = _cut_before(fd, start, start + shard_bytes, cut, window) or _cut_after(fd, start + shard_bytes,
+                                                                                          size, cut, window)
+            if stop is None:  # no boundary up to the end: the rest is the file's last document
+                break
+            yield Shard(None, None, None, False, path, start, stop)
+            start = stop
+    yield Shard(None, None, None, True, path, start, size)
+
+
+def _cut_before(fd: int, start: int, end: int, cut: bytes, window: int) -> int | None:
+    """The end of the last `cut` inside [start, end), or None."""
+    hi = end
+    while hi > start:
+        lo = max(start, hi - window)
+        found = os.pread(fd, hi - lo, lo).rfind(cut)
+        if found >= 0:
+            return lo + found + len(cut)
+        if lo == start:
+            return None
+        hi = lo + len(cut) - 1  # a separator across the window's start
+    return None
+
+
+def _cut_after(fd: int, begin: int, size: int, cut: bytes, window: int) -> int | None:
+    """The end of the first `cut` that ends after `begin` (searching from begin - len(cut) + 1), or None."""
+    lo = max(begin - len(cut) + 1, 0)
+    while lo < size:
+        chunk = os.pread(fd, window, lo)
+        found = chunk.find(cut)
+        if found >= 0:
+            return lo + found + len(cut)
+        lo += max(len(chunk) - len(cut) + 1, 1)
+    return None
 
 
 def _file_shards(path: Path, unit: str, separator: str, encoding: str, first_index: int,
                  shard_bytes: int) -> Iterator[Shard]:
     cut = b"\n" if unit == "line" else separator.encode(encoding)
-    overlapping = any(cut[i:] == cut[:len(cut) - i] for i in range(1, len(cut)))  # such as "\n\n"
+    overlapping = _overlapping(cut)
     rest = b""
     with open(path, "rb") as f:
         while True:

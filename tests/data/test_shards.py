@@ -28,24 +28,48 @@ TEXTS = {
 
 
 @pytest.mark.parametrize("unit,separator", [("line", "<|endoftext|>"), ("separator", "<|endoftext|>"),
-                                            ("separator", "\n\n")])
+                                            ("separator", "\n\n"), ("separator", "aa"), ("separator", "\r")])
 @pytest.mark.parametrize("shard_bytes", [1, 2, 3, 5, 8, 64, 1 << 20])
-def test_shards_hold_the_documents_text_mode_reads(unit: str, separator: str, shard_bytes: int,
+@pytest.mark.parametrize("counted", [True, False])
+def test_shards_hold_the_documents_text_mode_reads(unit: str, separator: str, shard_bytes: int, counted: bool,
                                                    tmp_path: Path) -> None:
-    """Cut at any read size, the shards' documents are those of the text-mode reader, in order, and each shard
-    knows how many it holds and the raw index of its first (numbered across files)."""
+    """Cut at any read size, the shards' documents are those of the text-mode reader, in order; counted shards
+    know how many they hold and the raw index of the first (numbered across files), uncounted ones are byte
+    ranges where that is exact (lines, a separator without newlines that cannot overlap itself)."""
     files = []
-    for i, text in enumerate(TEXTS.values()):
+    for i, text in enumerate([*TEXTS.values(), "xaaay aa aaaa b"]):
         files.append(tmp_path / f"{i}.txt")
         files[-1].write_bytes(text.encode("utf-8"))
     expected = [doc for f in files for doc in read_units(f, unit, separator)]
     got, index = [], 0
-    for shard in iter_shards(files, unit, separator, "utf-8", shard_bytes=shard_bytes):
-        docs = split_units(shard.data.decode("utf-8"), unit, separator, shard.last)
-        assert len(docs) == shard.num_docs and shard.first_index == index
-        index += shard.num_docs
+    shards = list(iter_shards(files, unit, separator, "utf-8", shard_bytes=shard_bytes, counted=counted))
+    for shard in shards:
+        docs = split_units(shard.read().decode("utf-8"), unit, separator, shard.last)
+        if counted:
+            assert len(docs) == shard.num_docs and shard.first_index == index and shard.data is not None
+            index += shard.num_docs
         got += docs
     assert got == expected
+    ranged = not counted and (unit == "line" or separator == "<|endoftext|>")
+    assert all((s.data is None) == ranged for s in shards)
+
+
+@pytest.mark.parametrize("window", [1, 5, 30, 64])
+@pytest.mark.parametrize("shard_bytes", [1, 7, 40])
+def test_range_shards_find_the_cut_at_any_window(window: int, shard_bytes: int, tmp_path: Path) -> None:
+    """Byte ranges found by reading a small window backwards (and forwards past a long document) cover the file
+    exactly, each ending just after a separator, also one that straddles a window's edge."""
+    from lmbench.data.shards import _range_shards
+
+    path = tmp_path / "t.txt"
+    text = "a<|endoftext|>" + "b" * 100 + "<|endoftext|>cc<|endoftext|><|endoftext|>" + "d" * 37 + "<|endoftext|>e"
+    path.write_bytes(text.encode("utf-8"))
+    shards = list(_range_shards(path, b"<|endoftext|>", shard_bytes, window))
+    assert shards[0].start == 0 and shards[-1].stop == len(text) and shards[-1].last
+    assert all(a.stop == b.start for a, b in zip(shards, shards[1:]))
+    assert all(text[:s.stop].endswith("<|endoftext|>") for s in shards[:-1])
+    assert [d for s in shards for d in split_units(s.read().decode(), "separator", "<|endoftext|>", s.last)] == \
+        text.split("<|endoftext|>")
 
 
 def test_shards_number_documents_on_from_a_start(tmp_path: Path) -> None:
