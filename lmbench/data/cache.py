@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -548,10 +550,11 @@ def _write_sharded(spec: ExperimentSpec, tokenizer: Tokenizer, stream: str, carv
     if d.limit is not None:
         shards = itertools.takewhile(lambda shard: shard.first_index < d.limit, shards)  # type: ignore[operator]
     shards = _shard_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files))
-    jobs = ((shard, (ticket, directory, shard, d, stream, carved, dtype)) for ticket, shard in enumerate(shards))
+    jobs = ((shard, functools.partial(pool.submit_call, _encode_shard_in_worker, ticket, directory, shard, d, stream,
+                                      carved, dtype)) for ticket, shard in enumerate(shards))
     pool.tickets().reset()
     try:
-        for shard, groups in _in_order(pool, _encode_shard_in_worker, jobs):
+        for shard, groups in _in_order(pool.workers, jobs):
             if isinstance(groups, UnicodeDecodeError):
                 raise not_text(shard.path, d.encoding)
             for name, (encoded, docs) in groups.items():
@@ -665,16 +668,16 @@ class _Tickets:
         return places
 
 
-def _in_order(pool: _LazyPool, fn: Callable[..., Any], jobs: Iterator[tuple[Any, tuple[Any, ...]]]
-              ) -> Iterator[tuple[Any, Any]]:
-    """(key, fn(*args)) for each (key, args) of `jobs`, run in `pool`'s workers and yielded in order, with up to
-    two jobs per worker in flight (memory stays bounded: the next job is read only when the oldest is done)."""
+def _in_order(workers: int, jobs: Iterator[tuple[Any, Callable[[], Future[Any]]]]) -> Iterator[tuple[Any, Any]]:
+    """(key, result) for each (key, submit) of `jobs`, where `submit()` starts the job in a pool and returns its
+    future: yielded in order, with up to two jobs per worker in flight (memory stays bounded: the next job is read
+    only when the oldest is done)."""
     import collections
 
-    window: collections.deque[tuple[Any, Any]] = collections.deque()
-    for key, args in jobs:
-        window.append((key, pool.submit_call(fn, *args)))
-        if len(window) >= 2 * pool.workers:
+    window: collections.deque[tuple[Any, Future[Any]]] = collections.deque()
+    for key, submit in jobs:
+        window.append((key, submit()))
+        if len(window) >= 2 * workers:
             done, future = window.popleft()
             yield done, future.result()
     while window:
@@ -792,17 +795,8 @@ def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: 
         for batch in itertools.chain(head, batches):
             yield batch, encode_batch(tokenizer, *job(batch))
         return
-    import collections
-
-    window: collections.deque[tuple[list[Document], Any]] = collections.deque()
-    for batch in itertools.chain(head, batches):
-        window.append((batch, pool.submit(*job(batch))))
-        if len(window) >= 2 * pool.workers:
-            done, future = window.popleft()
-            yield done, future.result()
-    while window:
-        done, future = window.popleft()
-        yield done, future.result()
+    yield from _in_order(pool.workers, ((batch, functools.partial(pool.submit, *job(batch)))
+                                        for batch in itertools.chain(head, batches)))
 
 
 class _LazyPool:
