@@ -349,20 +349,22 @@ def _progress(items: Iterator[Any], enabled: bool, desc: str) -> Iterator[Any]:
     return iter(tqdm(items, desc=desc, unit="doc", mininterval=1.0, file=sys.stderr, disable=None))
 
 
-def _byte_progress(batches: Iterator[list[Document]], enabled: bool, desc: str,
-                   total: int | None) -> Iterator[list[Document]]:
-    """Document batches passed through, with a terminal progress bar in MB of text (MB/s; an ETA when the split's
-    size can be estimated). Characters are counted as bytes: exact for ASCII text, close otherwise."""
+def _byte_progress(items: Iterator[Any], enabled: bool, desc: str, total: int | None,
+                   size: Callable[[Any], int] | None = None) -> Iterator[Any]:
+    """Items passed through, with a terminal progress bar in MB (MB/s; an ETA when the total size can be
+    estimated). `size` of an item: by default a batch of documents, its characters counted as bytes (exact for
+    ASCII text, close otherwise)."""
     if not enabled:
-        yield from batches
+        yield from items
         return
     from tqdm.auto import tqdm
 
+    measure = size or (lambda batch: sum(len(doc.text) + len(doc.prompt or "") for doc in batch))
     with tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1000, mininterval=1.0, file=sys.stderr,
               disable=None) as bar:
-        for batch in batches:
-            bar.update(sum(len(doc.text) + len(doc.prompt or "") for doc in batch))
-            yield batch
+        for item in items:
+            bar.update(measure(item))
+            yield item
 
 
 def rebatch(batches: Iterator[list[Document]], size: int) -> Iterator[list[Document]]:
@@ -549,7 +551,8 @@ def _write_sharded(spec: ExperimentSpec, tokenizer: Tokenizer, stream: str, carv
     shards: Iterator[Shard] = iter_shards(files, d.unit, d.separator, d.encoding, counted=counted)
     if d.limit is not None:
         shards = itertools.takewhile(lambda shard: shard.first_index < d.limit, shards)  # type: ignore[operator]
-    shards = _shard_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files))
+    shards = _byte_progress(shards, progress, f"tokenize {'/'.join(names)}", sum(f.stat().st_size for f in files),
+                            lambda shard: len(shard.data) if shard.data is not None else shard.stop - shard.start)
     jobs = ((shard, functools.partial(pool.submit_call, _encode_shard_in_worker, ticket, directory, shard, d, stream,
                                       carved, dtype)) for ticket, shard in enumerate(shards))
     pool.tickets().reset()
@@ -683,20 +686,6 @@ def _in_order(workers: int, jobs: Iterator[tuple[Any, Callable[[], Future[Any]]]
     while window:
         done, future = window.popleft()
         yield done, future.result()
-
-
-def _shard_progress(shards: Iterator[Shard], enabled: bool, desc: str, total: int) -> Iterator[Shard]:
-    """Shards passed through, with a terminal progress bar in MB of the files read (MB/s and an ETA)."""
-    if not enabled:
-        yield from shards
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1000, mininterval=1.0, file=sys.stderr,
-              disable=None) as bar:
-        for shard in shards:
-            yield shard
-            bar.update(len(shard.data) if shard.data is not None else shard.stop - shard.start)
 
 
 def _write_split(spec: ExperimentSpec, tokenizer: Tokenizer, name: str, directory: Path, dtype: type,

@@ -336,9 +336,8 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
     monkeypatch.setattr(cache_module, "DOCS_PER_BATCH", 100)
     monkeypatch.setattr(local, "CHUNK_CHARS", 2048)  # the file is read 2 KB (about 90 lines) at a time
     corpus = write_lines(tmp_path / "c.txt", [f"story {i} of the cat" for i in range(20_000)])
-    read, written, in_flight, writing = [0], [0], [], [False]
-    real_iter = cache_module.iter_document_batches
-    real_add, real_write = cache_module._SplitWriter.add, cache_module._write_split
+    read, in_flight, writing = [0], [], [False]
+    real_iter, real_write = cache_module.iter_document_batches, cache_module._write_split
 
     def counted(spec, split):  # noqa: ANN001, ANN202  (the tokenizer's training pass reads too: not counted)
         for batch in real_iter(spec, split):
@@ -346,10 +345,6 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
                 read[0] += len(batch)
                 in_flight.append(read[0] - written[0])
             yield batch
-
-    def add(self, batch, docs=None):  # noqa: ANN001, ANN202
-        written[0] += len(batch.lengths)
-        return real_add(self, batch, docs)
 
     def write_split(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         read[0], written[0], writing[0] = 0, 0, True
@@ -359,7 +354,7 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
             writing[0] = False
 
     monkeypatch.setattr(cache_module, "iter_document_batches", counted)
-    monkeypatch.setattr(cache_module._SplitWriter, "add", add)
+    written = _count_written(monkeypatch)
     monkeypatch.setattr(cache_module, "_write_split", write_split)
     # The document-batch path, which every source but local text files takes (those are read in shards by the
     # worker processes: test_text_files_stream_through_the_workers_in_bounded_shards).
@@ -387,8 +382,8 @@ def test_text_files_stream_through_the_workers_in_bounded_shards(tmp_path: Path,
 
     monkeypatch.setattr(cache_module, "iter_shards", functools.partial(shards_module.iter_shards, shard_bytes=2048))
     corpus = write_lines(tmp_path / "c.txt", [f"story {i} of the cat" for i in range(20_000)])
-    read, written, in_flight = [0], [0], []
-    real_iter, real_add = cache_module.iter_shards, cache_module._SplitWriter.add
+    read, in_flight = [0], []
+    real_iter = cache_module.iter_shards
 
     def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         for shard in real_iter(*args, **kwargs):
@@ -396,15 +391,11 @@ def test_text_files_stream_through_the_workers_in_bounded_shards(tmp_path: Path,
             in_flight.append(read[0] - written[0])
             yield shard
 
-    def add(self, batch, docs=None):  # noqa: ANN001, ANN202
-        written[0] += len(batch.lengths)
-        return real_add(self, batch, docs)
-
     def no_documents(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the main process read documents while tokenizing")
 
     monkeypatch.setattr(cache_module, "iter_shards", counted)
-    monkeypatch.setattr(cache_module._SplitWriter, "add", add)
+    written = _count_written(monkeypatch)
     monkeypatch.setattr(cache_module, "_write_split", no_documents)  # the path that reads documents here
     spec = experiment({"source": "text", "path": str(corpus), "val_fraction": 0.1, "num_workers": 2,
                        "cache_dir": str(tmp_path / "cache")}, {"kind": "char"})
@@ -413,6 +404,20 @@ def test_text_files_stream_through_the_workers_in_bounded_shards(tmp_path: Path,
     assert splits["train"]["workers"] == 2 and splits["train"]["read_with"] == ["train", "validation"]
     assert data.splits["train"].num_docs + data.splits["validation"].num_docs == 20_000 == read[0]
     assert len(in_flight) > 150 and max(in_flight) <= (2 * 2 + 1) * 100, max(in_flight)
+
+
+def _count_written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the documents the split writers append (patched into _SplitWriter.add)."""
+    from lmbench.data import cache as cache_module
+
+    written, real_add = [0], cache_module._SplitWriter.add
+
+    def add(self, batch, docs=None):  # noqa: ANN001, ANN202
+        written[0] += len(batch.lengths)
+        return real_add(self, batch, docs)
+
+    monkeypatch.setattr(cache_module._SplitWriter, "add", add)
+    return written
 
 
 def test_streamed_parquet_shards_of_a_hub_dataset_build_the_same_cache(tmp_path: Path,
