@@ -749,8 +749,8 @@ _WORD = ~_SPACE  # code point -> part of a word (the last entry stands for every
 
 def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
     """(UTF-8 bytes, characters, whitespace-separated words as `str.split` counts them) of all `texts`, with
-    numpy over the code points instead of a Python string per word: one byte per character for ASCII text, two
-    when no character is above U+FFFF (UTF-16 without surrogate pairs), else four."""
+    numpy over the characters instead of a Python string per word: one byte per character for ASCII text, else
+    UTF-16 units (a character above U+FFFF is two units, neither of them whitespace: the same words)."""
     joined = " ".join(texts)  # a space between texts: no word runs on from one text into the next
     spaces = max(len(texts) - 1, 0)
     num_chars = len(joined) - spaces
@@ -761,11 +761,7 @@ def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
         points = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     else:
         num_bytes = len(joined.encode("utf-8", "surrogatepass")) - spaces
-        units = joined.encode("utf-16-le", "surrogatepass")
-        if len(units) == 2 * len(joined):  # no pair: every UTF-16 unit is a code point
-            points = np.frombuffer(units, dtype=np.uint16)
-        else:
-            points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        points = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
     word = np.take(_WORD, points, mode="clip")
     return num_bytes, num_chars, int(word[0]) + int(np.count_nonzero(word[1:] > word[:-1]))
 

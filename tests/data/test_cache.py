@@ -292,6 +292,12 @@ def test_text_statistics_count_like_python() -> None:
     assert text_stats(["two words", "", "naïve\u3000café😀", "\x1c a\u00a0b\n"]) == (9 + 0 + 18 + 7, 9 + 0 + 11 + 6,
                                                                                 2 + 0 + 2 + 2)
     assert text_stats(["ab", "cd"]) == (4, 4, 2) and text_stats([]) == (0, 0, 0) and text_stats([" "]) == (1, 1, 0)
+    rng = np.random.default_rng(0)  # ASCII, two-byte and astral characters among every kind of whitespace
+    alphabet = list("ab \t\n") + ["é", "\u2019", "\u3000", "\u3022", "\u2028", "\x85", "😀", "𝔘", "\ud800", "\x1f"]
+    for _ in range(50):
+        texts = ["".join(rng.choice(alphabet, rng.integers(0, 12))) for _ in range(rng.integers(0, 5))]
+        assert text_stats(texts) == (sum(len(t.encode("utf-8", "surrogatepass")) for t in texts),
+                                     sum(map(len, texts)), sum(len(t.split()) for t in texts)), texts
 
 
 def test_progress_size_estimate_of_a_split(make_spec, lines_path: Path) -> None:

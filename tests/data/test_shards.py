@@ -92,6 +92,8 @@ FILTERS = {
     "subsample and lengths": {"subsample": 0.6, "min_chars": 12, "max_chars": 60},
     "replace and lowercase": {"replace": {"cat": "dog"}, "lowercase": True},
     "native splits": {"files": "native"},
+    "native splits, subsample": {"files": "native", "subsample": 0.5},
+    "native splits, limit": {"files": "native", "limit": 700, "min_chars": 20},
     "test carved too": {"test_fraction": 0.1},
 }
 

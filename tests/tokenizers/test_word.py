@@ -253,3 +253,16 @@ def test_an_apostrophe_joins_a_contraction_only_after_a_word(tokens: list[str], 
 
 def test_capitalisation_of_a_first_word_that_mixes_letters_and_digits() -> None:
     assert detokenize(["b2b", "works", ".", "a1", "too", "."], capitalize=True) == "B2b works. A1 too."
+
+
+def test_flat_encoding_warning_shows_the_first_unknown_words_across_texts(caplog: pytest.LogCaptureFixture) -> None:
+    """The warning counts every unknown word of the call and shows the first five distinct ones in text order,
+    however the texts share them out (read again only from the texts that hold one)."""
+    tok = word(["the cat sat ."])
+    texts = ["the dog", "the cat", "emu emu", "the fox yak", "cat", "gnu owl", "pig"]
+    with caplog.at_level(logging.WARNING, logger="lmbench.tokenizers.word"):
+        flat, lengths = tok.encode_flat(texts)
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage() == ("word tokenizer: 8 of 13 tokens unknown, mapped to <unk> "
+                                              "(e.g. 'dog', 'emu', 'fox', 'yak', 'gnu')")
+    assert flat.tolist() == [i for t in texts for i in tok.encode(t)] and lengths.tolist() == [2, 2, 2, 3, 1, 2, 1]
