@@ -57,6 +57,9 @@ from lmbench.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, token
 
 FORMAT_VERSION = 2  # bump when the cache layout or the document -> ids rule changes (2: evaluation units)
 DOCS_PER_BATCH = 1000
+# Threads that call a library that is parallel itself (sentencepiece, tokenizers): two, so that one thread's Python
+# work on a batch (ids to numpy, text statistics) overlaps the library's encoding of the next.
+ENCODING_THREADS = 2
 # Evaluation units (per-document records, bootstrap intervals): the documents of a split with at least
 # MIN_UNIT_DOCS of them, else fixed CHUNK_CHARS-character chunks of its documents (a single-text corpus such as
 # Tiny Shakespeare). Only the held-out splits get units.
@@ -769,9 +772,10 @@ def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
 def _encoded(tokenizer: Tokenizer, batches: Iterator[list[Document]], prompted: bool, dtype: type,
              pool: "_LazyPool | None") -> Iterator[tuple[list[Document], EncodedBatch]]:
     """(documents, their EncodedBatch) for each batch, in order. A split of more than one batch is encoded in
-    `pool` (started on first use): worker processes, or for a library that uses every core itself one thread
-    that calls it (the library releases the GIL, so reading the next batch and writing the last one overlap its
-    encoding). Up to two batches per worker are in flight; a single batch is not worth starting the pool."""
+    `pool` (started on first use): worker processes, or for a library that uses every core itself
+    ENCODING_THREADS threads that call it (the library releases the GIL, so reading the next batch, writing the
+    last one and a thread's Python work overlap its encoding). Up to two batches per worker are in flight; a
+    single batch is not worth starting the pool."""
     def job(batch: list[Document]) -> tuple[list[str], list[str] | None, type]:
         return [d.text for d in batch], [d.prompt or "" for d in batch] if prompted else None, dtype
 
@@ -788,7 +792,8 @@ class _LazyPool:
     """Where batches are encoded off the main thread, started on first use: `workers` processes holding a copy of
     the tokenizer (its pure-Python encode), started with the platform's default start method (fork on Linux up to
     Python 3.13: no re-import of the caller's script, which spawn would need to be guarded by
-    `if __name__ == "__main__"`); or, with `thread`, one thread calling a library that is parallel itself."""
+    `if __name__ == "__main__"`); or, with `thread`, `workers` threads calling a library that is parallel
+    itself."""
 
     def __init__(self, tokenizer: Tokenizer, workers: int, thread: bool = False) -> None:
         self.tokenizer, self.workers, self.thread, self._executor = tokenizer, workers, thread, None
@@ -820,7 +825,7 @@ class _LazyPool:
             if self.thread:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmbench-encode")
+                self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lmbench-encode")
             else:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
@@ -852,12 +857,12 @@ def _encode_in_worker(texts: list[str], prompts: list[str] | None, dtype: type) 
 
 @contextlib.contextmanager
 def _encoding_pool(tokenizer: Tokenizer, workers: int) -> Iterator[_LazyPool | None]:
-    """Worker processes for `tokenizer` (started when a split needs them; see _LazyPool); one encoding thread
-    when the tokenizer's library is parallel itself; None when one process is asked for."""
+    """Worker processes for `tokenizer` (started when a split needs them; see _LazyPool); ENCODING_THREADS
+    threads when the tokenizer's library is parallel itself; None when one process is asked for."""
     if workers <= 1:
         yield None
         return
-    pool = _LazyPool(tokenizer, 1 if tokenizer.threaded else workers, thread=tokenizer.threaded)
+    pool = _LazyPool(tokenizer, ENCODING_THREADS if tokenizer.threaded else workers, thread=tokenizer.threaded)
     try:
         yield pool
     finally:

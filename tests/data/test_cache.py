@@ -264,7 +264,7 @@ def test_prompt_story_units_count_the_story_and_give_the_prompt_to_the_first_chu
 ])
 def test_many_workers_write_the_same_cache_as_one(tokenizer: dict, tmp_path: Path) -> None:
     """3,000 documents (several batches per split): worker processes (char, word) or the library's threads called
-    from an encoding thread (bpe, hf) give byte-identical token files, offsets and units, in the same order."""
+    from encoding threads (bpe, hf) give byte-identical token files, offsets and units, in the same order."""
     from .helpers import experiment
 
     rng = np.random.default_rng(0)
@@ -371,7 +371,7 @@ def test_documents_stream_through_the_build_in_bounded_batches(kind: str, tmp_pa
                        "cache_dir": str(tmp_path / "cache")}, tokenizer)
     data = prepare_data(spec, progress=False)
     assert data.splits["train"].num_docs > 17_000 and data.meta["splits"]["train"]["workers"] == 2
-    workers = 1 if kind == "hf" else 2  # one encoding thread for a library that is parallel itself
+    workers = cache_module.ENCODING_THREADS if kind == "hf" else 2  # threads calling a library parallel itself
     assert read[0] > 1_000 and max(in_flight) <= (2 * workers + 3) * 100 + 100, max(in_flight)
 
 
