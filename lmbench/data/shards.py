@@ -1,11 +1,14 @@
 """Shards of local text files: byte ranges that end on a document boundary, read and cut by worker processes.
 
 The token cache of a large text corpus is built in shards when its tokenizer is encoded in worker processes
-(char, word): the main process only reads the file's bytes, cuts them after the last document boundary of each
-`SHARD_BYTES` piece and counts the documents in it (so that every shard knows the raw index of its first
-document, which the seeded filters and the by-document split are keyed on); a worker decodes the shard, cuts it
-into documents, applies the filters and the split, and encodes them. Reading, decoding, filtering and encoding
-all run on every core, and the main process does no Python work per document.
+(char, word). The main process cuts each file after the last document boundary of each `SHARD_BYTES` piece:
+- when no document needs its raw index (no `limit`, `subsample` or carved split) and raw bytes cut exactly (lines,
+  or a separator without newlines that cannot overlap itself), a shard is a byte range, found by reading only a
+  window around each cut, and the worker reads the range itself;
+- otherwise the main process reads the bytes (translating newlines) and counts the documents in each shard, so
+  that every shard knows the raw index of its first document, which the seeded filters and split are keyed on.
+A worker decodes its shard, cuts it into documents, applies the filters and the split, and encodes them: the main
+process does no Python work per document.
 
 The documents are exactly those of `lmbench.data.sources.local.read_unit_batches` (text mode with universal
 newlines: ``\\r\\n`` and a lone ``\\r`` read as ``\\n``), for the encodings in which a byte-level search finds
