@@ -125,6 +125,12 @@ def test_sharded_build_equals_one_process(name: str, tokenizer: dict, tmp_path: 
         built.append(prepare_data(spec, progress=False))
     one, two = built
     assert "read_with" not in one.meta["splits"]["train"] and two.meta["splits"]["train"]["workers"] == 2
+    for split, entry in two.meta["splits"].items():  # a pass's seconds are shared out by the bytes each split read
+        passed = [two.meta["splits"][name] for name in entry["read_with"]]
+        assert entry["tokenize_bytes"] == one.meta["splits"][split]["tokenize_bytes"] > 0
+        assert abs(sum(e["tokenize_seconds"] for e in passed) - entry["wall_seconds"]) <= 1e-3 * len(passed)
+        assert abs(entry["tokenize_seconds"] - entry["wall_seconds"] * entry["tokenize_bytes"]
+                   / sum(e["tokenize_bytes"] for e in passed)) <= 1e-4
     assert list(one.splits) == list(two.splits)
     for split in one.splits:
         assert one.splits[split].stats == two.splits[split].stats, split
