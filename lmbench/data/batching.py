@@ -45,6 +45,7 @@ class PackedDataset(Dataset):
         self.stream_length = int(offsets[-1]) + num_docs  # every document followed by EOS
         self.eos_positions = offsets[1:] + np.arange(num_docs, dtype=np.int64)  # stream position of each EOS
         self.num_windows = max((self.stream_length - 1 - offset) // block_size, 0)
+        self._tokens = np.asarray(split.tokens)  # a plain view: slicing a memmap object costs more than the copy
 
     def __len__(self) -> int:
         return self.num_windows
@@ -56,26 +57,31 @@ class PackedDataset(Dataset):
     def rows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """(len(starts), length) int64: the stream tokens at positions [s, s + length) for each s in `starts`.
 
-        Vectorised over the batch: a stream position p that is not an EOS holds token p - E(p), where E(p) counts
-        the EOS positions before p; the EOS positions inside each row are scattered into a mask and E follows by
-        a cumulative sum along the row (two binary searches per row, none per token)."""
+        Vectorised over the batch: the stream positions of a row that are not EOS hold one contiguous run of
+        tokens, starting at token s - E(s), where E(s) counts the EOS positions before s. One binary search per
+        row end finds E, the EOS inside each row are scattered into a mask, and the runs are copied as slices of
+        the memory map (no per-token index)."""
         starts = np.asarray(starts, dtype=np.int64)
-        eos = self.eos_positions
-        first = np.searchsorted(eos, starts, side="left")  # EOS positions before each row's start
-        counts = np.searchsorted(eos, starts + length, side="left") - first
-        is_eos = np.zeros((len(starts), length), dtype=bool)
-        if counts.sum():
-            row = np.repeat(np.arange(len(starts)), counts)
-            k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(first, counts)
-            is_eos[row, eos[k] - starts[row]] = True
-        # p - E(p) = (start - first) + j - (EOS in the row up to j); inclusive counts differ only at EOS positions,
-        # whose (possibly out-of-range) index is replaced below
-        index = (starts - first)[:, None] + np.arange(length) - np.cumsum(is_eos, axis=1, dtype=np.int64)
-        tokens = self.split.tokens
+        n = len(starts)
+        tokens = self._tokens
         if not len(tokens):
-            return np.full((len(starts), length), self.eos_id, dtype=np.int64)
-        np.minimum(index, len(tokens) - 1, out=index)
-        ids = np.asarray(tokens[index]).astype(np.int64)
+            return np.full((n, length), self.eos_id, dtype=np.int64)
+        if n and not (0 <= starts.min() and starts.max() + length <= self.stream_length):
+            raise IndexError(f"rows of {length} from {starts.tolist()} leave the stream of {self.stream_length}")
+        eos = self.eos_positions
+        bounds = np.searchsorted(eos, np.concatenate((starts, starts + length)), side="left")
+        first, counts = bounds[:n], bounds[n:] - bounds[:n]  # EOS before each row, EOS inside it
+        begin, runs = (starts - first).tolist(), (length - counts).tolist()
+        ids = np.empty((n, length), dtype=np.int64)
+        if not counts.any():
+            for r, b in enumerate(begin):
+                ids[r] = tokens[b:b + length]
+            return ids
+        is_eos = np.zeros((n, length), dtype=bool)
+        row = np.repeat(np.arange(n), counts)
+        k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(first, counts)
+        is_eos[row, eos[k] - starts[row]] = True
+        ids[~is_eos] = np.concatenate([tokens[b:b + m] for b, m in zip(begin, runs)])  # row-major: each row's run
         ids[is_eos] = self.eos_id
         return ids
 
@@ -144,6 +150,8 @@ class DocumentDataset(Dataset):
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.pad_id = pad_id  # of `batch` (collate_documents takes its own)
+        self._offsets = np.asarray(split.doc_offsets, dtype=np.int64)  # plain views: cheaper to index than memmaps
+        self._tokens = np.asarray(split.tokens)
 
     def __len__(self) -> int:
         return self.split.num_docs
@@ -157,30 +165,33 @@ class DocumentDataset(Dataset):
         """`collate_documents(pad_id)` of items `indices`, built in one piece from the memory map: position j of
         row r holds seq_r[j] (input) and seq_r[j + 1] (label), where seq_r = BOS + document + EOS."""
         index = np.asarray(indices, dtype=np.int64)
-        lengths = self._lengths(index)
-        n = np.minimum(lengths + 1, self.block_size)[:, None]  # inputs (= labels) of each row
+        offsets = self._offsets
+        starts = offsets[index]
+        lengths = offsets[index + 1] - starts
+        n = np.minimum(lengths + 1, self.block_size)  # inputs (= labels) of each row
         width = int(n.max()) if len(index) else 0
-        seq = self._seq_at(index, lengths, np.arange(width + 1, dtype=np.int64)[None, :])  # (rows, width + 1)
-        j = np.arange(width, dtype=np.int64)[None, :]
-        valid = j < n
-        input_ids = np.where(valid, seq[:, :-1], self.pad_id)
-        labels = np.where(valid, seq[:, 1:], IGNORE_INDEX)
+        tokens = self._tokens
+        # column c holds token starts + c - 1, i.e. seq[c] for 1 <= c <= length (the ends are overwritten below)
+        at = starts[:, None] + np.arange(-1, width, dtype=np.int64)[None, :]
+        seq = np.take(tokens, at, mode="clip") if len(tokens) else np.zeros(at.shape, dtype=np.int64)
+        rows = np.arange(len(index))
+        input_ids = seq[:, :-1].astype(np.int64)
+        labels = seq[:, 1:].astype(np.int64)
+        input_ids[:, :1] = self.bos_id
+        ends = lengths < n  # the EOS fits: label position `length`
+        labels[rows[ends], lengths[ends]] = self.eos_id
+        valid = np.arange(width, dtype=np.int64)[None, :] < n[:, None]
+        np.putmask(input_ids, ~valid, self.pad_id)
+        scored = valid
         if self.split.prompt_lens is not None:
-            labels[j < np.asarray(self.split.prompt_lens)[index][:, None]] = IGNORE_INDEX
+            scored = valid & (np.arange(width)[None, :] >= np.asarray(self.split.prompt_lens)[index][:, None])
+        np.putmask(labels, ~scored, IGNORE_INDEX)
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(valid.astype(np.int64)),
                 "labels": torch.from_numpy(labels)}
 
     def _lengths(self, index: np.ndarray) -> np.ndarray:
         """Token counts of documents `index` (two reads of the offsets, not a pass over all of them)."""
-        offsets = self.split.doc_offsets
-        return np.asarray(offsets[index + 1], dtype=np.int64) - np.asarray(offsets[index], dtype=np.int64)
-
-    def _seq_at(self, index: np.ndarray, lengths: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """(rows, positions) int64: seq[k] of each document (BOS at 0, its tokens, EOS after them)."""
-        tokens = self.split.tokens
-        at = np.asarray(self.split.doc_offsets)[index][:, None] + k - 1
-        ids = np.asarray(tokens[np.clip(at, 0, len(tokens) - 1)], dtype=np.int64) if len(tokens) else np.zeros_like(at)
-        return np.where(k == 0, self.bos_id, np.where(k == lengths[:, None] + 1, self.eos_id, ids))
+        return self._offsets[index + 1] - self._offsets[index]
 
     def num_targets(self, indices: Sequence[int]) -> int:
         """Scored labels of items `indices` (no pads, no prompt or <sep>), from the lengths alone."""

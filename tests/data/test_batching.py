@@ -132,11 +132,12 @@ def test_document_truncation_and_lengths() -> None:
 @pytest.mark.parametrize("block_size", [3, 64])
 def test_batches_built_in_one_piece_equal_collated_items(prompted: bool, block_size: int) -> None:
     """`batch` (vectorised over the memory map) is exactly collate_documents / stacking of the items, with
-    truncation, empty documents, prompts longer than the block; `num_targets` counts its scored labels."""
-    docs = random_docs(30, seed=3) + [[]]
+    truncation (documents of exactly block_size tokens too: their EOS is cut off), empty documents, prompts
+    longer than the block; `num_targets` counts its scored labels."""
+    docs = random_docs(30, seed=3) + [[], [11] * 3, [12] * 64]
     rng = np.random.default_rng(4)
     prompts = [int(rng.integers(0, len(d) + 2)) for d in docs] if prompted else None
-    indices = [30, 4, 4, 17, 0, 29, 8]
+    indices = [30, 4, 4, 17, 0, 29, 8, 31, 32]
     split = make_split(docs, prompts)
     documents = DocumentDataset(split, block_size, BOS, EOS, PAD)
     expected = collate_documents([documents[i] for i in indices], PAD)
