@@ -17,8 +17,10 @@ nn.Embedding -> nn.LSTM -> nn.Linear loop with `repackage_hidden` (pytorch/examp
 softmax) with the same AdamW choice. In bf16 both sides run the recurrence in float32 and autocast only the
 vocabulary projection (a bf16 recurrence leaves a 2-layer LSTM at the unigram loss).
 
-Each pair is measured in alternating rounds (lmbench block, plain blocks, ...) on the same step indices; the best
-round of each side is reported (the median too), so load from other processes on this shared machine inflates
+Each side runs in its own process (lmbench's with the malloc settings the lmbench CLI makes, `lmbench.allocator`;
+the plain loops with the interpreter's defaults, as a user's script has them), and the sides are timed in
+alternating rounds (lmbench block, plain blocks, ...) on the same step indices, one process running at a time; the
+best round of each side is reported (the median too), so load from other processes on this shared machine inflates
 neither side's figure. Achieved FLOP/s uses each model's `flops_per_token` (the same formula for both sides) and
 is given as a share of this machine's fp32 and bf16 matmul peak, timed here with a large torch.matmul in the same
 run, beside the memory copy bandwidth (a 256 MB tensor copy).
@@ -31,6 +33,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,16 +69,19 @@ OPTIMIZERS = ("fused", "foreach")  # torch.optim.AdamW implementations the plain
 NOTES = [
     "Notes:",
     "- The plain loops are the code a speed-minded user writes (NanoGPT in scripts/bench/common.py: fused QKV, SDPA",
-    "  with is_causal, fused AdamW), so at the same precision both sides run the same kernels: the flash-attention",
-    "  SDPA kernel, the same matmuls, one fused AdamW. lmbench is at parity there (0.95-1.04x for the transformers,",
-    "  1.00-1.11x for the LSTM); what it adds over the loop (loss sums, the gradient-norm sync, schedules) is a few",
-    "  per cent of a step at most.",
-    "- Fused AdamW was the faster implementation for every model here (foreach 1-8% slower), so `plain` is fused.",
-    "- lmbench's default gains over plain fp32 come from its precision choice (`auto`: bf16 autocast from 2M",
-    "  parameters on a CPU with bf16 instructions), not from a faster step at the same precision.",
+    "  with is_causal, fused or foreach AdamW), so at the same precision both sides run the same kernels: the",
+    "  flash-attention SDPA kernel, the same matmuls, one multi-tensor AdamW. In fp32 lmbench is at parity",
+    "  (0.95-1.09x in this run).",
+    "- In bf16 lmbench is ahead (1.12x transformers, 1.27x LSTM in this run; 1.04x and 1.00x in a run earlier the same",
+    "  day with both sides in one process and glibc's default malloc). The likely cause (not profiled): autocast",
+    "  makes bf16 copies of weights and activations at every step; lmbench's processes serve every block from the",
+    "  heap (`lmbench.allocator`), while a plain process maps and faults in its large blocks (above glibc's mmap",
+    "  threshold, at most 32 MiB) again at every step.",
+    "- lmbench's default gains over plain fp32 come mostly from its precision choice (`auto`: bf16 autocast from 2M",
+    "  parameters on a CPU with bf16 instructions).",
     "- `auto` keeps fp32 below 2M parameters, a threshold measured on a CPU whose bf16 matmul peak was 414 GFLOP/s;",
     "  when the machine reports a higher bf16 peak (see the peaks line above), bf16 can win at 0.8M too: compare the",
-    "  plain fp32 and bf16 rows of transformer-small.",
+    "  fp32 and bf16 rows of transformer-small.",
 ]
 
 
@@ -217,25 +223,6 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed_rounds(runners: dict[str, Callable[[int], None]], warmup: int, steps: int, rounds: int
-                 ) -> dict[str, list[float]]:
-    """Seconds per step of each runner, per round; runners alternate within a round on the same step indices."""
-    for run in runners.values():
-        for i in range(warmup):
-            run(i)
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
-    for r in range(rounds):
-        first = warmup + r * steps
-        for name, run in runners.items():
-            _sync()
-            t0 = time.perf_counter()
-            for i in range(first, first + steps):
-                run(i)
-            _sync()
-            seconds[name].append((time.perf_counter() - t0) / steps)
-    return seconds
-
-
 def row(name: str, per_step: list[float], tokens_per_step: int, flops_per_token: float, peaks: dict[str, float],
         num_params: int) -> dict[str, Any]:
     best, median = min(per_step), statistics.median(per_step)
@@ -248,50 +235,125 @@ def row(name: str, per_step: list[float], tokens_per_step: int, flops_per_token:
 
 
 # ------------------------------------------------------------------------------------------ experiments
+SIDES = ("lmbench", *(f"plain-{name}" for name in OPTIMIZERS))
+
+
+def side_runner(cfg: dict[str, Any]) -> tuple[Callable[[int], None], dict[str, Any]]:
+    """The step of one side (`cfg["side"]`: lmbench or plain-<optimizer>) of one model and precision, and the
+    model's facts. Every side takes its batches from lmbench's trainer (the same global batches, in order)."""
+    mixed = "bf16" if cfg["precision"] == "bf16" else "no"
+    data, cache, work = Path(cfg["data"]), Path(cfg["cache"]), Path(cfg["work"])
+    if cfg["model"].startswith("transformer"):
+        size = SIZES[cfg["model"].split("-", 1)[1]]
+        trainer = lmbench_trainer(transformer_spec(size, mixed, data, cache), work)
+        block, tokens = size["block_size"], size["batch_size"] * size["block_size"]
+    else:
+        trainer = lmbench_trainer(lstm_spec(mixed, data, cache), work)
+        block, tokens = LSTM["block_size"], LSTM["batch_size"] * LSTM["block_size"]
+    model = trainer.model
+    vocab = model.vocab_size
+    facts = {"num_params": model.num_params(), "flops_per_token": model.flops_per_token(block),
+             "tokens_per_step": tokens, "vocab_size": vocab}
+    if cfg["side"] == "lmbench":
+        return lmbench_runner(trainer), facts
+    batches, device = same_batches(trainer, cfg["total"]), trainer.acc.device
+    del trainer, model
+    if cfg["model"].startswith("transformer"):
+        plain = nanogpt_like(size, vocab)
+        assert sum(p.numel() for p in plain.parameters()) == facts["num_params"]
+    else:
+        torch.manual_seed(0)
+        plain = PlainLSTM(vocab)
+    return plain_runner(plain, batches, cfg["precision"] == "bf16", not cfg["model"].startswith("transformer"),
+                        device, cfg["side"].split("-", 1)[1]), facts
+
+
+def serve_side(cfg: dict[str, Any]) -> None:
+    """A side's own process: lmbench's side sets the allocator the lmbench CLI sets (`keep_freed_memory`), the
+    plain loops keep the interpreter's defaults, as a user's own script does. Warm up, report the model's facts,
+    then time each "first steps" line read from stdin."""
+    if cfg["side"] == "lmbench":
+        from lmbench.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    run, facts = side_runner(cfg)
+    for i in range(cfg["warmup"]):
+        run(i)
+    _sync()
+    print(MARK + json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        first, steps = map(int, line.split())
+        t0 = time.perf_counter()
+        for i in range(first, first + steps):
+            run(i)
+        _sync()
+        print(MARK + json.dumps({"s_per_step": (time.perf_counter() - t0) / steps}), flush=True)
+
+
+MARK = "@@side "
+
+
+def _reply(proc: subprocess.Popen) -> dict[str, Any]:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    raise RuntimeError(f"a side's process ended (exit code {proc.wait()}); its error is above")
+
+
+def timed_sides(model: str, precision: str, args: argparse.Namespace, steps: int, work: Path
+                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds per step of each side, per round: one process per side, each holding its model and optimizer
+    state; the rounds alternate between them on the same step indices, one process running at a time."""
+    cfg = {"model": model, "precision": precision, "total": args.warmup + steps * args.rounds, "warmup": args.warmup,
+           "data": str(args.data), "cache": str(args.cache), "threads": getattr(args, "threads", None)}
+    procs: dict[str, subprocess.Popen] = {}
+    seconds: dict[str, list[float]] = {side: [] for side in SIDES}
+    try:
+        facts: dict[str, Any] = {}
+        for side in SIDES:  # started one after another: each warms up alone
+            procs[side] = subprocess.Popen(
+                [sys.executable, __file__, "--side", json.dumps({**cfg, "side": side,
+                                                                 "work": str(work / f"{model}-{precision}-{side}")})],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            facts = _reply(procs[side])
+        for r in range(args.rounds):
+            for side, proc in procs.items():
+                assert proc.stdin is not None
+                proc.stdin.write(f"{args.warmup + r * steps} {steps}\n")
+                proc.stdin.flush()
+                seconds[side].append(_reply(proc)["s_per_step"])
+    finally:
+        for proc in procs.values():
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait()
+    return seconds, facts
+
+
 def bench_transformer(size_name: str, args: argparse.Namespace, peaks: dict[str, float], work: Path) -> list[dict]:
-    size = SIZES[size_name]
     steps = args.medium_steps if size_name == "medium" else args.steps
-    total = args.warmup + steps * args.rounds
     rows: list[dict] = []
     for precision in args.precisions:
-        trainer = lmbench_trainer(transformer_spec(size, "bf16" if precision == "bf16" else "no", args.data,
-                                                   args.cache), work / f"{size_name}-{precision}")
-        model = trainer.model
-        batches = same_batches(trainer, total)
-        plain_params = sum(p.numel() for p in nanogpt_like(size, model.vocab_size).parameters())
-        assert plain_params == model.num_params(), (plain_params, model.num_params())
-        runners = {"lmbench": lmbench_runner(trainer),
-                   **plain_runners(lambda: nanogpt_like(size, model.vocab_size), batches, precision == "bf16", False,
-                                   trainer.acc.device)}
-        secs = timed_rounds(runners, args.warmup, steps, args.rounds)
-        tokens = size["batch_size"] * size["block_size"]
-        fpt = model.flops_per_token(size["block_size"])
-        for side in runners:
+        secs, facts = timed_sides(f"transformer-{size_name}", precision, args, steps, work)
+        for side in SIDES:
             rows.append({"model": f"transformer-{size_name}", "precision": precision, "side": side,
-                         **row(side, secs[side], tokens, fpt, peaks, model.num_params())})
+                         **row(side, secs[side], facts["tokens_per_step"], facts["flops_per_token"], peaks,
+                               facts["num_params"])})
     return rows
 
 
 def bench_lstm(args: argparse.Namespace, peaks: dict[str, float], work: Path) -> list[dict]:
-    total = args.warmup + args.steps * args.rounds
     rows: list[dict] = []
     for precision in args.precisions:
-        trainer = lmbench_trainer(lstm_spec("bf16" if precision == "bf16" else "no", args.data, args.cache),
-                                  work / f"lstm-{precision}")
-        model = trainer.model
-        batches = same_batches(trainer, total)
-        def make() -> nn.Module:
-            torch.manual_seed(0)
-            return PlainLSTM(model.vocab_size)
-
-        runners = {"lmbench": lmbench_runner(trainer),
-                   **plain_runners(make, batches, precision == "bf16", True, trainer.acc.device)}
-        secs = timed_rounds(runners, args.warmup, args.steps, args.rounds)
-        tokens = LSTM["batch_size"] * LSTM["block_size"]
-        fpt = model.flops_per_token(LSTM["block_size"])
-        for side in runners:
-            rows.append({"model": "lstm-2x200", "precision": precision, "side": side, "vocab_size": model.vocab_size,
-                         **row(side, secs[side], tokens, fpt, peaks, model.num_params())})
+        secs, facts = timed_sides("lstm-2x200", precision, args, args.steps, work)
+        for side in SIDES:
+            rows.append({"model": "lstm-2x200", "precision": precision, "side": side,
+                         "vocab_size": facts["vocab_size"],
+                         **row(side, secs[side], facts["tokens_per_step"], facts["flops_per_token"], peaks,
+                               facts["num_params"])})
     return rows
 
 
@@ -389,6 +451,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--side"]:
+        serve_side(json.loads(argv[1]))
+        return 0
     args = parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
     if args.threads:
