@@ -45,10 +45,15 @@ class PackedDataset(Dataset):
         self.stream_length = int(offsets[-1]) + num_docs  # every document followed by EOS
         self.eos_positions = offsets[1:] + np.arange(num_docs, dtype=np.int64)  # stream position of each EOS
         self.num_windows = max((self.stream_length - 1 - offset) // block_size, 0)
-        self._tokens = np.asarray(split.tokens)  # a plain view: slicing a memmap object costs more than the copy
 
     def __len__(self) -> int:
         return self.num_windows
+
+    @property
+    def _tokens(self) -> np.ndarray:
+        """The tokens as a plain array view: slicing a memmap object costs more than the copy (a property, so
+        that pickling the dataset still sends the memory map's file, not its tokens)."""
+        return np.asarray(self.split.tokens)
 
     def stream(self, start: int, stop: int) -> np.ndarray:
         """Stream tokens at positions [start, stop) as int64, (stop - start,)."""
@@ -150,11 +155,19 @@ class DocumentDataset(Dataset):
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.pad_id = pad_id  # of `batch` (collate_documents takes its own)
-        self._offsets = np.asarray(split.doc_offsets, dtype=np.int64)  # plain views: cheaper to index than memmaps
-        self._tokens = np.asarray(split.tokens)
 
     def __len__(self) -> int:
         return self.split.num_docs
+
+    @property
+    def _tokens(self) -> np.ndarray:
+        """Plain array views of the memory maps (cheaper to index than memmap objects; properties, so that pickling
+        the dataset still sends the files, not the tokens)."""
+        return np.asarray(self.split.tokens)
+
+    @property
+    def _offsets(self) -> np.ndarray:
+        return np.asarray(self.split.doc_offsets, dtype=np.int64)
 
     @property
     def lengths(self) -> np.ndarray:

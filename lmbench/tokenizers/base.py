@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
 import array
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Sequence

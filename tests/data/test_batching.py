@@ -257,3 +257,22 @@ def test_ties_in_a_pool_keep_their_order() -> None:
     lengths = np.tile([3, 1, 2, 5, 4], 60)
     order = [i for b in LengthBucketSampler(lengths, 300, shuffle=False) for i in b]
     assert order == [i for n in (5, 4, 3, 2, 1) for i in range(300) if lengths[i] == n]
+
+
+def test_datasets_pickle_their_memory_map_not_its_tokens(tmp_path) -> None:  # noqa: ANN001
+    """DataLoader workers under spawn get each dataset with the split's memory map (its file), not a pickled copy
+    of every token, and read the same batches from it."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    split = make_split([rng.integers(10, 100, size=200).tolist() for _ in range(50)])
+    path = tmp_path / "tokens.bin"
+    split.tokens.tofile(path)
+    split.tokens = np.memmap(path, dtype=np.uint16, mode="r", shape=split.tokens.shape)
+    for dataset in (PackedDataset(split, 8, EOS), DocumentDataset(split, 8, BOS, EOS, PAD)):
+        blob = pickle.dumps(dataset)
+        assert len(blob) < split.tokens.nbytes / 2, type(dataset).__name__
+        clone = pickle.loads(blob)
+        assert isinstance(clone.split.tokens, np.memmap)
+        got, expected = clone.batch(np.array([3, 0, 7])), dataset.batch(np.array([3, 0, 7]))
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
