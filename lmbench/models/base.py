@@ -74,6 +74,11 @@ class LanguageModel(nn.Module, abc.ABC):
         """Raise SpecError for field ranges and combinations that are wrong with this Config in `spec`
         (an ExperimentSpec), e.g. GloVe vectors with a char tokenizer. Called before any data is read."""
 
+    def output_layer(self) -> nn.Linear | None:
+        """The vocabulary projection when `features_with_state` gives its inputs (the trainer then fuses it with
+        the loss); None where the family has no such split."""
+        return None
+
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 

@@ -132,8 +132,17 @@ class RecurrentLM(LanguageModel):
         state after this window (truncated BPTT: the caller detaches it before the next window)."""
         return self._run(input_ids, state, attention_mask, 0)
 
+    def features_with_state(self, input_ids: Tensor, state: RecurrentState | None = None,
+                            attention_mask: Tensor | None = None) -> tuple[Tensor, RecurrentState]:
+        """`forward_with_state` up to the vocabulary projection: (B, T, d) inputs of `output_layer()`, and the
+        state (the trainer's fused loss projects them itself, `lmbench.training.fused_loss`)."""
+        return self._run(input_ids, state, attention_mask, 0, features=True)
+
+    def output_layer(self) -> nn.Linear:
+        return self.head
+
     def _run(self, input_ids: Tensor, state: RecurrentState | None, attention_mask: Tensor | None,
-             logits_to_keep: int) -> tuple[Tensor, RecurrentState]:
+             logits_to_keep: int, features: bool = False) -> tuple[Tensor, RecurrentState]:
         x = self.embed(input_ids)  # (B, T, E)
         hx = None if state is None else state.hx()
         # The recurrence runs in its weights' dtype (float32) even under bf16/fp16 autocast: in bf16 the carried
@@ -148,7 +157,8 @@ class RecurrentLM(LanguageModel):
                 out, hx = self._run_masked(x, attention_mask, hx)
         if logits_to_keep:  # only the last positions need the vocabulary projection (a prefill)
             out = out[:, -logits_to_keep:]
-        logits = self.head(self.proj(self.drop(out)))  # (B, T or logits_to_keep, V)
+        out = self.proj(self.drop(out))
+        logits = out if features else self.head(out)  # (B, T or logits_to_keep, V)
         return logits, RecurrentState.from_hx(hx)
 
     def _run_masked(self, x: Tensor, mask: Tensor, hx: Any) -> tuple[Tensor, Any]:

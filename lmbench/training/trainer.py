@@ -36,6 +36,7 @@ from lmbench.results import DamagedFile, StopReason
 from lmbench.spec import ExperimentSpec
 from lmbench.training import checkpoint as ckpt
 from lmbench.training.evaluate import EvalResult, Evaluator, flatten_results
+from lmbench.training.fused_loss import linear_cross_entropy
 from lmbench.training.optim import build_optimizer
 from lmbench.training.plan import TrainData
 from lmbench.training.schedules import lr_at
@@ -56,19 +57,30 @@ class NonFiniteLoss(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- model + loss
+FUSED_LOSS_MIN_VOCAB = 4096  # vocabularies from this size get the fused projection + loss
+
+
 class TrainModule(nn.Module):
     """What Accelerate prepares: the LanguageModel plus its summed loss, so DDP, autocast and torch.compile see
     one forward, including the carried-state forward of recurrent models. Its state_dict is the model's own
     (no prefix), so checkpoints load straight into a bare LanguageModel."""
 
-    def __init__(self, model: LanguageModel) -> None:
+    def __init__(self, model: LanguageModel, fused_loss: bool = True) -> None:
         super().__init__()
         self.model = model
         self.recurrent = model.carries_state
+        # a large vocabulary's projection and loss in cache-sized chunks (lmbench.training.fused_loss); a small
+        # one (characters) gains nothing from it
+        head = model.output_layer() if fused_loss and self.recurrent else None
+        self.fused = head is not None and head.out_features >= FUSED_LOSS_MIN_VOCAB
 
     def forward(self, input_ids: Tensor, labels: Tensor, attention_mask: Tensor | None = None,
                 state: Any = None) -> tuple[Tensor, Any]:
         """-> (summed NLL in nats over labels != -100, float32 scalar; the new state or None)."""
+        if self.fused:
+            features, state = self.model.features_with_state(input_ids, state, attention_mask)  # (B, T, d)
+            head = self.model.output_layer()
+            return linear_cross_entropy(features.flatten(0, 1), head.weight, head.bias, labels.flatten()), state
         if self.recurrent:
             logits, state = self.model.forward_with_state(input_ids, state, attention_mask)  # (B, T, V)
         else:
@@ -167,7 +179,7 @@ class Trainer:
         self.world, self.accum = accelerator.num_processes, t.grad_accum_steps
         self.micro = train_data.micro_batch_size(self.world, self.accum)
         optimizer = build_optimizer(model, name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas))
-        module = TrainModule(model)
+        module = TrainModule(model, fused_loss=not t.compile)
         if t.compile:
             module.compile()
         self.module, self.optimizer = accelerator.prepare(module, optimizer)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -54,6 +55,7 @@ from common import NanoGPT  # noqa: E402
 from lmbench.training import precision as lmprecision  # noqa: E402
 from lmbench.training.runner import build_trainer  # noqa: E402
 from lmbench.training.trainer import Trainer  # noqa: E402
+from lmbench.data.cache import prepare_data  # noqa: E402
 from lmbench.spec import to_spec  # noqa: E402
 
 SIZES = {
@@ -190,7 +192,7 @@ def plain_runner(model: nn.Module, batches: list[dict[str, torch.Tensor]], bf16:
     for bf16, batches moved to the device once, before timing."""
     model.to(device)
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, **{optimizer: True})
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, **{optimizer: True})  # as lmbench's
     model.train()
     box: dict[str, Any] = {"hidden": None}
 
@@ -238,24 +240,29 @@ def row(name: str, per_step: list[float], tokens_per_step: int, flops_per_token:
 SIDES = ("lmbench", *(f"plain-{name}" for name in OPTIMIZERS))
 
 
-def side_runner(cfg: dict[str, Any]) -> tuple[Callable[[int], None], dict[str, Any]]:
-    """The step of one side (`cfg["side"]`: lmbench or plain-<optimizer>) of one model and precision, and the
-    model's facts. Every side takes its batches from lmbench's trainer (the same global batches, in order)."""
-    mixed = "bf16" if cfg["precision"] == "bf16" else "no"
+def side_runner(cfg: dict[str, Any]) -> tuple[Callable[[int], None], dict[str, Any], Callable[[], dict[str, float]]]:
+    """The step of one side (`cfg["side"]`: lmbench or plain-<optimizer>) of one model and precision (fp32, bf16,
+    or lmbench's `auto`), the model's facts, and its validation score (LSTM: `stream_perplexity`). Every side
+    takes its batches from lmbench's trainer (the same global batches, in order)."""
+    mixed = {"bf16": "bf16", "auto": "auto"}.get(cfg["precision"], "no")
     data, cache, work = Path(cfg["data"]), Path(cfg["cache"]), Path(cfg["work"])
     if cfg["model"].startswith("transformer"):
         size = SIZES[cfg["model"].split("-", 1)[1]]
-        trainer = lmbench_trainer(transformer_spec(size, mixed, data, cache), work)
+        spec = transformer_spec(size, mixed, data, cache)
         block, tokens = size["block_size"], size["batch_size"] * size["block_size"]
     else:
-        trainer = lmbench_trainer(lstm_spec(mixed, data, cache), work)
+        spec = lstm_spec(mixed, data, cache)
         block, tokens = LSTM["block_size"], LSTM["batch_size"] * LSTM["block_size"]
+    trainer = lmbench_trainer(spec, work)
+    prepared = prepare_data(to_spec(spec), progress=False)  # the cache the trainer made
+    validation, eos_id = prepared.splits.get("validation"), prepared.tokenizer.eos_id
     model = trainer.model
     vocab = model.vocab_size
     facts = {"num_params": model.num_params(), "flops_per_token": model.flops_per_token(block),
              "tokens_per_step": tokens, "vocab_size": vocab}
     if cfg["side"] == "lmbench":
-        return lmbench_runner(trainer), facts
+        return lmbench_runner(trainer), facts, lambda: stream_perplexity(
+            lambda ids, state: model.forward_with_state(ids, state), validation, eos_id)
     batches, device = same_batches(trainer, cfg["total"]), trainer.acc.device
     del trainer, model
     if cfg["model"].startswith("transformer"):
@@ -264,8 +271,29 @@ def side_runner(cfg: dict[str, Any]) -> tuple[Callable[[int], None], dict[str, A
     else:
         torch.manual_seed(0)
         plain = PlainLSTM(vocab)
-    return plain_runner(plain, batches, cfg["precision"] == "bf16", not cfg["model"].startswith("transformer"),
-                        device, cfg["side"].split("-", 1)[1]), facts
+    step = plain_runner(plain, batches, cfg["precision"] == "bf16", not cfg["model"].startswith("transformer"),
+                        device, cfg["side"].split("-", 1)[1])
+    return step, facts, lambda: stream_perplexity(plain, validation, eos_id)
+
+
+@torch.no_grad()
+def stream_perplexity(forward: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]], split: Any, eos_id: int,
+                      lanes: int = 10) -> dict[str, float]:
+    """word_language_model's evaluate: the validation stream (documents + EOS) in `lanes` rows, bptt windows with
+    the state carried, float32; exp(total NLL / targets) over every target."""
+    from lmbench.data.batching import PackedDataset
+
+    packed = PackedDataset(split, LSTM["block_size"], eos_id)
+    stream = torch.from_numpy(packed.stream(0, packed.stream_length))
+    width = (len(stream) - 1) // lanes
+    inputs, targets = stream[:lanes * width].view(lanes, width), stream[1:lanes * width + 1].view(lanes, width)
+    state, nll = None, 0.0
+    for start in range(0, width, LSTM["block_size"]):
+        ids = inputs[:, start:start + LSTM["block_size"]]
+        logits, state = forward(ids, state)
+        nll += float(F.cross_entropy(logits.flatten(0, 1).float(), targets[:, start:start + ids.size(1)].flatten(),
+                                     reduction="sum"))
+    return {"val_loss": nll / targets.numel(), "val_ppl": math.exp(nll / targets.numel()), "targets": targets.numel()}
 
 
 def serve_side(cfg: dict[str, Any]) -> None:
@@ -278,12 +306,15 @@ def serve_side(cfg: dict[str, Any]) -> None:
         keep_freed_memory()
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    run, facts = side_runner(cfg)
+    run, facts, score = side_runner(cfg)
     for i in range(cfg["warmup"]):
         run(i)
     _sync()
     print(MARK + json.dumps(facts), flush=True)
     for line in sys.stdin:
+        if line.strip() == "score":
+            print(MARK + json.dumps(score()), flush=True)
+            continue
         first, steps = map(int, line.split())
         t0 = time.perf_counter()
         for i in range(first, first + steps):
@@ -357,6 +388,33 @@ def bench_lstm(args: argparse.Namespace, peaks: dict[str, float], work: Path) ->
     return rows
 
 
+def lstm_quality(args: argparse.Namespace, work: Path) -> list[dict]:
+    """Validation perplexity after the same tokens: lmbench's default (`mixed_precision: auto`) and the plain fp32
+    loop (fused AdamW) each train a fresh LSTM for `args.quality_steps` steps on the same batches, in their own
+    processes, then score the whole validation stream the same way (`stream_perplexity`, float32)."""
+    rows = []
+    for label, side, precision in (("lmbench default", "lmbench", "auto"), ("plain fp32", "plain-fused", "fp32")):
+        cfg = {"model": "lstm-2x200", "precision": precision, "side": side, "total": args.quality_steps, "warmup": 0,
+               "data": str(args.data), "cache": str(args.cache), "threads": getattr(args, "threads", None),
+               "work": str(work / f"quality-{side}")}
+        proc = subprocess.Popen([sys.executable, __file__, "--side", json.dumps(cfg)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            _reply(proc)
+            assert proc.stdin is not None
+            proc.stdin.write(f"0 {args.quality_steps}\nscore\n")
+            proc.stdin.flush()
+            train = _reply(proc)
+            rows.append({"side": label, "precision": precision, "steps": args.quality_steps,
+                         "tokens": args.quality_steps * LSTM["batch_size"] * LSTM["block_size"],
+                         "train_s": train["s_per_step"] * args.quality_steps, **_reply(proc)})
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait()
+    return rows
+
+
 def auto_precision(num_params: int) -> str:
     return "bf16" if lmprecision.resolve_mixed_precision("auto", num_params, "cpu")[0] == "bf16" else "fp32"
 
@@ -425,6 +483,19 @@ def markdown(result: dict[str, Any]) -> str:
     for s in result["speedups"]:
         goal = "" if s.get("goal") is None else f">= {s['goal']}x: {'met' if s['speedup'] >= s['goal'] else '**not met**'}"
         lines.append(f"| {s['model']} | {s['comparison']} | {s.get('detail', '')} | {s['speedup']:.2f}x | {goal} |")
+    if result.get("quality"):
+        q = {r["side"]: r for r in result["quality"]}
+        lines += ["", f"LSTM 2x200 quality after the same tokens ({result['quality'][0]['tokens']:,} training tokens, "
+                  f"{result['quality'][0]['steps']} steps from a fresh model, same batches; validation perplexity "
+                  "of the whole WikiText-2 validation stream, float32, state carried, as word_language_model's "
+                  "evaluate):", "", "| side | precision | train s | validation loss | validation perplexity |",
+                  "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['side']} | {r['precision']} | {r['train_s']:.1f} | {r['val_loss']:.4f} | {r['val_ppl']:.2f} |"
+                  for r in result["quality"]]
+        if {"lmbench default", "plain fp32"} <= q.keys():
+            gap = q["lmbench default"]["val_ppl"] / q["plain fp32"]["val_ppl"] - 1
+            lines += ["", f"lmbench default / plain fp32 perplexity: {gap:+.2%} (goal within 2%: "
+                          f"{'met' if abs(gap) <= 0.02 else '**not met**'})."]
     lines += ["", *NOTES, ""]
     return "\n".join(lines)
 
@@ -440,6 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--no-lstm", action="store_true")
     p.add_argument("--no-transformer", action="store_true")
+    p.add_argument("--quality-steps", type=int, default=300,
+                   help="LSTM steps of the same-tokens perplexity comparison (0: skip it)")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
     p.add_argument("--cache", type=Path, default=REPO / "results" / "cache", help="token cache folder")
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "train_throughput",
@@ -462,16 +535,18 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16), "copy_bytes": copy_bandwidth()}
     info = machine()
     rows: list[dict] = []
+    quality: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_transformer:
             for size in args.sizes:
                 rows += bench_transformer(size, args, peaks, Path(tmp))
         if not args.no_lstm:
             rows += bench_lstm(args, peaks, Path(tmp))
+            quality = lstm_quality(args, Path(tmp)) if args.quality_steps else []
     result = {"command": " ".join(["python", "scripts/bench/train_throughput.py", *(argv or sys.argv[1:])]),
               "machine": info, "peaks": peaks, "loadavg_end": os.getloadavg(),
               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "rows": rows, "speedups": summarise(rows)}
+              "rows": rows, "speedups": summarise(rows), "quality": quality}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
