@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from lmbench.data.batching import IGNORE_INDEX
+
 CHUNK_BYTES = 8 << 20  # float32 logits per chunk: a chunk's element-wise passes stay in the cache
 
 
@@ -56,14 +57,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 probs.scatter_add_(1, index, -scored[:, None].to(probs.dtype))  # - one-hot
                 probs.masked_fill_(~scored[:, None], 0.0)
                 grad_logits[start:stop] = probs
-            grad_hidden = (grad_logits @ w).to(hidden.dtype)
-            grad_weight = (grad_logits.t() @ h).to(weight.dtype)
-            grad_bias = None if bias is None else grad_logits.sum(0, dtype=torch.float32).to(bias.dtype)
-        ctx.save_for_backward(grad_hidden, grad_weight, *(() if grad_bias is None else (grad_bias,)))
+            wanted = ctx.needs_input_grad  # a frozen (e.g. pretrained, tied) weight needs no gradient
+            empty = hidden.new_empty(0)
+            grad_hidden = (grad_logits @ w).to(hidden.dtype) if wanted[0] else empty
+            grad_weight = (grad_logits.t() @ h).to(weight.dtype) if wanted[1] else empty
+            grad_bias = grad_logits.sum(0, dtype=torch.float32).to(bias.dtype) if bias is not None and wanted[2] \
+                else empty
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_total: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        grad_hidden, grad_weight, *rest = ctx.saved_tensors
-        grad_bias = rest[0] * grad_total if rest else None
-        return grad_hidden * grad_total, grad_weight * grad_total, grad_bias, None, None
+        wanted = ctx.needs_input_grad
+        grads = [g * grad_total if want else None for g, want in zip(ctx.saved_tensors, wanted[:3])]
+        return (*grads, None, None)

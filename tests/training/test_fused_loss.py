@@ -80,3 +80,16 @@ def test_the_trainer_fuses_a_large_vocabulary_only(vocab: int, fused: bool, tied
     torch.testing.assert_close(sa, sb)
     for x, y in zip(ga, gb):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_a_frozen_weight_gets_no_gradient_and_the_rest_are_unchanged() -> None:
+    g = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
+    bias, labels = torch.randn(9, generator=g), torch.tensor([1, 8, -100, 0, 3, 3])
+    h1, b1 = hidden.clone().requires_grad_(), bias.clone().requires_grad_()
+    linear_cross_entropy(h1, weight, b1, labels).backward()
+    h2, b2 = hidden.clone().requires_grad_(), bias.clone().requires_grad_()
+    reference(h2, weight, b2, labels).backward()
+    assert weight.grad is None
+    torch.testing.assert_close(h1.grad, h2.grad)
+    torch.testing.assert_close(b1.grad, b2.grad)
