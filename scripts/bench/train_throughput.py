@@ -29,6 +29,7 @@ run, beside the memory copy bandwidth (a 256 MB tensor copy).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -216,12 +217,6 @@ def plain_runner(model: nn.Module, batches: list[dict[str, torch.Tensor]], bf16:
     return step
 
 
-def plain_runners(make: Callable[[], nn.Module], batches: list[dict[str, torch.Tensor]], bf16: bool,
-                  recurrent: bool, device: torch.device) -> dict[str, Callable[[int], None]]:
-    """One plain loop per AdamW implementation, each on its own copy of the model (same seed)."""
-    return {f"plain-{name}": plain_runner(make(), batches, bf16, recurrent, device, name) for name in OPTIMIZERS}
-
-
 # ------------------------------------------------------------------------------------------ timing
 def _sync() -> None:
     """Wait for queued CUDA kernels (no-op on a CPU-only machine) so a timed block includes the device work."""
@@ -330,42 +325,50 @@ def serve_side(cfg: dict[str, Any]) -> None:
 MARK = "@@side "
 
 
-def _reply(proc: subprocess.Popen) -> dict[str, Any]:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
-    raise RuntimeError(f"a side's process ended (exit code {proc.wait()}); its error is above")
+class SideProcess:
+    """One side in its own process (`serve_side`): started with its config, then asked line by line."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, **cfg: Any) -> None:
+        cfg = {"data": str(args.data), "cache": str(args.cache), "threads": getattr(args, "threads", None),
+               "work": str(work / f"{cfg['model']}-{cfg['precision']}-{cfg['side']}"), **cfg}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--side", json.dumps(cfg)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.facts = self._reply()  # sent once the side has warmed up
+
+    def ask(self, line: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        raise RuntimeError(f"a side's process ended (exit code {self.proc.wait()}); its error is above")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
 
 
 def timed_sides(model: str, precision: str, args: argparse.Namespace, steps: int, work: Path
                 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Seconds per step of each side, per round: one process per side, each holding its model and optimizer
     state; the rounds alternate between them on the same step indices, one process running at a time."""
-    cfg = {"model": model, "precision": precision, "total": args.warmup + steps * args.rounds, "warmup": args.warmup,
-           "data": str(args.data), "cache": str(args.cache), "threads": getattr(args, "threads", None)}
-    procs: dict[str, subprocess.Popen] = {}
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
-    try:
-        facts: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        procs = {}
         for side in SIDES:  # started one after another: each warms up alone
-            procs[side] = subprocess.Popen(
-                [sys.executable, __file__, "--side", json.dumps({**cfg, "side": side,
-                                                                 "work": str(work / f"{model}-{precision}-{side}")})],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            facts = _reply(procs[side])
+            procs[side] = SideProcess(args, work, model=model, precision=precision, side=side, warmup=args.warmup,
+                                      total=args.warmup + steps * args.rounds)
+            stack.callback(procs[side].close)
         for r in range(args.rounds):
             for side, proc in procs.items():
-                assert proc.stdin is not None
-                proc.stdin.write(f"{args.warmup + r * steps} {steps}\n")
-                proc.stdin.flush()
-                seconds[side].append(_reply(proc)["s_per_step"])
-    finally:
-        for proc in procs.values():
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait()
-    return seconds, facts
+                seconds[side].append(proc.ask(f"{args.warmup + r * steps} {steps}")["s_per_step"])
+    return seconds, procs[SIDES[0]].facts
 
 
 def bench_transformer(size_name: str, args: argparse.Namespace, peaks: dict[str, float], work: Path) -> list[dict]:
@@ -398,24 +401,15 @@ def lstm_quality(args: argparse.Namespace, work: Path) -> list[dict]:
     processes, then score the whole validation stream the same way (`stream_perplexity`, float32)."""
     rows = []
     for label, side, precision in (("lmbench default", "lmbench", "auto"), ("plain fp32", "plain-fused", "fp32")):
-        cfg = {"model": "lstm-2x200", "precision": precision, "side": side, "total": args.quality_steps, "warmup": 0,
-               "data": str(args.data), "cache": str(args.cache), "threads": getattr(args, "threads", None),
-               "work": str(work / f"quality-{side}")}
-        proc = subprocess.Popen([sys.executable, __file__, "--side", json.dumps(cfg)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = SideProcess(args, work / "quality", model="lstm-2x200", precision=precision, side=side, warmup=0,
+                           total=args.quality_steps)
         try:
-            _reply(proc)
-            assert proc.stdin is not None
-            proc.stdin.write(f"0 {args.quality_steps}\nscore\n")
-            proc.stdin.flush()
-            train = _reply(proc)
+            train = proc.ask(f"0 {args.quality_steps}")
             rows.append({"side": label, "precision": precision, "steps": args.quality_steps,
                          "tokens": args.quality_steps * LSTM["batch_size"] * LSTM["block_size"],
-                         "train_s": train["s_per_step"] * args.quality_steps, **_reply(proc)})
+                         "train_s": train["s_per_step"] * args.quality_steps, **proc.ask("score")})
         finally:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait()
+            proc.close()
     return rows
 
 
