@@ -93,3 +93,19 @@ def test_a_frozen_weight_gets_no_gradient_and_the_rest_are_unchanged() -> None:
     assert weight.grad is None
     torch.testing.assert_close(h1.grad, h2.grad)
     torch.testing.assert_close(b1.grad, b2.grad)
+
+
+def test_rows_are_projected_in_chunks_of_chunk_bytes_of_float32_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """50 rows over 300 ids with room for 7 rows of float32 logits: 8 projections, 7 rows each, the last 1."""
+    import types
+
+    shapes = []
+
+    def linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        shapes.append(h.size(0))
+        return F.linear(h, w, b)
+
+    monkeypatch.setattr(fused_loss, "CHUNK_BYTES", 4 * 300 * 7 + 4 * 299)  # not quite 8 rows
+    monkeypatch.setattr(fused_loss, "F", types.SimpleNamespace(linear=linear))
+    linear_cross_entropy(torch.randn(50, 4), torch.randn(300, 4), None, torch.zeros(50, dtype=torch.long))
+    assert shapes == [7] * 7 + [1]
