@@ -35,6 +35,7 @@ from lmbench.models.base import LanguageModel
 from lmbench.progress import bar
 from lmbench.sampling.filters import needs_history, process
 from lmbench.sampling.kinds import sampler_kind
+from lmbench.sampling.packed import packed_linears
 from lmbench.spec import DataSpec, SampleSpec, SamplerSpec
 from lmbench.tokenizers.base import Tokenizer
 
@@ -69,9 +70,11 @@ def generate_tensors(model: LanguageModel, prompt_ids: list[list[int]], sampler:
     device = torch.device(device) if device is not None else next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     eos = -1 if eos_id is None else eos_id  # -1 never matches a token
-    with torch.inference_mode(), eval_mode(model):
+    beams = sampler_kind(sampler).beams and sampler.num_beams > 1
+    rows = len(prompt_ids) * (sampler.num_beams if beams else sampler.num_return_sequences)
+    with torch.inference_mode(), eval_mode(model), packed_linears(model, rows):
         ids, mask = left_pad(prompt_ids, pad_id, device)
-        if sampler_kind(sampler).beams and sampler.num_beams > 1:
+        if beams:
             return _beam_search(model, ids, mask, sampler, max_new_tokens, eos, pad_id, generator)
         tokens, lengths = _decode(model, ids, mask, sampler, max_new_tokens, eos, pad_id, generator)
         num_return = sampler.num_return_sequences

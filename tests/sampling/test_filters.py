@@ -171,3 +171,28 @@ def test_process_at_settings_that_differ_from_the_defaults_by_one_step() -> None
     assert torch.isfinite(beams[0]).tolist() == [True, True, False, False]  # one dominant token, yet two kept
     same = filters.process(scores, None, SamplerSpec(kind="sample", top_p=1.0))
     torch.testing.assert_close(same, scores, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scale, p, keep", [(6.0, 0.9, 1), (4.0, 0.5, 1), (4.0, 0.95, 2), (3.0, 0.9, 1),
+                                            (8.0, 0.99, 3)])
+def test_top_p_from_candidates_matches_transformers_on_a_large_vocabulary(scale: float, p: float, keep: int) -> None:
+    """Peaked rows of an 8,192-token vocabulary: the nucleus comes from the candidates (scale 3 needs the
+    second, larger set), the same tokens as transformers' full sort."""
+    g = torch.Generator().manual_seed(int(scale * 10))
+    scores = torch.randn(8, 8192, generator=g) * scale
+    assert filters.top_p_candidates(scores, p, keep) is not None
+    expected = TopPLogitsWarper(p, min_tokens_to_keep=keep)(None, scores.clone())
+    torch.testing.assert_close(filters.top_p(scores, p, keep), expected)
+
+
+def test_top_p_candidates_grow_then_give_way_to_the_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    peaked, flat = torch.randn(4, 8192, generator=g) * 2.5, torch.randn(4, 8192, generator=g)
+    sizes = []
+    topk = torch.topk
+    monkeypatch.setattr(filters.torch, "topk", lambda x, k, dim: sizes.append(k) or topk(x, k, dim=dim))
+    assert filters.top_p_candidates(peaked, 0.9) is not None and sizes == [256, 1024]
+    sizes.clear()
+    assert filters.top_p_candidates(flat, 0.9) is None and sizes == [256]  # far below p / 2: straight to the sort
+    expected = TopPLogitsWarper(0.9)(None, flat.clone())
+    torch.testing.assert_close(filters.top_p(flat, 0.9), expected)

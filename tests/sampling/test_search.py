@@ -315,6 +315,39 @@ def test_lmbench_transformer_generates_what_gpt2_generates_with_the_same_weights
                                                    length_penalty=lp, early_stopping=es, num_return_sequences=beams)
 
 
+def test_the_cpu_fast_paths_draw_what_transformers_draws_on_a_large_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """d_model 256 and 4,096 tokens: lmbench's decode runs oneDNN-packed linears and finds the nucleus among
+    candidates, transformers runs plain F.linear and a full sort; the same seed draws the same ids, greedy and
+    beam ids are the same."""
+    from lmbench.models.transformer import Config, TransformerLM
+    from lmbench.sampling import packed
+
+    torch.manual_seed(0)
+    lm = TransformerLM(Config(num_layers=2, num_heads=4, d_model=256, block_size=64, activation="gelu_tanh"), 4096, 0)
+    with torch.no_grad():
+        lm.tok_emb.weight.normal_(0.0, 0.15)  # peaked next-token distributions: the nucleus is a few hundred ids
+    lm = lm.eval()
+    hf = _bench_module().gpt2_from_transformer(lm)
+    with torch.inference_mode(), packed.packed_linears(lm, 3) as count:
+        assert count == 7 or not packed.available()
+    from lmbench.sampling import filters
+
+    found = []
+    candidates = filters.top_p_candidates
+    monkeypatch.setattr(filters, "top_p_candidates",
+                        lambda *a: found.append(candidates(*a) is not None) or candidates(*a))
+    prompts = [[5, 6, 7, 8], [9, 10, 11, 12], [1, 2, 3, 4]]
+    for seed in (3, 4):
+        got = ours(lm, SamplerSpec(kind="sample", top_p=0.9), None, 16, prompts=prompts, seed=seed)
+        torch.manual_seed(seed)
+        assert got == hf_generate(hf, prompts, -1, 16, do_sample=True, top_p=0.9, top_k=0)
+    assert len(found) == 32 and all(found)  # every step's nucleus came from the candidates
+    assert ours(lm, SamplerSpec(), None, 16, prompts=prompts) == hf_generate(hf, prompts, -1, 16, do_sample=False)
+    beam = SamplerSpec(kind="beam", num_beams=5)
+    assert ours(lm, beam, None, 12, prompts=prompts) == hf_generate(hf, prompts, -1, 12, do_sample=False, num_beams=5,
+                                                                     early_stopping=True)
+
+
 def test_prefill_asks_for_the_last_logits_only() -> None:
     class Keeps(CountingLM):
         def step(self, input_ids, state, attention_mask=None, logits_to_keep=0):
