@@ -86,6 +86,15 @@ def copy_bytes_per_s(num_bytes: int, device: torch.device, reps: int = 10) -> fl
     return 2 * src.numel() * 4 / best
 
 
+def read_bytes_per_s(num_bytes: int, device: torch.device, reps: int = 10) -> float:
+    """Best device memory read bandwidth: a sum over `num_bytes` of float32 (each byte read once, nothing
+    written), the rate a memory-bound matrix-vector product can reach at most."""
+    src = torch.empty(num_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    src.sum()
+    best = min(timed_s(lambda: src.sum(), device) for _ in range(reps))
+    return src.numel() * 4 / best
+
+
 @contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
     """TF32 matmuls on or off inside the block (off: a true fp32 peak), the previous setting restored after.

@@ -119,16 +119,24 @@ def lstm_lines(lstm: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def generation_table(report: dict[str, Any]) -> list[str]:
-    """generation.py's own table; a plain one when that module cannot be imported here."""
+def shapes_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """generation.py's per-shape reports (one per model shape; a report from before shapes is its own)."""
+    if "shapes" in report:
+        return report["shapes"]
+    a = report["args"]
+    return [{"name": "custom", "num_layers": a["num_layers"], "d_model": a["d_model"], **report}]
+
+
+def generation_table(report: dict[str, Any], shape: dict[str, Any]) -> list[str]:
+    """generation.py's own table for one shape; a plain one when that module cannot be imported here."""
     try:
         import generation
 
-        return generation.table(report)
+        return generation.table({**report, "results": shape["results"], "verdicts": shape.get("verdicts", [])})
     except Exception:  # the figures matter more than the layout
         return ["| strategy | batch | impl | tokens/s |", "|---|---:|---|---:|",
                 *(f"| {r['strategy']} | {r['batch']} | {r['impl']} | {r['tokens_per_s']:,.1f} |"
-                  for r in report["results"])]
+                  for r in shape["results"])]
 
 
 def agreement(g: dict[str, Any]) -> str:
@@ -144,13 +152,14 @@ def generation_lines(gens: dict[str, dict[str, Any] | None]) -> list[str]:
             lines += [f"**{dtype}**: (no measurement)", ""]
             continue
         a = report["args"]
-        lines += [f"**{dtype}** — {a['num_layers']} layers, d_model {a['d_model']}, vocab {a['vocab_size']} "
-                  f"({report['num_params'] / 1e6:.1f}M parameters), prompt {a['prompt_len']}, {a['new_tokens']} new "
-                  f"tokens, best of {a['repeats']}, device {report['env'].get('device')}:", "",
-                  *generation_table(report), "",
-                  f"Short-run ids equal (lmbench, transformers; 12 tokens, batch 2): {report['same_outputs']}; "
-                  "greedy over the whole length: " + ", ".join(
-                      f"batch {g['batch']}: " + agreement(g) for g in report.get("greedy_full_length", [])), ""]
+        for shape in shapes_of(report):
+            lines += [f"**{dtype}**, {shape['name']} — {shape['num_layers']} layers, d_model {shape['d_model']}, "
+                      f"vocab {a['vocab_size']} ({shape['num_params'] / 1e6:.1f}M parameters), prompt {a['prompt_len']}, "
+                      f"{a['new_tokens']} new tokens, best of {a['repeats']}, device {report['env'].get('device')}:",
+                      "", *generation_table(report, shape), "",
+                      f"Short-run ids equal (lmbench, transformers; 12 tokens, batch 2): {shape['same_outputs']}; "
+                      "greedy over the whole length: " + ", ".join(
+                          f"batch {g['batch']}: " + agreement(g) for g in shape.get("greedy_full_length", [])), ""]
     return lines
 
 
@@ -229,20 +238,23 @@ def goals(train: dict | None, recipe: dict | None, gens: dict[str, dict | None])
         if not report:
             out.append((f"generation >= {TARGET_GEN:.0f}x transformers' generate ({dtype})", "–", "not measured"))
             continue
-        by = {(r["strategy"], r["batch"], r["impl"]): r["tokens_per_s"] for r in report["results"]}
-        ratios = {f"{s} b{b}": by[(s, b, "lmbench")] / by[(s, b, "transformers")] for s, b, i in by
-                  if i == "lmbench" and (s, b, "transformers") in by}
+        by = {(sh["name"], r["strategy"], r["batch"], r["impl"]): r["tokens_per_s"] for sh in shapes_of(report)
+              for r in sh["results"]}
+        ratios = {f"{n} {s} b{b}": by[(n, s, b, "lmbench")] / by[(n, s, b, "transformers")] for n, s, b, i in by
+                  if i == "lmbench" and (n, s, b, "transformers") in by}
         if ratios:
             worst = min(ratios, key=ratios.get)
             out.append((f"generation >= {TARGET_GEN:.0f}x transformers' generate, batch 1 and 16 ({dtype})",
                         ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
                         "met" if ratios[worst] >= TARGET_GEN else f"missed (worst {worst} {ratios[worst]:.2f}x)"))
     fp32 = gens.get("fp32")
-    if fp32 and fp32.get("greedy_full_length"):
-        equal = all(g["equal"] for g in fp32["greedy_full_length"]) and fp32["same_outputs"].get("greedy", False)
+    checks = [(sh["name"], g) for sh in shapes_of(fp32) for g in sh.get("greedy_full_length", [])] if fp32 else []
+    if checks:
+        equal = all(g["equal"] for _, g in checks) and all(sh["same_outputs"].get("greedy", False)
+                                                           for sh in shapes_of(fp32))
         out.append(("greedy ids equal to transformers' in fp32",
-                    ", ".join(f"batch {g['batch']}: {'equal' if g['equal'] else 'differ'}"
-                              for g in fp32["greedy_full_length"]), "met" if equal else "missed"))
+                    ", ".join(f"{name} batch {g['batch']}: {'equal' if g['equal'] else 'differ'}"
+                              for name, g in checks), "met" if equal else "missed"))
     else:
         out.append(("greedy ids equal to transformers' in fp32", "–", "not measured"))
     return out
