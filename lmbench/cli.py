@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num-samples", type=int, default=1, help="texts per prompt and sampler (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=50, help="(default 50)")
     p.add_argument("--seed", type=int, default=0, help="(default 0)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default=None,
+                   help="decoding precision (default: the run's sample.dtype; bf16 = autocast, faster, ids may differ)")
 
     p = sub.add_parser("report", help="aggregate a results folder into tables, plots and report.md/html")
     p.add_argument("results_dir", nargs="?", help="results/<spec name>")

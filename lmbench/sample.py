@@ -86,7 +86,7 @@ def sample_spec_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> Sam
     prompts = list(args.prompt) if args.prompt else list(spec.sample.prompts)
     return dataclasses.replace(spec.sample, prompts=prompts, num_samples=args.num_samples,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
-                               samplers=samplers_from_args(args))
+                               samplers=samplers_from_args(args), dtype=args.dtype or spec.sample.dtype)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -146,6 +146,7 @@ class SampleSpec:
     seed: int = 0
     samplers: list[SamplerSpec] = field(default_factory=lambda: [SamplerSpec()])
     reference_run: str | None = None  # run directory whose model scores every sample (coherence proxy)
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"  # decoding precision; auto: the run's (its autocast, if any)
 
 
 @dataclass(frozen=True)

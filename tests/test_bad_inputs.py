@@ -116,6 +116,7 @@ CASES = [
     c("beams for greedy", "sample.samplers[0].num_beams", "sample.samplers=[{kind: greedy, num_beams: 3}]"),
     c("no prompts", "sample.prompts", "sample.prompts=[]"),
     c("missing reference run", "sample.reference_run", "sample.reference_run={tmp}/nowhere"),
+    c("decoding precision", "sample.dtype", "sample.dtype=fp16"),
     # family and kind parameters
     c("unknown model param", "model.params.d_hiden", "model.params.d_hiden=4"),
     c("model param type", "model.params.num_layers", "model.params.num_layers=many"),

@@ -111,3 +111,23 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lmbench {version('lmbench')}"
+
+
+def test_cmd_sample_dtype_overrides_the_runs(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from lmbench.sampling import search
+
+    seen = []
+    generate = search.generate
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(search, "generate", recording)
+    assert main(["sample", str(run_dir), "--dtype", "bf16", "--max-new-tokens", "3"]) == 0
+    assert main(["sample", str(run_dir), "--max-new-tokens", "3"]) == 0  # the run's: auto, no autocast here
+    assert seen == [True, False]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", str(run_dir), "--dtype", "fp16"])
+    assert exit_info.value.code == 2 and "'fp16' (choose from 'auto', 'fp32', 'bf16')" in capsys.readouterr().err

@@ -140,3 +140,10 @@ def test_loading_a_spec_does_not_import_torch(spec_file: Path) -> None:
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_sample_dtype_names_its_allowed_values(spec_file: Path) -> None:
+    assert load_spec(spec_file).sample.dtype == "auto"
+    assert load_spec(spec_file, ["sample.dtype=bf16"]).sample.dtype == "bf16"
+    message = str(_error(spec_file, "sample.dtype=fp16"))
+    assert "sample.dtype" in message and all(v in message for v in ("auto", "fp32", "bf16"))

@@ -68,6 +68,9 @@ FIXED_FIELDS = {
 }
 # Left out of a cell's id: they name or place a run, they do not change what is trained or measured.
 ID_EXCLUDED = ("name", "grid", "tracking", "data.cache_dir", "train.num_threads")
+# Fields added after ids were first written: left out of the id at their default, so that a grid's existing runs
+# keep their ids (and resume) when lmbench gains a field.
+ID_DEFAULTS_LEFT_OUT = {"sample.dtype": "auto"}
 MAX_NAME_CHARS = 96
 NAMING_KEYS = ("family", "kind", "source", "name")  # a mapping value is named by the first of these it has
 SINGLE_CELL_NAME = "main"
@@ -251,14 +254,16 @@ def _excluded(cfg: DictConfig, assignment: Assignment, grid: _Grid) -> bool:
 
 
 def cell_id(spec: ExperimentSpec) -> str:
-    """12 hex chars of sha256 over the resolved spec, without the fields in ID_EXCLUDED (sorted keys: order-free)."""
+    """12 hex chars of sha256 over the resolved spec, without the fields in ID_EXCLUDED and those of
+    ID_DEFAULTS_LEFT_OUT at their default (sorted keys: order-free)."""
     data = spec_to_dict(spec)
-    for path in ID_EXCLUDED:
+    for path in (*ID_EXCLUDED, *ID_DEFAULTS_LEFT_OUT):
         *parents, leaf = path.split(".")
         node = data
         for part in parents:
             node = node.get(part, {})
-        node.pop(leaf, None)
+        if path in ID_EXCLUDED or node.get(leaf) == ID_DEFAULTS_LEFT_OUT[path]:
+            node.pop(leaf, None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

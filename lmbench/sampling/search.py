@@ -317,6 +317,7 @@ def sample_texts(model: LanguageModel, tokenizer: Tokenizer, sample_spec: Sample
     Each prompt is `start_id` (default: the tokenizer's BOS; see `prompt_start_id`) + its tokens; unknown words
     become <unk> (the tokenizer warns). Stochastic samplers draw `num_samples` x `num_return_sequences` texts
     per prompt; greedy and beam search are deterministic and run once (num_return_sequences texts).
+    `sample_spec.dtype` sets the decoding precision (`decode_precision`).
     Row keys: sampler, sampler_params, prompt, index, text (prompt + continuation, detokenised),
     continuation, prompt_ids, new_ids (EOS included when emitted), num_new_tokens, ended_with_eos,
     tokens_per_s (new tokens / wall time of the batch that made it), seed.
@@ -325,12 +326,22 @@ def sample_texts(model: LanguageModel, tokenizer: Tokenizer, sample_spec: Sample
     prompts = list(sample_spec.prompts)
     prompt_ids = [[start, *ids] for ids in tokenizer.encode_batch(prompts)]
     rows: list[dict[str, Any]] = []
-    with bar(len(sample_spec.samplers), "sampling", "sampler") as progress:
+    device_type = torch.device(device).type if device is not None else next(model.parameters()).device.type
+    with bar(len(sample_spec.samplers), "sampling", "sampler") as progress, \
+            decode_precision(sample_spec.dtype, device_type):
         for sampler in sample_spec.samplers:
             rows.extend(_sampler_rows(model, tokenizer, sampler, sample_spec, prompts, prompt_ids, device,
                                       batch_size))
             progress.update(1)
     return rows
+
+
+def decode_precision(dtype: str, device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """`sample.dtype` around decoding: `auto` leaves the caller's precision as it is (the runner samples under the
+    run's autocast), `fp32` turns autocast off, `bf16` turns it on (bf16 matmuls, fp32 weights kept)."""
+    if dtype == "auto":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
 def _sampler_rows(model: LanguageModel, tokenizer: Tokenizer, sampler: SamplerSpec, sample_spec: SampleSpec,

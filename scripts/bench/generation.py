@@ -7,6 +7,8 @@ default number of threads, in interleaved rounds (the best round of each counts)
 
 - `lmbench`              lmbench.sampling.generate on the lmbench transformer (its KV cache, oneDNN-packed linears
                          on the CPU, the nucleus from candidates)
+- `lmbench-bf16`         the same under CPU/GPU autocast to bf16: what `sample.dtype: bf16` does (not by default;
+                         its greedy ids are compared with lmbench's in the run's dtype: the agreement rate)
 - `lmbench-hf`           lmbench.sampling.generate on the GPT-2 copy through the `hf` family (transformers' cache)
 - `transformers`         GPT2LMHeadModel.generate (use_cache=True, its default dynamic cache)
 - `transformers-static`  the same with cache_implementation="static" (a preallocated cache)
@@ -63,6 +65,7 @@ from lmbench.models.transformer import Config as TConfig  # noqa: E402
 from lmbench.models.transformer import TransformerLM  # noqa: E402
 from lmbench.sampling import generate  # noqa: E402
 from lmbench.sampling.packed import available as packed_available  # noqa: E402
+from lmbench.sampling.search import decode_precision  # noqa: E402
 from lmbench.spec import SamplerSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +74,7 @@ STRATEGIES: dict[str, SamplerSpec] = {
     "top_p": SamplerSpec(kind="sample", top_p=0.9),
     "beam5": SamplerSpec(kind="beam", num_beams=5),
 }
-IMPLS = ("lmbench", "lmbench-hf", "transformers", "transformers-static", "recompute")
+IMPLS = ("lmbench", "lmbench-bf16", "lmbench-hf", "transformers", "transformers-static", "recompute")
 DEFAULT_IMPLS = ("lmbench", "transformers", "transformers-static", "recompute")
 BASELINES = ("transformers", "transformers-static")
 SHAPES: dict[str, dict[str, int]] = {"30M": {"num_layers": 6, "d_model": 384, "num_heads": 6},
@@ -241,11 +244,12 @@ def runner(impl: str, lm: TransformerLM, hf: HFCausalLM, s: SamplerSpec, prompts
            new_tokens: int) -> Callable[[], int]:
     """A zero-argument function doing one full generation; returns the number of new tokens per prompt."""
     prompt_lists = prompts.tolist()
-    if impl in ("lmbench", "lmbench-hf", "recompute"):
-        model = {"lmbench": lm, "lmbench-hf": hf, "recompute": RecomputeLM(lm)}[impl]
+    if impl in ("lmbench", "lmbench-bf16", "lmbench-hf", "recompute"):
+        model = {"lmbench": lm, "lmbench-bf16": lm, "lmbench-hf": hf, "recompute": RecomputeLM(lm)}[impl]
 
         def run() -> int:
-            out = generate(model, prompt_lists, s, max_new_tokens=new_tokens, eos_id=None, pad_id=0, seed=0)
+            with decode_precision("bf16" if impl == "lmbench-bf16" else "auto", prompts.device.type):
+                out = generate(model, prompt_lists, s, max_new_tokens=new_tokens, eos_id=None, pad_id=0, seed=0)
             return min(len(h) for o in out for h in o)
 
         return run
@@ -394,6 +398,7 @@ def measure_shape(shape: Shape, args: argparse.Namespace, peaks: dict[str, float
     lm, hf = build_models(shape, args)
     results: list[dict[str, Any]] = []
     agreement: list[dict[str, Any]] = []
+    bf16_agreement: list[dict[str, Any]] = []
     first = torch.randint(1, args.vocab_size, (16, args.prompt_len), generator=torch.Generator().manual_seed(0))
     for batch in args.batch_sizes:
         prompts = torch.randint(1, args.vocab_size, (batch, args.prompt_len),
@@ -405,6 +410,8 @@ def measure_shape(shape: Shape, args: argparse.Namespace, peaks: dict[str, float
                 print(f"{shape.name} {name:7s} batch {batch:3d} {r['impl']:19s} {r['tokens_per_s']:10.1f} tokens/s "
                       f"({r['seconds']:.2f} s, {r['how']}; limit {r['limit_tokens_per_s']:.0f})", flush=True)
         agreement.append({"batch": batch, **greedy_agreement(lm, hf, prompts, args.new_tokens)})
+        if "lmbench-bf16" in args.impls:
+            bf16_agreement.append({"batch": batch, **bf16_greedy_agreement(lm, prompts, args.new_tokens)})
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     for r in results:
         cells.setdefault((r["strategy"], r["batch"]), {})[r["impl"]] = r
@@ -412,13 +419,31 @@ def measure_shape(shape: Shape, args: argparse.Namespace, peaks: dict[str, float
     return {"name": shape.name, "num_layers": shape.num_layers, "d_model": shape.d_model,
             "num_heads": shape.num_heads, "num_params": lm.num_params(),
             "distribution": distribution(lm, first.to(args.device)), "results": results, "verdicts": verdicts,
-            "same_outputs": check_same_outputs(lm, hf, args.vocab_size), "greedy_full_length": agreement}
+            "same_outputs": check_same_outputs(lm, hf, args.vocab_size), "greedy_full_length": agreement,
+            "bf16_agreement": bf16_agreement}
+
+
+def bf16_greedy_agreement(lm: TransformerLM, prompts: Tensor, new_tokens: int) -> dict[str, Any]:
+    """Greedy ids decoded under bf16 autocast against the run's dtype: the share of positions with the same id,
+    the share of rows identical throughout, and the mean position of a row's first difference (new_tokens when
+    none): after the first difference the two continue from different texts."""
+    def ids(dtype: str) -> Tensor:
+        with decode_precision(dtype, prompts.device.type):
+            out = generate(lm, prompts.tolist(), STRATEGIES["greedy"], max_new_tokens=new_tokens, eos_id=None,
+                           pad_id=0)
+        return torch.tensor([o[0] for o in out])
+
+    full, half = ids("auto"), ids("bf16")
+    same = full == half
+    first = torch.where(same.all(dim=1), new_tokens, (~same).float().argmax(dim=1))
+    return {"token_agreement": float(same.float().mean()), "rows_identical": float(same.all(dim=1).float().mean()),
+            "mean_first_difference": float(first.float().mean()), "new_tokens": new_tokens}
 
 
 # ----------------------------------------------------------------------------------------------- report
 
-RATIOS = (("lmbench", "transformers"), ("lmbench", "transformers-static"), ("lmbench-hf", "transformers"),
-          ("lmbench", "recompute"))
+RATIOS = (("lmbench", "transformers"), ("lmbench", "transformers-static"), ("lmbench-bf16", "lmbench"),
+          ("lmbench-hf", "transformers"), ("lmbench", "recompute"))
 
 
 def table(report: dict[str, Any]) -> list[str]:
@@ -465,7 +490,13 @@ def shape_section(report: dict[str, Any], shape: dict[str, Any]) -> list[str]:
             f"batch {g['batch']}: " + ("equal" if g["equal"] else
                                        f"differ from token {g['first_mismatch']} (logit gap "
                                        f"{g.get('logit_gap_at_mismatch', float('nan')):.1e})")
-            for g in shape["greedy_full_length"]) + ".", ""]
+            for g in shape["greedy_full_length"]) + ".", "",
+        *([("bf16 decoding (`lmbench-bf16`, `sample.dtype: bf16`) against the run's dtype, greedy over the whole "
+            "length: " + "; ".join(f"batch {g['batch']}: {g['token_agreement']:.1%} of the tokens the same, "
+                                   f"{g['rows_identical']:.0%} of the rows identical, first difference at token "
+                                   f"{g['mean_first_difference']:.0f} of {g['new_tokens']} on average"
+                                   for g in shape["bf16_agreement"]) + "."), ""]
+          if shape.get("bf16_agreement") else [])]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -483,7 +514,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Prompt {a['prompt_len']} random tokens, {a['new_tokens']} new tokens (EOS off), {a['repeats']} interleaved "
         "round(s) per implementation after a warm-up, the best round counts. Goal: lmbench >= 2x the faster "
         "transformers setup, or >= 85% of the limit where 2x is above it. "
-        f"Goals met: {sum(met)} of {len(met)} cells.", "",
+        + (f"Goals met: {sum(met)} of {len(met)} cells." if met else "(No transformers baseline in this run.)"), "",
         *[line for shape in report["shapes"] for line in shape_section(report, shape)],
         "tokens/s = batch x new tokens / wall time (beam search counts the returned hypothesis per prompt). "
         "lmbench = lmbench.sampling on the lmbench transformer; lmbench-hf = lmbench.sampling on the GPT-2 copy; "

@@ -122,6 +122,9 @@ def test_ids_are_stable_and_depend_on_the_resolved_spec_only(tmp_path: Path) -> 
     assert [c.id for c in tracking_only] == [c.id for c in a]
     spec = a[0].spec
     assert cell_id(spec) == a[0].id and len(a[0].id) == 12
+    bf16 = cells_of(tmp_path, FAMILY_SEED, ("sample.dtype=bf16",))  # a later field: in the id once it is set
+    assert not {c.id for c in bf16} & set(by_values.values())
+    assert [c.id for c in cells_of(tmp_path, FAMILY_SEED, ("sample.dtype=auto",))] == [c.id for c in a]
 
 
 def test_a_spec_without_grid_is_one_cell_named_main(tmp_path: Path) -> None:

@@ -505,3 +505,26 @@ def test_a_beam_kind_with_one_beam_decodes_greedily() -> None:
     logits = torch.tensor([0.0] * 10 + [1.5, 2.0])  # A = 10, EOS = 11
     s = SamplerSpec(kind="beam", num_beams=1, length_penalty=2.0, early_stopping="never")  # type: ignore[arg-type]
     assert generate(UnigramLM(logits), [[1]], s, max_new_tokens=4, eos_id=11, pad_id=0) == [[[11]]]
+
+
+@pytest.mark.parametrize("dtype, outer, expected", [("bf16", False, torch.bfloat16), ("fp32", True, None),
+                                                    ("auto", True, torch.bfloat16), ("auto", False, None)])
+def test_sample_dtype_sets_the_decoding_precision(monkeypatch: pytest.MonkeyPatch, dtype: str, outer: bool,
+                                                  expected: torch.dtype | None) -> None:
+    """bf16 decodes under autocast, fp32 without it even inside the runner's autocast, auto as the caller does."""
+    from lmbench.sampling import search
+    from lmbench.spec import SampleSpec
+    from lmbench.tokenizers.char import CharConfig, CharTokenizer
+
+    seen = []
+
+    def recording_generate(model, prompt_ids, sampler, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return [[[1]] for _ in prompt_ids]
+
+    monkeypatch.setattr(search, "generate", recording_generate)
+    tokenizer = CharTokenizer.train(["abc"], CharConfig())
+    spec = SampleSpec(prompts=["ab"], dtype=dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer):
+        rows = search.sample_texts(tiny_model("transformer"), tokenizer, spec, "cpu")
+    assert len(rows) == 1 and seen == [expected]
