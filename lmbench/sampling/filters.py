@@ -62,9 +62,8 @@ def top_p(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor:
 
 
 def top_p_candidates(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor | None:
-    """`top_p`'s removal mask from the k most likely tokens (k = 256, then 1,024 and 4,096 while
-    they hold at least p / 2) instead of a full sort,
-    or None when even the largest k holds less than p of some row's mass.
+    """`top_p`'s removal mask from the k most likely tokens instead of a full sort (k = 256, then 1,024 and
+    4,096 while they hold at least p / 2 of every row's mass), or None when they do not hold p of some row's.
 
     The same rule: the mass of a token and everything less likely is 1 - (the mass of the tokens more likely
     than it), so a candidate is removed when the mass above it is >= p; every token outside the candidates is

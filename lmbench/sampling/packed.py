@@ -68,7 +68,7 @@ def packed_forward(layer: nn.Linear, packed: Tensor) -> Callable[[Tensor], Tenso
 
     def forward(x: Tensor) -> Tensor:
         cast = autocast_dtype()
-        if (x.device.type != "cpu" or packed.dtype != (cast or x.dtype)
+        if (x.device.type != "cpu" or x.dim() < 2 or packed.dtype != (cast or x.dtype)
                 or (cast is None and layer.weight.dtype != packed.dtype)):
             return F.linear(x, layer.weight, layer.bias)
         return torch.ops.mkldnn._linear_pointwise(x.to(packed.dtype).contiguous(), packed, bias, "none", [], "")

@@ -174,7 +174,7 @@ def test_process_at_settings_that_differ_from_the_defaults_by_one_step() -> None
 
 
 @pytest.mark.parametrize("scale, p, keep", [(6.0, 0.9, 1), (4.0, 0.5, 1), (4.0, 0.95, 2), (3.0, 0.9, 1),
-                                            (8.0, 0.99, 3)])
+                                            (8.0, 0.99, 3), (6.0, 0.01, 3)])
 def test_top_p_from_candidates_matches_transformers_on_a_large_vocabulary(scale: float, p: float, keep: int) -> None:
     """Peaked rows of an 8,192-token vocabulary: the nucleus comes from the candidates (scale 3 needs the
     second, larger set), the same tokens as transformers' full sort."""

@@ -41,8 +41,10 @@ def test_packed_layers_compute_what_the_plain_ones_compute() -> None:
             assert "forward" in vars(net.big) and "forward" not in vars(net.small)
             got = net(x)
             one_row = net(x[:1, :1])  # any number of rows, whatever the hint
+            vector = net.big(x[0, 0])  # a 1-d input: the plain layer
         torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(one_row, plain[:1, :1], atol=1e-5, rtol=1e-5)
+        assert torch.equal(vector, F.linear(x[0, 0], net.big.weight, net.big.bias))
     assert not any("forward" in vars(m) for m in net.modules())  # the plain layers are back
 
 
