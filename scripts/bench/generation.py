@@ -563,8 +563,11 @@ NOTES = [
     "and written: copy bandwidth), attention 13.0 ms (SDPA reads the same 212 MB at 16 GB/s), log-softmax 2.8, "
     "top-k 2.4. transformers spends the same reorder and attention (and more: it concatenates its cache) but "
     "its 40 ms head is what lmbench saves, so the ratio falls as the context grows: 1.91x at 64 new tokens, "
-    "1.74x at 256. A cache that beams index instead of copy (paged attention) is what would remove the reorder; "
+    "1.74x and 1.77x at 256 (two runs). A cache that beams index instead of copy (paged attention) is what would remove the reorder; "
     "SDPA itself is 15-20% slower here than two batched matmuls on cold caches at one query token.", "",
+    "Run to run, this shared 2-core machine moves by 10-15% (transformers' greedy at batch 1 on the 30M model: "
+    "96.6 and 111.1 tokens/s in two runs an hour apart, lmbench 2.21x and 1.99x); the rounds of one run are "
+    "interleaved, so its ratios are comparable, not its absolute rates with another run's.", "",
 ]
 
 

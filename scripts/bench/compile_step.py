@@ -1,0 +1,116 @@
+"""torch.compile of lmbench's training step on this machine: compile seconds, step time compiled against eager,
+and the number of steps after which compiling pays back (#15's lever "torch.compile of the training step on CPU
+where it pays back within the budget").
+
+The transformers of scripts/bench/train_throughput.py (`medium` 10.7M: 6 layers, d_model 384, block 256, batch 16;
+`small` 0.8M: 4 layers, d_model 128, block 64, batch 12; Tiny Shakespeare, char) are built twice by lmbench's own
+trainer, `train.compile` false and true, in one process with lmbench's allocator. The first 3 steps of each are
+timed (they hold the compilation: inductor's caches start empty, in a fresh folder), then `--rounds` interleaved
+rounds of `--steps` steps; the best round counts.
+
+    python scripts/bench/compile_step.py                      # writes results/bench/compile_step.{md,json}
+    python scripts/bench/compile_step.py --cases small:fp32 --out /tmp/c
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# A cold compile, as a new user's first run has it: inductor's on-disk caches in a fresh folder (set before torch).
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmbench-inductor-")
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_throughput as tt  # noqa: E402  (puts this checkout's lmbench first on sys.path)
+from lmbench.allocator import keep_freed_memory  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PRECISIONS = {"fp32": "no", "bf16": "bf16"}
+
+
+def measure(size: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
+    trainers, first = {}, {}
+    for compiled in (False, True):
+        spec = tt.transformer_spec(tt.SIZES[size], PRECISIONS[precision], args.data, args.cache)
+        spec["train"]["compile"] = compiled
+        trainer = tt.lmbench_trainer(spec, Path(tempfile.mkdtemp(prefix="lmbench-compile-")))
+        started = time.perf_counter()
+        for step in range(3):
+            trainer.train_step(step)
+        first[compiled], trainers[compiled] = time.perf_counter() - started, trainer
+    rounds: dict[bool, list[float]] = {False: [], True: []}
+    steps = args.steps or (6 if size == "medium" else 30)
+    for r in range(args.rounds):
+        for compiled in (False, True):
+            started = time.perf_counter()
+            for i in range(steps):
+                trainers[compiled].train_step(100 + r * steps + i)
+            rounds[compiled].append((time.perf_counter() - started) / steps)
+    eager, comp = min(rounds[False]), min(rounds[True])
+    compile_s = first[True] - 3 * comp  # the first steps' time beyond three compiled steps
+    gain = eager - comp
+    return {"size": size, "precision": precision, "steps_per_round": steps, "eager_s_per_step": eager,
+            "compiled_s_per_step": comp, "speedup": eager / comp, "compile_s": compile_s,
+            "eager_first3_s": first[False], "payback_steps": compile_s / gain if gain > 0 else None,
+            "rounds": {str(k): v for k, v in rounds.items()}}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# torch.compile of the training step", "", f"Command: `{report['command']}`", "",
+             f"Machine: {report['env']['cpu']}, {report['env']['threads']} torch threads, torch "
+             f"{report['env']['torch']}. Best of {report['args']['rounds']} interleaved rounds per side "
+             "(6 steps a round at 10.7M, 30 at 0.8M).", "",
+             "| model | precision | eager ms/step | compiled ms/step | eager / compiled | compile s | pays back |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        payback = f"{r['payback_steps']:,.0f} steps" if r["payback_steps"] is not None else "never"
+        lines.append(f"| {r['size']} | {r['precision']} | {1e3 * r['eager_s_per_step']:.1f} | "
+                     f"{1e3 * r['compiled_s_per_step']:.1f} | {r['speedup']:.2f}x | {r['compile_s']:.1f} | {payback} |")
+    lines += ["", "compile s = the first 3 compiled steps less 3 compiled steps, with inductor's caches empty (a "
+              "later run of the same model finds its kernels cached and compiles in a fraction of that); pays back "
+              "after = compile s / the time a compiled step saves.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", nargs="+", default=["medium:bf16", "small:fp32", "small:bf16"],
+                   help="size:precision pairs (sizes: small, medium; precisions: fp32, bf16)")
+    p.add_argument("--steps", type=int, default=None, help="steps per round (default: 6 medium, 30 small)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--cache", type=Path, default=REPO / "results" / "cache")
+    p.add_argument("--out", default=str(REPO / "results" / "bench" / "compile_step"))
+    args = p.parse_args(argv)
+    keep_freed_memory()  # as the lmbench CLI does
+    rows = []
+    for case in args.cases:
+        size, precision = case.split(":")
+        rows.append(measure(size, precision, args))
+        r = rows[-1]
+        print(f"{case}: eager {1e3 * r['eager_s_per_step']:.1f} ms, compiled {1e3 * r['compiled_s_per_step']:.1f} ms, "
+              f"compile {r['compile_s']:.1f} s", flush=True)
+    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench/compile_step.py", *(argv or sys.argv[1:])])
+    report = {"command": command, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+              "env": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}}
+    report["args"].update(steps=args.steps, rounds=args.rounds)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
