@@ -11,7 +11,9 @@ decode). This is the same kernel and weight reordering `torch.compile` uses on t
 `packed_linears(model, rows)` reorders the weight of every large `nn.Linear` of a CPU model (fp32 or bf16) for
 the duration of a `with` block and restores the plain layers after; weights shared by several layers (tied
 embeddings) are reordered once. Results equal `F.linear` up to float rounding (the summation order differs).
-Under CPU autocast to bf16 the reordered weights are bf16 and the layers compute what autocast's `F.linear` would.
+Under CPU autocast to bf16 the reordered weights are bf16 and the layers compute what autocast's `F.linear` would,
+without casting every fp32 weight to bf16 again at every call (the 30M GPT-2 shape decodes greedily at 308 tokens/s
+packed against 46 unpacked at batch 1, 2,079 against 595 at batch 16, under bf16 autocast on 2 cores).
 A layer steps aside (the plain `F.linear` runs) when it is called in another dtype than it was packed for (autocast
 turned on or off inside the block, an input of another dtype); nothing is packed when oneDNN is not available, and
 `LMBENCH_PACKED_LINEAR=0` turns it off.
