@@ -3,24 +3,18 @@ or 85% of the limit where 2x is above it), the benchmark's model (peaked distrib
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "generation.py"
+from . import bench_scripts
 
 
 @pytest.fixture(scope="module")
 def gen():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("bench_generation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_generation"] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("generation")
 
 
 def cell(ours: float, hf: float, static: float, limit: float) -> dict:
@@ -82,3 +76,4 @@ def test_a_tiny_run_writes_its_tables(gen, tmp_path: Path) -> None:  # noqa: ANN
     assert all(g["equal"] for g in shape["greedy_full_length"])
     md = out.with_suffix(".md").read_text()
     assert "| greedy | 2 |" in md and "read bandwidth" in md and "Goals met:" in md
+

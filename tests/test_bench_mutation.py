@@ -3,22 +3,16 @@ is a benchmark, not a test)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "mutation.py"
+from . import bench_scripts
 
 
 @pytest.fixture(scope="module")
 def mutation():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("bench_mutation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_mutation"] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("mutation")
 
 
 def diff(old: str, new: str) -> str:

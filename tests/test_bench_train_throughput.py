@@ -3,25 +3,18 @@ plain optimizer with the issue's goals, the validation perplexity of the quality
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "train_throughput.py"
+from . import bench_scripts
 
 
 @pytest.fixture(scope="module")
 def tt():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("bench_train_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_train_throughput"] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("train_throughput")
 
 
 def test_a_side_is_scored_by_its_best_round(tt) -> None:  # noqa: ANN001

@@ -4,12 +4,9 @@ the empirical distribution of seeded sampling, and the cost model (one cached st
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import math
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +18,7 @@ from lmbench.sampling import generate
 from lmbench.sampling.search import left_pad
 from lmbench.spec import SamplerSpec
 
+from .. import bench_scripts
 from .helpers import (FAMILIES, LEFT_PADDING_AWARE_PENALTY, SORTED_BEAM_SAMPLE, CountingLM, MaskRecorder, UnigramLM,
                       skip_before, tiny_model)
 
@@ -281,12 +279,7 @@ def test_training_mode_is_restored() -> None:
 
 def _bench_module():
     """scripts/bench/generation.py, which holds the weight copy lmbench transformer -> GPT2LMHeadModel."""
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "generation.py"
-    spec = importlib.util.spec_from_file_location("bench_generation", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("generation")
 
 
 def _gpt2_shaped_transformer() -> LanguageModel:
