@@ -77,3 +77,10 @@ def test_a_tiny_run_writes_its_tables(gen, tmp_path: Path) -> None:  # noqa: ANN
     md = out.with_suffix(".md").read_text()
     assert "| greedy | 2 |" in md and "read bandwidth" in md and "Goals met:" in md
 
+
+def test_agreement_counts_positions_rows_and_the_first_difference(gen) -> None:  # noqa: ANN001
+    full = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [1, 1, 1, 1]])
+    half = torch.tensor([[1, 2, 3, 4], [5, 0, 7, 0], [1, 1, 1, 9]])
+    got = gen.agreement(full, half)
+    assert got == pytest.approx({"token_agreement": 9 / 12, "rows_identical": 1 / 3,
+                                 "mean_first_difference": (4 + 1 + 3) / 3, "new_tokens": 4})

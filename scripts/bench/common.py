@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -159,6 +160,20 @@ class Results:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
         os.replace(tmp, self.path)
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How the benchmark was started, for its report: `python scripts/bench/<script> ARGS...`."""
+    return "python " + " ".join(shlex.quote(a) for a in [f"scripts/bench/{script}", *(argv or sys.argv[1:])])
+
+
+def write_report(out: Path | str, report: dict[str, Any], markdown: str) -> None:
+    """`out`.json (the report) and `out`.md (its text), the folder made first."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(f"wrote {out.with_suffix('.md')} and .json")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

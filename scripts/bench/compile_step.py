@@ -15,10 +15,8 @@ rounds of `--steps` steps; the best round counts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -30,7 +28,8 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmbench-inducto
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_throughput as tt  # noqa: E402  (puts this checkout's lmbench first on sys.path)
+import common  # noqa: E402  (puts this checkout's lmbench first on sys.path)
+import train_throughput as tt  # noqa: E402
 from lmbench.allocator import keep_freed_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,13 +54,17 @@ def measure(size: str, precision: str, args: argparse.Namespace) -> dict[str, An
             for i in range(steps):
                 trainers[compiled].train_step(100 + r * steps + i)
             rounds[compiled].append((time.perf_counter() - started) / steps)
-    eager, comp = min(rounds[False]), min(rounds[True])
-    compile_s = first[True] - 3 * comp  # the first steps' time beyond three compiled steps
-    gain = eager - comp
-    return {"size": size, "precision": precision, "steps_per_round": steps, "eager_s_per_step": eager,
-            "compiled_s_per_step": comp, "speedup": eager / comp, "compile_s": compile_s,
-            "eager_first3_s": first[False], "payback_steps": compile_s / gain if gain > 0 else None,
+    return {"size": size, "precision": precision, "steps_per_round": steps, "eager_first3_s": first[False],
+            **payback(first[True], min(rounds[False]), min(rounds[True])),
             "rounds": {str(k): v for k, v in rounds.items()}}
+
+
+def payback(compiled_first3_s: float, eager: float, compiled: float) -> dict[str, Any]:
+    """Step times (s), the speed-up, the compile seconds (the first 3 compiled steps' time beyond 3 compiled
+    steps) and the steps after which compiling has paid for itself (None: never)."""
+    compile_s, gain = compiled_first3_s - 3 * compiled, eager - compiled
+    return {"eager_s_per_step": eager, "compiled_s_per_step": compiled, "speedup": eager / compiled,
+            "compile_s": compile_s, "payback_steps": compile_s / gain if gain > 0 else None}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -99,16 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"{case}: eager {1e3 * r['eager_s_per_step']:.1f} ms, compiled {1e3 * r['compiled_s_per_step']:.1f} ms, "
               f"compile {r['compile_s']:.1f} s", flush=True)
-    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench/compile_step.py", *(argv or sys.argv[1:])])
+    command = common.command_line("compile_step.py", argv)
     report = {"command": command, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
               "env": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "torch": torch.__version__}}
     report["args"].update(steps=args.steps, rounds=args.rounds)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(f"wrote {out.with_suffix('.md')}")
+    common.write_report(args.out, report, markdown(report))
     return 0
 
 

@@ -41,11 +41,9 @@ On a GPU the timings wait for the device (torch.cuda.synchronize), and both mode
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -451,11 +449,16 @@ def bf16_greedy_agreement(lm: TransformerLM, prompts: Tensor, new_tokens: int) -
                            pad_id=0)
         return torch.tensor([o[0] for o in out])
 
-    full, half = ids("auto"), ids("bf16")
+    return agreement(ids("auto"), ids("bf16"))
+
+
+def agreement(full: Tensor, half: Tensor) -> dict[str, Any]:
+    """Two (rows, new_tokens) id tensors: the share of positions alike, of rows alike throughout, and the mean
+    position of a row's first difference (new_tokens for a row alike throughout)."""
     same = full == half
-    first = torch.where(same.all(dim=1), new_tokens, (~same).float().argmax(dim=1))
+    first = torch.where(same.all(dim=1), same.size(1), (~same).float().argmax(dim=1))
     return {"token_agreement": float(same.float().mean()), "rows_identical": float(same.all(dim=1).float().mean()),
-            "mean_first_difference": float(first.float().mean()), "new_tokens": new_tokens}
+            "mean_first_difference": float(first.float().mean()), "new_tokens": same.size(1)}
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -609,17 +612,13 @@ def main(argv: list[str] | None = None) -> int:
            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "torch": torch.__version__,
            "transformers": transformers.__version__, "device": args.device, "dtype": args.dtype,
            "python": platform.python_version(), "packed_linears": device.type == "cpu" and packed_available()}
-    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench/generation.py", *(argv or sys.argv[1:])])
+    command = common.command_line("generation.py", argv)
     peaks = machine_peaks(device, DTYPES[args.dtype])
     print("peaks: " + ", ".join(f"{k} {v / 1e9:.1f}G" for k, v in peaks.items()), flush=True)
     shapes = [measure_shape(shape, args, peaks) for shape in shapes_from(args)]
     report = {"command": command, "args": vars(args), "env": env, "peaks": peaks, "shapes": shapes,
               "notes": NOTES if device.type == "cpu" else []}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(f"wrote {out.with_suffix('.md')} and .json")
+    common.write_report(args.out, report, markdown(report))
     return 0
 
 

@@ -119,14 +119,6 @@ def lstm_lines(lstm: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def shapes_of(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """generation.py's per-shape reports (one per model shape; a report from before shapes is its own)."""
-    if "shapes" in report:
-        return report["shapes"]
-    a = report["args"]
-    return [{"name": "custom", "num_layers": a["num_layers"], "d_model": a["d_model"], **report}]
-
-
 def generation_table(report: dict[str, Any], shape: dict[str, Any]) -> list[str]:
     """generation.py's own table for one shape; a plain one when that module cannot be imported here."""
     try:
@@ -152,7 +144,7 @@ def generation_lines(gens: dict[str, dict[str, Any] | None]) -> list[str]:
             lines += [f"**{dtype}**: (no measurement)", ""]
             continue
         a = report["args"]
-        for shape in shapes_of(report):
+        for shape in report["shapes"]:
             lines += [f"**{dtype}**, {shape['name']} — {shape['num_layers']} layers, d_model {shape['d_model']}, "
                       f"vocab {a['vocab_size']} ({shape['num_params'] / 1e6:.1f}M parameters), prompt {a['prompt_len']}, "
                       f"{a['new_tokens']} new tokens, best of {a['repeats']}, device {report['env'].get('device')}:",
@@ -238,7 +230,7 @@ def goals(train: dict | None, recipe: dict | None, gens: dict[str, dict | None])
         if not report:
             out.append((f"generation >= {TARGET_GEN:.0f}x transformers' generate ({dtype})", "–", "not measured"))
             continue
-        by = {(sh["name"], r["strategy"], r["batch"], r["impl"]): r["tokens_per_s"] for sh in shapes_of(report)
+        by = {(sh["name"], r["strategy"], r["batch"], r["impl"]): r["tokens_per_s"] for sh in report["shapes"]
               for r in sh["results"]}
         ratios = {f"{n} {s} b{b}": by[(n, s, b, "lmbench")] / by[(n, s, b, "transformers")] for n, s, b, i in by
                   if i == "lmbench" and (n, s, b, "transformers") in by}
@@ -248,10 +240,10 @@ def goals(train: dict | None, recipe: dict | None, gens: dict[str, dict | None])
                         ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
                         "met" if ratios[worst] >= TARGET_GEN else f"missed (worst {worst} {ratios[worst]:.2f}x)"))
     fp32 = gens.get("fp32")
-    checks = [(sh["name"], g) for sh in shapes_of(fp32) for g in sh.get("greedy_full_length", [])] if fp32 else []
+    checks = [(sh["name"], g) for sh in fp32["shapes"] for g in sh.get("greedy_full_length", [])] if fp32 else []
     if checks:
         equal = all(g["equal"] for _, g in checks) and all(sh["same_outputs"].get("greedy", False)
-                                                           for sh in shapes_of(fp32))
+                                                           for sh in fp32["shapes"])
         out.append(("greedy ids equal to transformers' in fp32",
                     ", ".join(f"{name} batch {g['batch']}: {'equal' if g['equal'] else 'differ'}"
                               for name, g in checks), "met" if equal else "missed"))
