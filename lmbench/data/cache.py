@@ -740,7 +740,10 @@ def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], prompts: Sequence[s
         lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
         flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.uint32, count=int(lengths.sum()))
         prompt_lens = np.asarray(prompt_list, dtype=np.int64)
-    num_bytes, num_chars, num_words = text_stats(texts)
+    words_from_ids = prompts is None and tokenizer.tokens_are_words
+    num_bytes, num_chars, num_words = text_stats(texts, count_words=not words_from_ids)
+    if words_from_ids:
+        num_words = len(flat)
     prompt_bytes = sum(len(p.encode("utf-8", "surrogatepass")) for p in prompts) if prompts is not None else 0
     return EncodedBatch(flat.astype(dtype, copy=False), lengths, prompt_lens, num_bytes, num_chars, num_words,
                         num_bytes + prompt_bytes)
@@ -750,10 +753,11 @@ _SPACE = np.array([chr(c).isspace() for c in range(0x3001)] + [False])  # str.is
 _WORD = ~_SPACE  # code point -> part of a word (the last entry stands for every code point above U+3000)
 
 
-def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
+def text_stats(texts: Sequence[str], count_words: bool = True) -> tuple[int, int, int]:
     """(UTF-8 bytes, characters, whitespace-separated words as `str.split` counts them) of all `texts`, with
     numpy over the characters instead of a Python string per word: one byte per character for ASCII text, else
-    UTF-16 units (a character above U+FFFF is two units, neither of them whitespace: the same words)."""
+    UTF-16 units (a character above U+FFFF is two units, neither of them whitespace: the same words). Without
+    `count_words` the word count is 0 (the caller knows it)."""
     joined = " ".join(texts)  # a space between texts: no word runs on from one text into the next
     spaces = max(len(texts) - 1, 0)
     num_chars = len(joined) - spaces
@@ -761,9 +765,13 @@ def text_stats(texts: Sequence[str]) -> tuple[int, int, int]:
         return 0, num_chars, 0
     if joined.isascii():  # O(1) in CPython: the string's kind
         num_bytes = num_chars
+        if not count_words:
+            return num_bytes, num_chars, 0
         points = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     else:
         num_bytes = len(joined.encode("utf-8", "surrogatepass")) - spaces
+        if not count_words:
+            return num_bytes, num_chars, 0
         points = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
     word = np.take(_WORD, points, mode="clip")
     return num_bytes, num_chars, int(word[0]) + int(np.count_nonzero(word[1:] > word[:-1]))

@@ -33,6 +33,9 @@ class Tokenizer(abc.ABC):
     # True when `encode_batch` already runs on every core (a library with its own thread pool): the token cache
     # then calls it in-process; otherwise it encodes batches in worker processes (data.num_workers).
     threaded: ClassVar[bool] = False
+    # True when every id stands for exactly one whitespace-separated word of the text (str.split's words): the
+    # token cache then counts words as ids instead of scanning the text again.
+    tokens_are_words: bool = False
     config: Any  # the typed Config this tokenizer was trained with
     pad_id: int
     bos_id: int

@@ -136,6 +136,10 @@ class WordTokenizer(VocabList, Tokenizer):
     def vocab_size(self) -> int:
         return len(self._itos)
 
+    @property
+    def tokens_are_words(self) -> bool:  # type: ignore[override]
+        return self.config.pretokenized  # one id per str.split word, unknown ones and literal specials included
+
     def split(self, text: str) -> list[str]:
         """Steps 1-3 of the normalisation: the token strings of `text`, before the vocabulary lookup."""
         if self.config.lowercase:
@@ -187,8 +191,9 @@ class WordTokenizer(VocabList, Tokenizer):
         get, default = self._stoi.get, itertools.repeat(missing)
         ids, lengths = array("I"), array("q")
         extend, append, total = ids.extend, lengths.append, 0
+        split = str.split if self.config.pretokenized and not self.config.lowercase else self.split
         for text in texts:
-            extend(map(get, self.split(text), default))
+            extend(map(get, split(text), default))
             append(len(ids) - total)
             total = len(ids)
         flat = np.frombuffer(ids, dtype=np.uint32) if total else np.zeros(0, dtype=np.uint32)

@@ -432,9 +432,10 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
         label = f"{row['size_mb']} MB {KINDS[row['kind']]['label']}"
         if row["kind"] in ("char", "word"):
             one, w = mb_s(row["one_process"]), mb_s(row["raw_write"])
-            lines.append(f"- {label}: pipeline / plain one-process encoder writing its ids {p / w:.2f}x (goal 1.6x: "
-                         f"{mark(p / w >= 1.6)}); counting them only {p / r:.2f}x ({mark(p / r >= 1.6)}); "
-                         f"pipeline / lmbench in one process {p / one:.2f}x ({mark(p / one >= 1.6)})")
+            lines.append(f"- {label}: pipeline / plain one-process encoder writing its ids (the cache's job) "
+                         f"{p / w:.2f}x (goal 1.6x: {mark(p / w >= 1.6)}). For reference, not the goal: against "
+                         f"the same encoder counting its ids only (nothing written) {p / r:.2f}x; against lmbench "
+                         f"in one process (scaling over the cores) {p / one:.2f}x")
         else:
             lines.append(f"- {label}: pipeline / raw library {p / r:.2f}x (goal 0.9x: {mark(p / r >= 0.9)})")
     for kind, growth in results["growth"].items():

@@ -300,6 +300,24 @@ def test_text_statistics_count_like_python() -> None:
                                      sum(map(len, texts)), sum(len(t.split()) for t in texts)), texts
 
 
+def test_word_counts_from_ids_only_when_each_id_is_a_word() -> None:
+    """A pretokenized word tokenizer counts words as its ids (no second scan of the text); every other tokenizer
+    is counted from the text. Both give str.split's count, whatever the whitespace or the vocabulary."""
+    from lmbench.data.cache import encode_batch
+    from lmbench.tokenizers.word import WordConfig, WordTokenizer
+
+    texts = ["the cat\tsat", "", "naïve\u3000café <unk>\u00a0x\n", "don't stop, U.S.!", "  "]
+    words = sum(len(t.split()) for t in texts)
+    pretokenized = WordTokenizer.train(texts[:1], WordConfig(pretokenized=True, lowercase=True))
+    regex = WordTokenizer.train(texts[:1], WordConfig())
+    assert pretokenized.tokens_are_words and not regex.tokens_are_words
+    assert not CharTokenizer.train(texts, CharTokenizer.Config()).tokens_are_words
+    for tokenizer in (pretokenized, regex):
+        batch = encode_batch(tokenizer, texts)
+        assert batch.num_words == words and batch.num_bytes == sum(len(t.encode()) for t in texts)
+    assert len(encode_batch(regex, texts).flat) != words  # so the regex count really comes from the text
+
+
 def test_progress_size_estimate_of_a_split(make_spec, lines_path: Path) -> None:
     """The bar's total (MB, for the ETA): the train files' size times the split's fraction; None without files."""
     from lmbench.data.cache import _split_size
