@@ -75,7 +75,8 @@ NOTES = [
     "slow to take: writing 2 GB into fresh page cache took about 5 s of kernel time, into pages just freed "
     "0.35-0.8 s. Both writing sides here start from the memory the previous side freed.",
     "Word encoding is a Python dict lookup per token: lmbench maps each text's words straight into a C array, as "
-    "fast per core as the plain loop, and runs it in two worker processes.",
+    "fast per core as the plain loop, and runs it in two worker processes; a pretokenized cache counts its words as "
+    "its ids (one id per whitespace-separated word) instead of scanning the text again.",
     "lmbench processes run with glibc's malloc keeping freed buffers (lmbench.allocator); the loader and both "
     "sides here do too.",
 ]
