@@ -73,8 +73,10 @@ def test_a_tiny_run_writes_its_tables(gen, tmp_path: Path) -> None:  # noqa: ANN
     assert {(r["strategy"], r["impl"]) for r in shape["results"]} == {
         (s, i) for s in ("greedy", "top_p", "beam5") for i in ("lmbench", "transformers")}
     assert shape["same_outputs"] == {"greedy": True, "top_p": True, "beam5": True}
-    assert all(g["equal"] for g in shape["greedy_full_length"])
+    assert all(g["equal"] for g in shape["greedy_full_length"] + shape["beam_full_length"])
+    assert [g["batch"] for g in shape["beam_full_length"]] == [2]
     md = out.with_suffix(".md").read_text()
+    assert "Beam 5 (the best hypothesis) over the whole length: batch 2: equal." in md
     assert "| greedy | 2 |" in md and "read bandwidth" in md and "Goals met:" in md
 
 

@@ -14,8 +14,9 @@ from lmbench.registry import Registry
 class DecodeState(Protocol):
     """Per-sequence decoding state (RNN hidden state, or per-layer K/V caches plus positions)."""
 
-    def reorder(self, index: Tensor) -> "DecodeState":
-        """Pick/duplicate batch rows: row i of the result is row index[i] of self (beams, batch expansion)."""
+    def reorder(self, index: Tensor, reuse: bool = False) -> "DecodeState":
+        """Pick/duplicate batch rows: row i of the result is row index[i] of self (beams, batch expansion).
+        `self` stays valid, unless `reuse` is set: the caller drops `self`, and its memory may be reused."""
         ...
 
 

@@ -62,7 +62,7 @@ class HFState:
     cache: Any
     mask: Tensor
 
-    def reorder(self, index: Tensor) -> "HFState":
+    def reorder(self, index: Tensor, reuse: bool = False) -> "HFState":
         """A new state whose row i is row index[i] of this one; this state is left unchanged."""
         index = index.to(self.mask.device)
         cache = _copy_cache(self.cache)

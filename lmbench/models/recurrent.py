@@ -51,7 +51,7 @@ class RecurrentState:
     h: Tensor
     c: Tensor | None = None
 
-    def reorder(self, index: Tensor) -> "RecurrentState":
+    def reorder(self, index: Tensor, reuse: bool = False) -> "RecurrentState":
         index = index.to(self.h.device)
         return RecurrentState(self.h.index_select(1, index), None if self.c is None else self.c.index_select(1, index))
 

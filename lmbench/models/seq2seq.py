@@ -53,7 +53,7 @@ class Seq2SeqState:
     cache: Any
     decoder_mask: Tensor  # (B, decoder tokens so far)
 
-    def reorder(self, index: Tensor) -> "Seq2SeqState":
+    def reorder(self, index: Tensor, reuse: bool = False) -> "Seq2SeqState":
         index = index.to(self.decoder_mask.device)
         cache = _copy_cache(self.cache)
         if cache is not None:

@@ -190,13 +190,16 @@ class TransformerLM(LanguageModel):
         return self.drop(x), self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
 
     def _run(self, input_ids: Tensor, positions: Tensor, mask: Tensor | None, is_causal: bool,
-             writer: KVWriter | None = None, logits_to_keep: int = 0) -> Tensor:
+             writer: KVWriter | None = None, logits_to_keep: int = 0, rows: Tensor | None = None) -> Tensor:
+        """`rows`: the inputs are in the cache's buffer order, and output row i is input row rows[i]."""
         x, cos, sin = self._embed(input_ids, positions)
         how = Attend(mask, is_causal, cos, sin)
         for i, block in enumerate(self.blocks):
             x = block(x, how, None if writer is None else writer.bound(i))
         if logits_to_keep:  # only the last positions' logits (a prefill needs one): skips most of the head
             x = x[:, -logits_to_keep:]
+        if rows is not None:
+            x = x.index_select(0, rows)
         return self.head(self.ln_f(x))  # (B, t or logits_to_keep, V)
 
     # --- training / scoring -----------------------------------------------------------------------------------
@@ -245,8 +248,12 @@ class TransformerLM(LanguageModel):
             attn, is_causal = None, False
         else:
             attn, is_causal = attention_mask_for(mask.bool(), t), False
+        order = state.order  # beams whose keys and values sit in other buffer rows (kv_cache.KVState.rows)
+        if order is not None:
+            input_ids, positions = input_ids.index_select(0, order), positions.index_select(0, order)
+            attn = None if attn is None else attn.index_select(0, order)
         writer = KVWriter(state, self.config.num_layers, self.config.block_size)
-        logits = self._run(input_ids, positions, attn, is_causal, writer, logits_to_keep)
+        logits = self._run(input_ids, positions, attn, is_causal, writer, logits_to_keep, state.rows)
         return logits, writer.result(mask, ids, dense)
 
     def _step_cropped(self, ids: Tensor, mask: Tensor, t: int) -> tuple[Tensor, KVState]:

@@ -239,7 +239,8 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
         if bool(stop):  # the stopping test: the one host sync per token
             break
         step_mask = None if full_mask is None else full_mask[:, : num_prompt + t + 1]
-        logits, state = model.step(next_ids, state.reorder(beam_index), attention_mask=step_mask)
+        # reuse: the old state is dropped here, so the cache may rearrange its own rows (copies fewer of them)
+        logits, state = model.step(next_ids, state.reorder(beam_index, reuse=True), attention_mask=step_mask)
         next_logits = logits[:, -1].float()
     r = s.num_return_sequences
     return done.tokens[:, :r], done.lengths[:, :r]

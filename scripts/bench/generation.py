@@ -121,7 +121,7 @@ class PrefixState:
     ids: Tensor
     mask: Tensor | None
 
-    def reorder(self, index: Tensor) -> "PrefixState":
+    def reorder(self, index: Tensor, reuse: bool = False) -> "PrefixState":
         return PrefixState(self.ids.index_select(0, index),
                            None if self.mask is None else self.mask.index_select(0, index))
 
@@ -348,16 +348,19 @@ def runner_ids(hf: HFCausalLM, s: SamplerSpec, prompts: Tensor, new_tokens: int)
     return out[:, prompts.size(1):].tolist()
 
 
-def greedy_agreement(lm: TransformerLM, hf: HFCausalLM, prompts: Tensor, new_tokens: int) -> dict[str, Any]:
-    """Greedy ids of lmbench and GPT2LMHeadModel.generate over the benchmark's whole length: equal, and the first
-    position where a row differs (None when equal)."""
-    ours = torch.tensor([o[0] for o in generate(lm, prompts.tolist(), STRATEGIES["greedy"],
-                                                max_new_tokens=new_tokens, eos_id=None, pad_id=0)])
-    ref = torch.tensor(runner_ids(hf, STRATEGIES["greedy"], prompts, new_tokens))
+def full_length_agreement(lm: TransformerLM, hf: HFCausalLM, prompts: Tensor, new_tokens: int,
+                          strategy: str = "greedy") -> dict[str, Any]:
+    """Greedy (or beam search's best) ids of lmbench and GPT2LMHeadModel.generate over the benchmark's whole
+    length: equal, and the first position where a row differs (None when equal)."""
+    s = STRATEGIES[strategy]
+    ours = torch.tensor([o[0] for o in generate(lm, prompts.tolist(), s, max_new_tokens=new_tokens, eos_id=None,
+                                                pad_id=0)])
+    ref = torch.tensor(runner_ids(hf, s, prompts, new_tokens))
     differ = (ours != ref).any(dim=0).nonzero()
     out = {"equal": bool(differ.numel() == 0), "first_mismatch": int(differ[0]) if differ.numel() else None,
            "rows_differing": int((ours != ref).any(dim=1).sum()), "new_tokens": new_tokens}
-    if differ.numel():  # how close to a tie the two picks were there (a rounding-level gap = a tie broken apart)
+    if differ.numel() and strategy == "greedy":  # how close to a tie the two picks were there (a rounding-level
+        # gap = a tie broken apart)
         t = int(differ[0])
         row = int((ours[:, t] != ref[:, t]).nonzero()[0])
         prefix = torch.cat([prompts[row].cpu(), ref[row, :t]]).unsqueeze(0).to(prompts.device)
@@ -414,6 +417,7 @@ def measure_shape(shape: Shape, args: argparse.Namespace, peaks: dict[str, float
     lm, hf = build_models(shape, args)
     results: list[dict[str, Any]] = []
     agreement: list[dict[str, Any]] = []
+    beam_agreement: list[dict[str, Any]] = []
     bf16_agreement: list[dict[str, Any]] = []
     first = torch.randint(1, args.vocab_size, (16, args.prompt_len), generator=torch.Generator().manual_seed(0))
     for batch in args.batch_sizes:
@@ -425,7 +429,9 @@ def measure_shape(shape: Shape, args: argparse.Namespace, peaks: dict[str, float
             for r in rows:
                 print(f"{shape.name} {name:7s} batch {batch:3d} {r['impl']:19s} {r['tokens_per_s']:10.1f} tokens/s "
                       f"({r['seconds']:.2f} s, {r['how']}; limit {r['limit_tokens_per_s']:.0f})", flush=True)
-        agreement.append({"batch": batch, **greedy_agreement(lm, hf, prompts, args.new_tokens)})
+        agreement.append({"batch": batch, **full_length_agreement(lm, hf, prompts, args.new_tokens)})
+        if "beam5" in args.strategies:
+            beam_agreement.append({"batch": batch, **full_length_agreement(lm, hf, prompts, args.new_tokens, "beam5")})
         if "lmbench-bf16" in args.impls:
             bf16_agreement.append({"batch": batch, **bf16_greedy_agreement(lm, prompts, args.new_tokens)})
     cells: dict[tuple[str, int], dict[str, Any]] = {}
@@ -436,6 +442,7 @@ def measure_shape(shape: Shape, args: argparse.Namespace, peaks: dict[str, float
             "num_heads": shape.num_heads, "num_params": lm.num_params(),
             "distribution": distribution(lm, first.to(args.device)), "results": results, "verdicts": verdicts,
             "same_outputs": check_same_outputs(lm, hf, args.vocab_size), "greedy_full_length": agreement,
+            "beam_full_length": beam_agreement,
             "bf16_agreement": bf16_agreement}
 
 
@@ -511,7 +518,12 @@ def shape_section(report: dict[str, Any], shape: dict[str, Any]) -> list[str]:
             f"batch {g['batch']}: " + ("equal" if g["equal"] else
                                        f"differ from token {g['first_mismatch']} (logit gap "
                                        f"{g.get('logit_gap_at_mismatch', float('nan')):.1e})")
-            for g in shape["greedy_full_length"]) + ".", "",
+            for g in shape["greedy_full_length"]) + "." + ("" if not shape.get("beam_full_length") else
+                                                           " Beam 5 (the best hypothesis) over the whole length: " +
+                                                           "; ".join(f"batch {g['batch']}: " +
+                                                                     ("equal" if g["equal"] else
+                                                                      f"differ from token {g['first_mismatch']}")
+                                                                     for g in shape["beam_full_length"]) + "."), "",
         *([("bf16 decoding (`lmbench-bf16`, `sample.dtype: bf16`) against the run's dtype, greedy over the whole "
             "length: " + "; ".join(f"batch {g['batch']}: {g['token_agreement']:.1%} of the tokens the same, "
                                    f"{g['rows_identical']:.0%} of the rows identical, first difference at token "

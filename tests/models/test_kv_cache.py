@@ -73,6 +73,67 @@ def test_beam_loop_ping_pongs_between_two_buffer_sets() -> None:
 
 
 @torch.no_grad()
+def test_reuse_moves_only_the_extra_copies_of_a_sequence() -> None:
+    """reorder(reuse=True) keeps each first continuation in its parent's buffer row and copies a parent's keys
+    and values only for its further continuations, into the rows of dropped sequences; the logits come back in
+    sequence order and equal the full forward pass."""
+    model = _model()
+    seq = torch.randint(1, VOCAB, (4, 5))
+    _, state = model.step(seq, model.init_state(4, seq.device))
+    assert state.buffers is not None
+    buffers, n = state.buffers, state.num_past
+    before = [k[:, :, :n].clone() for k, _ in buffers.layers]
+    index = torch.tensor([2, 0, 0, 1])  # sequence 3 is dropped, sequence 0 continues twice
+    state = state.reorder(index, reuse=True)
+    assert state.buffers is buffers and state.rows is not None
+    assert state.rows.tolist() == [2, 0, 3, 1]  # the second copy of sequence 0 takes dropped sequence 3's row
+    for (k, _), old in zip(buffers.layers, before):
+        assert torch.equal(k[:, :, :n], old[[0, 1, 2, 0]])  # only row 3 was written (sequence 0's keys)
+    seq = seq[index]
+    x = torch.randint(1, VOCAB, (4, 1))
+    logits, state = model.step(x, state)
+    seq = torch.cat([seq, x], 1)
+    close(logits[:, -1], _last(model, seq))
+    assert state.buffers is buffers and state.rows is not None  # appended in place, rows carried on
+
+
+@torch.no_grad()
+def test_beam_loop_with_reuse_matches_the_full_forward_in_one_buffer_set() -> None:
+    """A beam-search-like loop with reuse (random parents, duplicates and drops, left padding in the prompt),
+    then a reorder without reuse and a branch: the logits equal the full forward pass throughout."""
+    model = _model()
+    seq = torch.randint(1, VOCAB, (4, 4))
+    mask = torch.ones(4, 4, dtype=torch.long)
+    mask[1, :2] = 0  # a left-padded prompt
+    _, state = model.step(seq, model.init_state(4, seq.device), attention_mask=mask)
+    generator = torch.Generator().manual_seed(0)
+    sets = set()
+    for _ in range(8):
+        index = torch.randint(0, 4, (4,), generator=generator)
+        x = torch.randint(1, VOCAB, (4, 1), generator=generator)
+        seq, mask = torch.cat([seq[index], x], 1), torch.cat([mask[index], torch.ones(4, 1, dtype=torch.long)], 1)
+        logits, state = model.step(x, state.reorder(index, reuse=True), attention_mask=mask)
+        close(logits[:, -1], model(seq, mask)[:, -1])
+        sets.add(id(state.buffers))
+    assert len(sets) == 1 and len(state.pool.sets) == 1  # no second buffer set
+    index = torch.tensor([3, 3, 1, 0])  # without reuse: gathered through the rows into another set
+    kept = state
+    x = torch.randint(1, VOCAB, (4, 1), generator=generator)
+    plus = torch.ones(4, 1, dtype=torch.long)
+    logits, other = model.step(x, state.reorder(index), attention_mask=torch.cat([mask[index], plus], 1))
+    close(logits[:, -1], model(torch.cat([seq[index], x], 1), torch.cat([mask[index], plus], 1))[:, -1])
+    assert other.rows is None and other.buffers is not kept.buffers
+    _, child = model.step(x, kept, attention_mask=torch.cat([mask, plus], 1))  # appends into kept's buffers
+    refused = kept.reorder(index, reuse=True)  # another state reads them: copied elsewhere, not rearranged
+    assert refused.buffers is not kept.buffers and refused.rows is None
+    logits, _ = model.step(x, refused, attention_mask=torch.cat([mask[index], plus], 1))
+    close(logits[:, -1], model(torch.cat([seq[index], x], 1), torch.cat([mask[index], plus], 1))[:, -1])
+    y, two = torch.randint(1, VOCAB, (4, 1), generator=generator), torch.ones(4, 2, dtype=torch.long)
+    close(model.step(y, child, attention_mask=torch.cat([mask, two], 1))[0][:, -1],
+          model(torch.cat([seq, x, y], 1), torch.cat([mask, two], 1))[:, -1])
+
+
+@torch.no_grad()
 def test_capacity_doubles_up_to_block_size() -> None:
     model = _model()  # block_size 32
     ids = torch.randint(1, VOCAB, (1, 3))

@@ -56,7 +56,7 @@ def tiny_model(family: str, vocab_size: int = 40, seed: int = 0) -> LanguageMode
 
 @dataclass
 class NoState:
-    def reorder(self, index: Tensor) -> "NoState":
+    def reorder(self, index: Tensor, reuse: bool = False) -> "NoState":
         return self
 
 
