@@ -569,17 +569,21 @@ NOTES = [
     "6.7 ms, 3.8 ms for 16 rows where it takes 13.4; top-p finds the nucleus among the 256 (then 1,024, 4,096) "
     "most likely tokens instead of sorting the vocabulary (2 ms a row; lmbench/sampling/filters.py, exact, "
     "falling back to the sort for flat rows); the K/V cache is appended in place into preallocated buffers "
-    "and beams gather into a reused buffer set (lmbench/models/kv_cache.py). The sampled draw is still "
-    "torch.multinomial over the whole vocabulary, so the same seed draws the same ids as `generate`; its "
+    "and beam search copies no cached row it can leave in place: a beam's first continuation keeps its parent's "
+    "row, and only further copies of a parent are written, into dropped beams' rows (lmbench/models/kv_cache.py; "
+    "about a fifth of the rows per token with 5 beams, where `generate` gathers every row). The sampled draw is "
+    "still torch.multinomial over the whole vocabulary, so the same seed draws the same ids as `generate`; its "
     "exponential draws (0.9 ms a row of 50,257) are now a large share of a top-p step at batch 16.", "",
-    "Where beam search at batch 16 stays under 2x (80 rows; torch.profiler over the 30M model's 256 tokens on the "
-    "2-core development machine, self time per step): oneDNN linears 15.4 ms (the head is 3.1 GFLOP a step, "
-    "at ~330 GFLOP/s), the K/V cache reorder 13.1 ms (index_select of 212 MB at the mean context of 144, read "
-    "and written: copy bandwidth), attention 13.0 ms (SDPA reads the same 212 MB at 16 GB/s), log-softmax 2.8, "
-    "top-k 2.4. transformers spends the same reorder and attention (and more: it concatenates its cache) but "
-    "its 40 ms head is what lmbench saves, so the ratio falls as the context grows: 1.91x at 64 new tokens, "
-    "1.74x and 1.77x at 256 (two runs). A cache that beams index instead of copy (paged attention) is what would remove the reorder; "
-    "SDPA itself is 15-20% slower here than two batched matmuls on cold caches at one query token.", "",
+    "Beam search at batch 16 (80 rows; torch.profiler over the 30M model's 256 tokens on the 2-core development "
+    "machine, self time per step, 36 ms in all): oneDNN linears 14.0 ms (the head is 3.1 GFLOP a step), "
+    "attention 11.2 ms (SDPA reads the 212 MB cache at the mean context of 144 at about 19 GB/s), the cache "
+    "copies 3.2 ms (13.1 ms before, when every row was gathered), top-k 1.8, log-softmax 1.5. The attention is "
+    "`generate`'s own kernel on purpose: two batched matmuls are 15-40% faster at one query token but round "
+    "differently, and the ids would no longer equal `generate`'s.", "",
+    "Greedy at batch 1 (the 30M model, same profiler): 4.7 ms a step, of which the linear layers take 3.7 ms "
+    "for their 119 MB of weights (32 GB/s). The head alone reads its 77 MB at about 43 GB/s, 80% of what a plain "
+    "sum over the same tensor reaches; the 24 block layers (0.6-2.4 MB each) reach about 22 GB/s, their time "
+    "being as much per-call overhead as reading. The rest (layer norms, attention, the loop) is about 1 ms.", "",
     "Run to run, this shared 2-core machine moves by 10-15% (transformers' greedy at batch 1 on the 30M model: "
     "96.6 and 111.1 tokens/s in two runs an hour apart, lmbench 2.21x and 1.99x); the rounds of one run are "
     "interleaved, so its ratios are comparable, not its absolute rates with another run's.", "",
