@@ -24,7 +24,7 @@ def test_a_side_is_scored_by_its_best_round(tt) -> None:  # noqa: ANN001
 
 
 def test_speedups_are_against_the_faster_plain_optimizer(tt, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(tt, "auto_precision", lambda num_params: "bf16")
+    monkeypatch.setattr(tt, "auto_precision", lambda num_params, model: "bf16")
     rates = {("fp32", "lmbench"): 100, ("fp32", "plain-fused"): 50, ("fp32", "plain-foreach"): 60,
              ("bf16", "lmbench"): 300, ("bf16", "plain-fused"): 100, ("bf16", "plain-foreach"): 90}
     rows = [{"model": "lstm-2x200", "precision": p, "side": side, "tokens_per_s": v, "num_params": 14_000_000}

@@ -8,6 +8,10 @@ from pathlib import Path
 import torch
 
 MIN_PARAMS_FOR_BF16 = 2_000_000  # below this, autocast overhead outweighs faster matmuls on CPU (measured)
+# Per family where it was measured lower: a transformer's bf16 training step on the CPU (with the matrix-product
+# attention of lmbench.models.attention) was 1.1x its fp32 step at 0.21M parameters, 2.0x at 0.42M and 1.8x at
+# 0.81M (scripts/bench/train_throughput.py, 2-core AMD EPYC with avx512_bf16).
+MIN_PARAMS_FOR_BF16_BY_FAMILY = {"transformer": 200_000}
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -45,7 +49,7 @@ def launcher_precision() -> str | None:
 
 
 def resolve_mixed_precision(requested: str, num_params: int, device_type: str | None = None,
-                            launcher: str | None = None) -> tuple[str, str]:
+                            launcher: str | None = None, family: str | None = None) -> tuple[str, str]:
     """(mixed_precision, reason) with the launcher's choice (`launcher`, see launcher_precision) taken into
     account: under `auto` the launcher's explicit choice wins; an explicit spec value wins over a different
     launcher value, and the reason says so (the runner warns)."""
@@ -55,16 +59,18 @@ def resolve_mixed_precision(requested: str, num_params: int, device_type: str | 
         if requested != launcher:
             return requested, (f"requested: train.mixed_precision={requested} overrides the launcher's "
                                f"mixed_precision={launcher} ({LAUNCHER_ENV})")
-    return _resolve(requested, num_params, device_type)
+    return _resolve(requested, num_params, device_type, family)
 
 
-def _resolve(requested: str, num_params: int, device_type: str | None = None) -> tuple[str, str]:
+def _resolve(requested: str, num_params: int, device_type: str | None = None,
+             family: str | None = None) -> tuple[str, str]:
     """(mixed_precision, reason). `auto` is bf16 where it runs fast and pays off, else `no`:
 
     CUDA with bf16 support (compute capability >= 8.0), and fp16 on older GPUs (Accelerate then scales the loss
     with a GradScaler and skips the steps whose gradients overflow); or a CPU with native bf16 dot products (AMX `amx_bf16`, or AVX-512 `avx512_bf16`,
     which oneDNN uses for ~3.5x the fp32 matmul rate on this project's machine) AND a model of at least
-    MIN_PARAMS_FOR_BF16 parameters (smaller models are bound by overheads that autocast only adds to).
+    MIN_PARAMS_FOR_BF16 parameters (smaller models are bound by overheads that autocast only adds to; the model
+    `family`'s own MIN_PARAMS_FOR_BF16_BY_FAMILY where it has one).
     """
     if requested != "auto":
         return requested, "requested"
@@ -78,7 +84,8 @@ def _resolve(requested: str, num_params: int, device_type: str | None = None) ->
     flags = cpu_flags() & set(FAST_BF16_CPU_FLAGS)
     if not flags:
         return "no", "auto: CPU without amx_bf16/avx512_bf16"
-    if num_params < MIN_PARAMS_FOR_BF16:
-        return "no", f"auto: {num_params:,} parameters < {MIN_PARAMS_FOR_BF16:,} (bf16 does not pay off)"
+    least = MIN_PARAMS_FOR_BF16_BY_FAMILY.get(family or "", MIN_PARAMS_FOR_BF16)
+    if num_params < least:
+        return "no", f"auto: {num_params:,} parameters < {least:,} (bf16 does not pay off)"
     return "bf16", f"auto: CPU with {'/'.join(sorted(flags))} and {num_params:,} parameters"
 

@@ -91,7 +91,7 @@ def build_cell(spec: ExperimentSpec, run_dir: Path, cell_name: str, *, with_trac
     set_seed(spec.seed)  # same initial weights whether or not the cache had to be built
     model = build_model(spec.model, data.tokenizer, seed=spec.seed)
     precision, reason = resolve_mixed_precision(spec.train.mixed_precision, model.num_params(), state.device.type,
-                                                launcher=launcher_precision())
+                                                launcher=launcher_precision(), family=spec.model.family)
     if "overrides the launcher" in reason and state.is_main_process:
         log.warning("%s: %s", cell_name, reason)
     kwargs = tracking.accelerator_kwargs(spec, Path(run_dir)) if with_trackers else {}

@@ -13,6 +13,11 @@ def test_auto_mixed_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert precision.resolve_mixed_precision("auto", 10_000_000, "cpu")[0] == "bf16"
     assert precision.resolve_mixed_precision("auto", 100_000, "cpu")[0] == "no"  # too small to benefit
+    # a transformer pays off from 0.2M parameters (its bf16 attention is matrix products), the others from 2M
+    assert precision.resolve_mixed_precision("auto", 400_000, "cpu", family="transformer")[0] == "bf16"
+    assert precision.resolve_mixed_precision("auto", 400_000, "cpu", family="lstm") == (
+        "no", "auto: 400,000 parameters < 2,000,000 (bf16 does not pay off)")
+    assert precision.resolve_mixed_precision("auto", 150_000, "cpu", family="transformer")[0] == "no"
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
     assert precision.resolve_mixed_precision("auto", 10_000_000, "cpu") == ("no", "auto: CPU without amx_bf16/avx512_bf16")
     assert precision.resolve_mixed_precision("fp16", 10, "cpu") == ("fp16", "requested")
