@@ -763,15 +763,13 @@ def text_stats(texts: Sequence[str], count_words: bool = True) -> tuple[int, int
     num_chars = len(joined) - spaces
     if not joined:
         return 0, num_chars, 0
-    if joined.isascii():  # O(1) in CPython: the string's kind
-        num_bytes = num_chars
-        if not count_words:
-            return num_bytes, num_chars, 0
+    is_ascii = joined.isascii()  # O(1) in CPython: the string's kind
+    num_bytes = num_chars if is_ascii else len(joined.encode("utf-8", "surrogatepass")) - spaces
+    if not count_words:
+        return num_bytes, num_chars, 0
+    if is_ascii:
         points = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     else:
-        num_bytes = len(joined.encode("utf-8", "surrogatepass")) - spaces
-        if not count_words:
-            return num_bytes, num_chars, 0
         points = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
     word = np.take(_WORD, points, mode="clip")
     return num_bytes, num_chars, int(word[0]) + int(np.count_nonzero(word[1:] > word[:-1]))

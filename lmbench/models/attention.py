@@ -47,8 +47,7 @@ class _CausalAttention(torch.autograd.Function):
         B, H, T, hd = q.shape
         scale = 1.0 / math.sqrt(hd)
         q3, k3, v3 = (x.reshape(B * H, T, hd) for x in (q, k, v))  # a copy each (q, k, v are strided views)
-        bias = torch.zeros(T, T, dtype=q.dtype, device=q.device).masked_fill_(
-            torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1), float("-inf"))
+        bias = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)  # 0 on and below the diagonal
         probs = torch.softmax(torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale), dim=-1)
         ctx.save_for_backward(q3, k3, v3, probs)
         ctx.scale = scale

@@ -479,7 +479,9 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r['tokens_per_s']:,.0f} ({r['median_tokens_per_s']:,.0f}) | {1000 * r['s_per_step']:.1f} | "
                      f"{r['flops_per_s'] / 1e9:.2f} | {100 * r['share_fp32_peak']:.1f} | "
                      f"{100 * r['share_bf16_peak']:.1f} |")
-    lines += ["", f"lmbench default = `mixed_precision: auto` (on a CPU with bf16: bf16 from 0.2M parameters for a transformer, from 2M for the other families; else fp32); "
+    least = lmprecision.MIN_PARAMS_FOR_BF16_BY_FAMILY["transformer"] / 1e6, lmprecision.MIN_PARAMS_FOR_BF16 / 1e6
+    lines += ["", f"lmbench default = `mixed_precision: auto` (on a CPU with bf16: bf16 from {least[0]:g}M parameters "
+              f"for a transformer, from {least[1]:g}M for the other families; else fp32); "
               "plain = the faster of its AdamW implementations at that precision.", "",
               "| model | comparison | sides | speed-up | goal (issue 15) |", "|---|---|---|---:|---|"]
     for s in result["speedups"]:

@@ -18,6 +18,8 @@ def test_auto_mixed_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert precision.resolve_mixed_precision("auto", 400_000, "cpu", family="lstm") == (
         "no", "auto: 400,000 parameters < 2,000,000 (bf16 does not pay off)")
     assert precision.resolve_mixed_precision("auto", 150_000, "cpu", family="transformer")[0] == "no"
+    assert precision.resolve_mixed_precision("auto", 200_000, "cpu", family="transformer")[0] == "bf16"  # from 0.2M
+    assert precision.resolve_mixed_precision("auto", 199_999, "cpu", family="transformer")[0] == "no"
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
     assert precision.resolve_mixed_precision("auto", 10_000_000, "cpu") == ("no", "auto: CPU without amx_bf16/avx512_bf16")
     assert precision.resolve_mixed_precision("fp16", 10, "cpu") == ("fp16", "requested")
