@@ -48,7 +48,9 @@ class LanguageModel(nn.Module, abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not carry state across windows")
 
     @abc.abstractmethod
-    def init_state(self, batch_size: int, device: torch.device) -> DecodeState: ...
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> DecodeState:
+        """The state before any token. `max_length`, when given, is the longest the sequences will get (prompt and
+        new tokens): a hint a cache may reserve room for up front instead of growing (and copying) on the way."""
 
     @abc.abstractmethod
     def step(self, input_ids: Tensor, state: DecodeState, attention_mask: Tensor | None = None,

@@ -157,7 +157,7 @@ class HFCausalLM(LanguageModel):
                          use_cache=False)
         return out.logits  # (B, T, V)
 
-    def init_state(self, batch_size: int, device: torch.device) -> HFState:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> HFState:
         return HFState(None, torch.zeros(batch_size, 0, dtype=torch.long, device=device))
 
     def step(self, input_ids: Tensor, state: HFState, attention_mask: Tensor | None = None,

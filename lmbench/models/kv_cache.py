@@ -6,7 +6,9 @@ buffers' written `end` writes its new positions in place; any other state (a bra
 copies its prefix into fresh buffers first. So every state stays valid after it is stepped or reordered, as the
 decoding interface requires, while a loop that drops its old state neither concatenates nor allocates per token:
 
-- appending writes into spare capacity (capacity doubles, capped at block_size, when it runs out);
+- appending writes into spare capacity: the first buffers hold the longest length the decoding loop announced
+  (`init_state(..., max_length)`, capped at block_size), so a loop that announces it never grows them; without
+  it capacity doubles, capped at block_size, when it runs out (each growth copies the whole cache);
 - `reorder` (beams) gathers the rows into a buffer set of the same decoding lineage (`KVPool`) that no live state
   reads any more (states are tracked with weak references), so a loop that keeps old states ping-pongs between
   two buffer sets;
@@ -61,10 +63,12 @@ class KVBuffers:
 
 
 class KVPool:
-    """The buffer sets of one decoding lineage (a prefill and every state derived from it)."""
+    """The buffer sets of one decoding lineage (a prefill and every state derived from it), and the capacity
+    its first buffers get (`reserve`: the longest length announced; 0 when none was)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reserve: int = 0) -> None:
         self.sets: list[KVBuffers] = []
+        self.reserve = reserve
 
     def acquire(self, like: KVBuffers | Tensor, num_layers: int, batch_size: int, capacity: int) -> KVBuffers:
         """Buffers no live state reads, shaped like `like` (buffers, or one layer's new (B, H, t, hd) keys) with
@@ -190,7 +194,8 @@ class KVWriter:
         old, need = self.state.buffers, self.start + k.size(2)
         if old is not None and old.end == self.start and old.capacity >= need and old.dtype == k.dtype:
             return old
-        capacity = min(self.block_size, max(need, 2 * (old.capacity if old is not None else 0), MIN_CAPACITY))
+        grown = 2 * old.capacity if old is not None else max(self.state.pool.reserve, MIN_CAPACITY)
+        capacity = min(self.block_size, max(need, grown))
         new = self.state.pool.acquire(k, self.num_layers, k.size(0), max(capacity, need))
         if old is not None:
             for i in range(self.num_layers):

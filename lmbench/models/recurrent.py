@@ -186,7 +186,7 @@ class RecurrentLM(LanguageModel):
 
     # --- decoding --------------------------------------------------------------------------------------------
 
-    def init_state(self, batch_size: int, device: torch.device) -> RecurrentState:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> RecurrentState:
         shape = (self.config.num_layers, batch_size, self.config.d_hidden)
         dtype = self.head.weight.dtype
         h = torch.zeros(shape, device=device, dtype=dtype)

@@ -149,7 +149,7 @@ class HFSeq2SeqLM(LanguageModel):
         return full
 
     # ----- decoding
-    def init_state(self, batch_size: int, device: torch.device) -> Seq2SeqState:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> Seq2SeqState:
         return Seq2SeqState(None, None, None, torch.zeros(batch_size, 0, dtype=torch.long, device=device))
 
     def step(self, input_ids: Tensor, state: Seq2SeqState, attention_mask: Tensor | None = None,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from lmbench.errors import SpecError, choice_error, range_error
 from lmbench.models.attention import causal_attention, use_matmul_attention
 from lmbench.models.base import MODELS, LanguageModel, positions_from_mask
-from lmbench.models.kv_cache import KV, KVState, KVWriter
+from lmbench.models.kv_cache import KV, KVPool, KVState, KVWriter
 
 POSITIONS = ("learned", "rotary")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -225,9 +225,9 @@ class TransformerLM(LanguageModel):
 
     # --- decoding --------------------------------------------------------------------------------------------
 
-    def init_state(self, batch_size: int, device: torch.device) -> KVState:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> KVState:
         empty = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
-        return KVState(empty, empty, dense=True)
+        return KVState(empty, empty, pool=KVPool(max_length or 0), dense=True)
 
     def step(self, input_ids: Tensor, state: KVState, attention_mask: Tensor | None = None,
              logits_to_keep: int = 0) -> tuple[Tensor, KVState]:

@@ -36,7 +36,9 @@ def top_k(scores: Tensor, k: int, min_tokens_to_keep: int = 1) -> Tensor:
     return scores.masked_fill(scores < kth, NEG_INF)
 
 
-TOP_P_CANDIDATES = 256  # the first candidate set of the CPU nucleus search (x 4 per retry)
+TOP_P_CANDIDATES = 256  # the first candidate set of the CPU nucleus search (x 3 per retry)
+# x 3, not x 4: torch's CPU topk is a heap partial sort while k <= V / 64 and an nth_element above it; for 16
+# rows of 50,257 tokens k = 768 takes 2.5 ms, and k = 1,024 3.7 ms (as much as 4,096).
 
 
 def top_p(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor:
@@ -50,9 +52,9 @@ def top_p(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor:
     for distributions too flat for that.
     """
     if scores.device.type == "cpu" and scores.size(-1) >= 8 * TOP_P_CANDIDATES:
-        remove = top_p_candidates(scores, p, min_tokens_to_keep)
-        if remove is not None:
-            return scores.masked_fill(remove, NEG_INF)
+        kept = top_p_candidates(scores, p, min_tokens_to_keep)
+        if kept is not None:
+            return kept
     sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
     cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)  # (N, V), ascending order
     remove_sorted = cumulative <= (1 - p)
@@ -62,8 +64,10 @@ def top_p(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor:
 
 
 def top_p_candidates(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tensor | None:
-    """`top_p`'s removal mask from the k most likely tokens instead of a full sort (k = 256, then 1,024 and
-    4,096 while they hold at least p / 2 of every row's mass), or None when they do not hold p of some row's.
+    """`top_p(scores, p)` from the k most likely tokens instead of a full sort (k = 256, then 768, 2,304 and
+    so on to V / 4 while they hold at least p / 2 of every row's mass), or None when they do not hold p of
+    some row's. The kept scores are scattered into a -inf tensor: one write of the vocabulary, where a mask
+    and masked_fill take three (4 ms a step for 16 rows of 50,257 on a 2-core CPU, masked_fill alone 2).
 
     The same rule: the mass of a token and everything less likely is 1 - (the mass of the tokens more likely
     than it), so a candidate is removed when the mass above it is >= p; every token outside the candidates is
@@ -80,11 +84,11 @@ def top_p_candidates(scores: Tensor, p: float, min_tokens_to_keep: int = 1) -> T
         if mass >= p:
             remove_top = (cumulative - probs) >= p  # the mass strictly more likely than each candidate
             remove_top[:, :min_tokens_to_keep] = False
-            remove = torch.ones_like(scores, dtype=torch.bool)
-            return remove.scatter_(-1, index, remove_top)
+            kept = torch.full_like(scores, NEG_INF)
+            return kept.scatter_(-1, index, top.masked_fill(remove_top, NEG_INF))
         if mass < p / 2:  # far too flat for a few more candidates: sort
             return None
-        k *= 4
+        k *= 3
     return None
 
 

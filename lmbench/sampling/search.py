@@ -33,6 +33,7 @@ from torch import Tensor
 
 from lmbench.models.base import LanguageModel
 from lmbench.progress import bar
+from lmbench.sampling.draws import multinomial
 from lmbench.sampling.filters import needs_history, process
 from lmbench.sampling.kinds import sampler_kind
 from lmbench.sampling.packed import packed_linears
@@ -104,14 +105,15 @@ def left_pad(prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> 
     return ids.to(device), (mask.to(device) if padded else None)
 
 
-def _prefill(model: LanguageModel, ids: Tensor, mask: Tensor | None, copies: int) -> tuple[Tensor, object]:
+def _prefill(model: LanguageModel, ids: Tensor, mask: Tensor | None, copies: int,
+             max_new_tokens: int) -> tuple[Tensor, object]:
     """Consume the (B, P) prompts once, then repeat each row `copies` times -> (B*copies, V) last logits, state.
 
     Only the last position's logits are asked for: the (B, P, V) prompt logits are most of a prefill's cost
-    with a large vocabulary.
+    with a large vocabulary. The state is told the final length, so a cache can hold it from the start.
     """
-    logits, state = model.step(ids, model.init_state(ids.size(0), ids.device), attention_mask=mask,
-                               logits_to_keep=1)
+    start = model.init_state(ids.size(0), ids.device, max_length=ids.size(1) + max_new_tokens)
+    logits, state = model.step(ids, start, attention_mask=mask, logits_to_keep=1)
     last = logits[:, -1].float()  # (B, V)
     if copies > 1:
         expand = torch.arange(ids.size(0), device=ids.device).repeat_interleave(copies)
@@ -139,7 +141,7 @@ def _decode(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: SamplerSp
     """Greedy or multinomial decoding -> (N, max_new_tokens) ids and (N,) lengths, N = B x num_return_sequences."""
     num_prompt = ids.size(1)
     copies = s.num_return_sequences
-    next_logits, state = _prefill(model, ids, mask, copies)
+    next_logits, state = _prefill(model, ids, mask, copies, max_new_tokens)
     num_rows = next_logits.size(0)
     full_mask = _full_mask(mask, copies, max_new_tokens)
     history = _history(ids, mask, copies, max_new_tokens) if needs_history(s) else None
@@ -150,7 +152,7 @@ def _decode(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: SamplerSp
     for t in range(max_new_tokens):
         scores = process(next_logits, None if history is None else history[:, : num_prompt + t], s)  # (N, V)
         if sampling:
-            next_ids = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+            next_ids = multinomial(scores.softmax(dim=-1), 1, generator).squeeze(1)
         else:
             next_ids = scores.argmax(dim=-1)
         next_ids = next_ids.masked_fill(finished, pad_id)  # (N,)
@@ -181,7 +183,7 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
     k = s.num_beams
     num_candidates = 2 * k  # transformers: max(2, 1 + number of EOS ids) x num_beams
     device = ids.device
-    next_logits, state = _prefill(model, ids, mask, k)  # (B*K, V)
+    next_logits, state = _prefill(model, ids, mask, k, max_new_tokens)  # (B*K, V)
     vocab_size = next_logits.size(-1)
     full_mask = _full_mask(mask, k, max_new_tokens)
     prompt_history = _history(ids, mask, k, 0) if needs_history(s) else None
@@ -206,7 +208,7 @@ def _beam_search(model: LanguageModel, ids: Tensor, mask: Tensor | None, s: Samp
         # as the add itself on CPU.
         total = log_probs.view(num_prompts, k, vocab_size).add_(running_scores[:, :, None]).view(num_prompts, -1)
         if sampling:
-            flat = torch.multinomial(total.softmax(dim=-1), num_candidates, generator=generator)  # (B, C)
+            flat = multinomial(total.softmax(dim=-1), num_candidates, generator)  # (B, C)
             # Best first, as top-k gives them: the first K candidates are the ones that may finish (transformers
             # >= 5.24 sorts the same way; earlier releases kept the draw order).
             cand_scores, order = total.gather(1, flat).sort(dim=1, descending=True)

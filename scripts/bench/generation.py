@@ -138,7 +138,7 @@ class RecomputeLM(LanguageModel):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.inner(input_ids, attention_mask)
 
-    def init_state(self, batch_size: int, device: torch.device) -> PrefixState:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> PrefixState:
         return PrefixState(torch.zeros(batch_size, 0, dtype=torch.long, device=device), None)
 
     def step(self, input_ids: Tensor, state: PrefixState, attention_mask: Tensor | None = None,
@@ -566,14 +566,17 @@ NOTES = [
     "What lmbench does that `generate` does not, on the CPU: every linear layer of at least 131k weights runs "
     "oneDNN on a weight reordered once per call into its blocked layout (lmbench/sampling/packed.py; the kernel "
     "`torch.compile` uses with freezing): the 50,257 x 384 head takes 2.8 ms for one row where `F.linear` takes "
-    "6.7 ms, 3.8 ms for 16 rows where it takes 13.4; top-p finds the nucleus among the 256 (then 1,024, 4,096) "
+    "6.7 ms, 3.8 ms for 16 rows where it takes 13.4; top-p finds the nucleus among the 256 (then 768, 2,304) "
     "most likely tokens instead of sorting the vocabulary (2 ms a row; lmbench/sampling/filters.py, exact, "
-    "falling back to the sort for flat rows); the K/V cache is appended in place into preallocated buffers "
-    "and beam search copies no cached row it can leave in place: a beam's first continuation keeps its parent's "
+    "falling back to the sort for flat rows) and scatters the kept scores into a -inf tensor instead of a mask "
+    "and masked_fill; the K/V cache is appended in place into buffers allocated once for prompt + new tokens "
+    "(no growth copies) and beam search copies no cached row it can leave in place: a beam's first continuation keeps its parent's "
     "row, and only further copies of a parent are written, into dropped beams' rows (lmbench/models/kv_cache.py; "
     "about a fifth of the rows per token with 5 beams, where `generate` gathers every row). The sampled draw is "
-    "still torch.multinomial over the whole vocabulary, so the same seed draws the same ids as `generate`; its "
-    "exponential draws (0.9 ms a row of 50,257) are now a large share of a top-p step at batch 16.", "",
+    "torch.multinomial's exponential race with the log taken on the nucleus only (lmbench/sampling/draws.py): "
+    "every uniform is still drawn, so the same seed gives the same ids and generator state as "
+    "torch.multinomial, but the per-token log1p over 50,257 entries (0.9 ms a row, 14 ms a step at batch 16) "
+    "shrinks to a few hundred; the serial double uniforms (3 ms a step at batch 16) remain.", "",
     "Beam search at batch 16 (80 rows; torch.profiler over the 30M model's 256 tokens on the 2-core development "
     "machine, self time per step, 36 ms in all): oneDNN linears 14.0 ms (the head is 3.1 GFLOP a step), "
     "attention 11.2 ms (SDPA reads the 212 MB cache at the mean context of 144 at about 19 GB/s), the cache "

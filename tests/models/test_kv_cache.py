@@ -159,3 +159,32 @@ def test_growth_copies_the_prefix() -> None:
     assert grown.buffers is not None and grown.buffers.capacity == 2 * MIN_CAPACITY
     close(logits[:, -1], _last(model, torch.cat([ids, x], 1)))
     assert isinstance(grown, KVState) and grown.num_past == MIN_CAPACITY + 1
+
+
+@torch.no_grad()
+def test_an_announced_length_is_allocated_once_and_never_grown(monkeypatch) -> None:
+    """generate() announces prompt + new tokens: one buffer set of exactly that capacity (a second for the beams'
+    batch expansion), where the same loop without the announcement grows 32 -> 64 -> 96 and copies its cache
+    each time."""
+    from lmbench.models.kv_cache import KVPool
+    from lmbench.sampling import generate
+    from lmbench.spec import SamplerSpec
+
+    model = make_tiny("transformer", block_size=96)
+    capacities: list[int] = []
+    acquire = KVPool.acquire
+    monkeypatch.setattr(KVPool, "acquire", lambda self, like, layers, rows, capacity:
+                        capacities.append(capacity) or acquire(self, like, layers, rows, capacity))
+    prompt = [[1, 2, 3, 4, 5]]
+    greedy = generate(model, prompt, SamplerSpec(), max_new_tokens=75, eos_id=None, pad_id=0)
+    assert capacities == [80]
+    capacities.clear()
+    generate(model, prompt, SamplerSpec(kind="beam", num_beams=3), max_new_tokens=75, eos_id=None, pad_id=0)
+    assert capacities == [80, 80]
+    capacities.clear()
+    ids, state = torch.tensor(prompt), model.init_state(1, torch.device("cpu"))
+    for _ in range(75):
+        logits, state = model.step(ids, state)
+        ids = logits[:, -1:].argmax(-1)
+    assert capacities == [MIN_CAPACITY, 2 * MIN_CAPACITY, 96]  # doubling, capped at block_size
+    assert state.ids[0, 5:].tolist() + [int(ids)] == greedy[0][0]  # the same tokens either way

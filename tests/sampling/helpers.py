@@ -72,7 +72,7 @@ class UnigramLM(LanguageModel):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.logits.expand(*input_ids.shape, -1)
 
-    def init_state(self, batch_size: int, device: torch.device) -> NoState:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> NoState:
         return NoState()
 
     def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None,
@@ -112,7 +112,7 @@ class CountingLM(LanguageModel):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.inner(input_ids, attention_mask)
 
-    def init_state(self, batch_size: int, device: torch.device) -> Any:
+    def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> Any:
         return self.inner.init_state(batch_size, device)
 
     def step(self, input_ids: Tensor, state: Any, attention_mask: Tensor | None = None,

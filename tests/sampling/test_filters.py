@@ -182,16 +182,16 @@ def test_top_p_from_candidates_matches_transformers_on_a_large_vocabulary(scale:
     scores = torch.randn(8, 8192, generator=g) * scale
     assert filters.top_p_candidates(scores, p, keep) is not None
     expected = TopPLogitsWarper(p, min_tokens_to_keep=keep)(None, scores.clone())
-    torch.testing.assert_close(filters.top_p(scores, p, keep), expected)
+    torch.testing.assert_close(filters.top_p(scores, p, keep), expected, rtol=0, atol=0)  # the same scores kept
 
 
 def test_top_p_candidates_grow_then_give_way_to_the_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     g = torch.Generator().manual_seed(0)
-    peaked, flat = torch.randn(4, 8192, generator=g) * 2.5, torch.randn(4, 8192, generator=g)
+    peaked, flat = torch.randn(4, 8192, generator=g) * 3.0, torch.randn(4, 8192, generator=g)
     sizes = []
     topk = torch.topk
     monkeypatch.setattr(filters.torch, "topk", lambda x, k, dim: sizes.append(k) or topk(x, k, dim=dim))
-    assert filters.top_p_candidates(peaked, 0.9) is not None and sizes == [256, 1024]
+    assert filters.top_p_candidates(peaked, 0.9) is not None and sizes == [256, 768]
     sizes.clear()
     assert filters.top_p_candidates(flat, 0.9) is None and sizes == [256]  # far below p / 2: straight to the sort
     expected = TopPLogitsWarper(0.9)(None, flat.clone())

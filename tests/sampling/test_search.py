@@ -329,12 +329,16 @@ def test_the_cpu_fast_paths_draw_what_transformers_draws_on_a_large_vocabulary(m
     candidates = filters.top_p_candidates
     monkeypatch.setattr(filters, "top_p_candidates",
                         lambda *a: found.append(candidates(*a) is not None) or candidates(*a))
+    from lmbench.sampling import draws
+
+    race = draws._race
+    monkeypatch.setattr(draws, "_race", lambda *a: found.append(True) or race(*a))
     prompts = [[5, 6, 7, 8], [9, 10, 11, 12], [1, 2, 3, 4]]
     for seed in (3, 4):
         got = ours(lm, SamplerSpec(kind="sample", top_p=0.9), None, 16, prompts=prompts, seed=seed)
         torch.manual_seed(seed)
         assert got == hf_generate(hf, prompts, -1, 16, do_sample=True, top_p=0.9, top_k=0)
-    assert len(found) == 32 and all(found)  # every step's nucleus came from the candidates
+    assert len(found) == 64 and all(found)  # every step's nucleus came from the candidates, and its draw
     assert ours(lm, SamplerSpec(), None, 16, prompts=prompts) == hf_generate(hf, prompts, -1, 16, do_sample=False)
     beam = SamplerSpec(kind="beam", num_beams=5)
     assert ours(lm, beam, None, 12, prompts=prompts) == hf_generate(hf, prompts, -1, 12, do_sample=False, num_beams=5,

@@ -578,7 +578,7 @@ def test_recurrent_rows_start_from_the_models_initial_state() -> None:
     from lmbench.models.recurrent import RecurrentState
 
     class HalfStart(type(tiny_lstm())):  # type: ignore[misc]
-        def init_state(self, batch_size: int, device: torch.device) -> RecurrentState:
+        def init_state(self, batch_size: int, device: torch.device, max_length: int | None = None) -> RecurrentState:
             h = torch.full((self.config.num_layers, batch_size, self.config.d_hidden), 0.5, device=device)
             return RecurrentState(h, torch.full_like(h, 0.5))
 
