@@ -75,3 +75,28 @@ def test_the_quality_gap_is_lmbench_over_plain_perplexity(tt) -> None:  # noqa: 
     assert "perplexity: -1.50% (goal within 2%: met)" in tt.markdown(result)
     result["quality"][0]["val_ppl"] = 97.5
     assert "perplexity: -2.50% (goal within 2%: **not met**)" in tt.markdown(result)
+
+
+def test_both_transformer_sides_compute_the_same_function(tt, tmp_path) -> None:  # noqa: ANN001
+    """lmbench's model from the benchmark's spec and the plain NanoGPT, given the same weights, give the same
+    logits: the same activation (ACTIVATION) on both sides, the same blocks, tied head."""
+    from lmbench.models.transformer import Config, TransformerLM
+
+    size = {"num_layers": 2, "num_heads": 2, "d_model": 16, "block_size": 12, "batch_size": 2}
+    params = tt.transformer_spec(size, "fp32", tmp_path, tmp_path)["model"]["params"]
+    torch.manual_seed(0)
+    lm = TransformerLM(Config(**params), 23, 0).eval()
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.mul_(4)  # large enough activations for the tanh approximation to differ from erf
+    plain = tt.nanogpt_like(size, 23).eval()
+    rename = {"tok_emb": "tok", "pos_emb": "pos", ".attn.": ".", ".mlp.": "."}
+    state = {}
+    for name, value in lm.state_dict().items():
+        for a, b in rename.items():
+            name = name.replace(a, b)
+        state[name] = value
+    plain.load_state_dict(state, strict=False)
+    assert torch.equal(plain.head.weight, plain.tok.weight)
+    ids = torch.randint(0, 23, (2, 12), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(plain(ids), lm(ids), rtol=1e-4, atol=1e-4)

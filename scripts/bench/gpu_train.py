@@ -13,6 +13,8 @@ MFU = flops_per_token x tokens/s / the bf16 matmul rate measured by gpu_peaks.py
 flops_per_token = 6 x (non-embedding parameters + the output projection) + 12 x layers x d_model x block
 (lmbench's TransformerLM.flops_per_token: forward + backward, attention scores and values included).
 Work items run in priority order while the time budget lasts; results are written after each one.
+Both sides use common.ACTIVATION, the exact GELU; results/bench/gpu.md was measured before that, with the tanh
+approximation on both sides.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import NanoGPT  # noqa: E402
+from common import ACTIVATION, NanoGPT  # noqa: E402
 from lmbench.training import precision as lmprecision  # noqa: E402
 from lmbench.training.runner import build_trainer  # noqa: E402
 from lmbench.training.trainer import Trainer  # noqa: E402
@@ -74,14 +74,22 @@ NOTES = [
     "- The plain loops are the code a speed-minded user writes (NanoGPT in scripts/bench/common.py: fused QKV, SDPA",
     "  with is_causal, fused or foreach AdamW). In fp32 both sides run the same kernels (SDPA's flash kernel, the",
     "  same matmuls, one multi-tensor AdamW) and lmbench is at parity.",
+    "- Both transformer sides use the exact (erf) GELU, lmbench's default and nanoGPT's `nn.GELU()`",
+    "  (common.ACTIVATION; a test checks that the two sides compute the same function). Earlier runs used the tanh",
+    "  approximation on both sides, which costs 8.0 ms a layer forward + backward at the 10.7M shape where the",
+    "  exact one costs 2.2 (torch's vectorised tanh is slow on this CPU): both sides were 35-40 ms a step slower.",
     "- In bf16 on the CPU, lmbench's transformer computes causal attention as matrix products with a hand-written",
     "  backward (lmbench/models/attention.py) instead of SDPA's CPU flash kernel. torch.profiler on the 10.7M bf16",
-    "  step (self time per step, 2 cores): with SDPA, attention took 218 ms of 665 (flash backward 151, forward 67;",
-    "  about 80 GFLOP/s); with the matrix products 84 ms (bmm 49, the baddbmm that adds the causal bias 11, softmax",
-    "  16, its backward 4, scaling 4). What is left of lmbench's 599 ms: the linear layers 372 (mm and addmm, about",
-    "  700 GFLOP/s, near the bf16 matmul peak), GELU and its backward 59, copies 31 (autocast's casts, q/k/v made",
-    "  contiguous), layer norms 13, AdamW 4. The plain loop runs the same linears, GELU and casts, plus SDPA's",
-    "  218 ms; so the rest of the gap to a larger speed-up is the linears, which both sides run at the peak.",
+    "  step (self time per step, 2 cores): with SDPA (and the tanh GELU), attention took 218 ms of 665 (flash",
+    "  backward 151, forward 67; about 80 GFLOP/s). With the matrix products and the exact GELU, in 489 ms (442",
+    "  without the profiler): the linear layers 293",
+    "  (mm 197, addmm 96; about 720 GFLOP/s, near the bf16 matmul peak), attention about 95 (bmm 48, softmax 17 and",
+    "  its backward 15, the baddbmm that adds the causal bias 15), copies 33 (autocast's casts, q/k/v made",
+    "  contiguous), GELU and its backward 32, layer norms 9, AdamW 5. Skipping the masked upper half of the scores",
+    "  (query blocks against their key prefix only: 3/4 of the products with 2 blocks) was tried and measured no",
+    "  faster per layer (11.2 against 11.5 ms), with larger bf16 errors in dk and dv from accumulating blocks, so",
+    "  it was not kept. The plain loop runs the same linears, GELU and casts, plus SDPA's flash kernel; the rest of",
+    "  the gap to a larger speed-up is the linears, which both sides run near the peak.",
     "- The LSTM's vocabulary projection and loss are fused (`lmbench.training.fused_loss`: cache-sized row chunks,",
     "  no full float32 logits). torch.profiler on the unfused bf16 step gave about 45% of the step to the",
     "  element-wise passes over the (700, 33,278) float32 logits (log-softmax and its backward, the zero-filled",
@@ -133,7 +141,7 @@ def machine() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ lmbench side
 def transformer_spec(size: dict[str, int], precision: str, data_root: Path, cache: Path) -> dict[str, Any]:
     params = {k: size[k] for k in ("num_layers", "num_heads", "d_model", "block_size")}
-    params.update(activation="gelu_tanh", dropout=0.0)
+    params.update(activation=ACTIVATION, dropout=0.0)
     return {
         "name": "bench", "seed": 0,
         "data": {"source": "text", "path": str(data_root / "tinyshakespeare" / "input.txt"), "unit": "file",
