@@ -50,7 +50,9 @@ class Config:
     # which has no dropout: with dropout there it materialises (B, H, T, T) scores (slow for long documents).
     attention_dropout: float | None = None
     positions: str = "learned"  # learned | rotary
-    activation: str = "gelu"  # gelu | gelu_tanh | relu
+    # gelu (exact, erf) | gelu_tanh (GPT-2's approximation) | relu. On a CPU gelu_tanh's forward + backward cost
+    # about 3.6x gelu's (torch's vectorised tanh): 8.0 against 2.2 ms a layer on the 10.7M shape in bf16.
+    activation: str = "gelu"
     norm: str = "pre"  # pre: x + f(ln(x)) (GPT-2) | post: ln(x + f(x)) (the original Transformer, SEEDS 3)
     bias: bool = True  # biases in Linear layers and LayerNorms
     tie_embeddings: bool = True  # output projection shares the token embedding matrix
