@@ -62,16 +62,17 @@ def test_taken_only_for_bf16_training_on_the_cpu(monkeypatch: pytest.MonkeyPatch
     assert not use_matmul_attention(q, 0.0)
 
 
-def _losses(steps: int) -> list[float]:
+def _losses(steps: int, compile_backend: Any = None) -> list[float]:
     model = make_tiny("transformer", d_model=32, num_heads=2).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    forward = model if compile_backend is None else torch.compile(model, backend=compile_backend)
     generator = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(steps):
         ids = torch.randint(1, VOCAB, (4, 24), generator=generator)
         ids[:, 1::2] = ids[:, ::2]  # something to learn: every other token repeats the one before
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(ids[:, :-1])
+            logits = forward(ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         opt.step()
@@ -103,3 +104,23 @@ def test_training_losses_match_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randint(1, VOCAB, (2, 8)))
     assert len(calls) == 60  # evaluation without gradients keeps SDPA
+
+
+def test_compiled_training_takes_it_and_matches_eager() -> None:
+    """Under torch.compile (AOTAutograd, without inductor's C++ build) the traced forward holds the matrix
+    products, not SDPA's flash kernel, and the losses follow the eager ones."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    targets: set[str] = set()
+
+    def forward_compiler(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+        targets.update(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return make_boxed_func(gm.forward)
+
+    torch._dynamo.reset()
+    compiled = _losses(8, aot_autograd(fw_compiler=forward_compiler))
+    assert any("baddbmm" in t for t in targets) and not any("flash" in t for t in targets), targets
+    eager = _losses(8)
+    for a, b in zip(compiled, eager):
+        assert abs(a - b) <= 0.01 * b, (compiled, eager)
