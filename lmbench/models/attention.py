@@ -12,7 +12,7 @@ and evaluation keep SDPA, so that ids stay equal to transformers' `generate`), n
 `MAX_SCORES` scores a layer (its memory is the probabilities; above that, flash). `LMBENCH_MATMUL_ATTENTION=0` turns
 it off. Under `torch.compile` (`train.compile: true`) dynamo traces the Function, forward and backward, and inductor
 compiles its products: with SDPA instead, the compiled step was 0.88x (10.7M) and 0.65x (0.8M) the eager one on 2
-CPU cores in bf16; with it, 1.04x and 1.16x (scripts/bench/compile_step.py).
+CPU cores in bf16; with it, 1.13x and 1.15x (results/bench/compile_step.md).
 """
 
 from __future__ import annotations
