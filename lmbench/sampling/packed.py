@@ -15,8 +15,9 @@ Under CPU autocast to bf16 the reordered weights are bf16 and the layers compute
 without casting every fp32 weight to bf16 again at every call (the 30M GPT-2 shape decodes greedily at 308 tokens/s
 packed against 46 unpacked at batch 1, 2,079 against 595 at batch 16, under bf16 autocast on 2 cores).
 A layer steps aside (the plain `F.linear` runs) when it is called in another dtype than it was packed for (autocast
-turned on or off inside the block, an input of another dtype); nothing is packed when oneDNN is not available, and
-`LMBENCH_PACKED_LINEAR=0` turns it off.
+turned on or off inside the block, an input of another dtype); nothing is packed when oneDNN is not available or
+cannot reorder the dtype on this CPU (oneDNN's bf16 reorder needs AVX-512 or AVX-NE-CONVERT: on an AVX2-only CPU the
+bf16 layers stay plain), and `LMBENCH_PACKED_LINEAR=0` turns it off.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def available() -> bool:
     ops = torch.ops.mkldnn
     return (torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
             and hasattr(ops, "_reorder_linear_weight"))
+
+
+def supports(dtype: torch.dtype) -> bool:
+    """oneDNN on this CPU reorders and multiplies weights of `dtype` (fp32 always; bf16 only with the instructions
+    oneDNN's bf16 path needs, else `_reorder_linear_weight` raises)."""
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype in PACKED_DTYPES
 
 
 def packable(layer: nn.Module) -> bool:
@@ -83,10 +92,11 @@ def packed_linears(model: nn.Module, rows: int) -> Iterator[int]:
     """Inside the block, every packable linear layer of `model` runs oneDNN on a weight reordered for `rows`
     input rows (a hint: any number of rows gives the same result). Under CPU autocast to bf16 (on when the block
     is entered) the reordered weights are bf16, as autocast would cast them. Yields how many layers were packed
-    (0 when oneDNN is not available, or under autocast to another dtype). For inference: the reordered weights are
+    (0 when oneDNN is not available, under autocast to another dtype, or for a dtype this CPU's oneDNN cannot pack). For inference: the reordered weights are
     copies, gradients do not reach the parameters."""
     cast = autocast_dtype()
-    layers = [m for m in model.modules() if packable(m)] if available() and cast in (None, *PACKED_DTYPES) else []
+    layers = [m for m in model.modules() if packable(m) and supports(cast or m.weight.dtype)] \
+        if available() and cast in (None, *PACKED_DTYPES) else []
     packs: dict[int, Tensor] = {}  # one reordered copy per weight tensor (tied layers share it)
     try:
         with torch.no_grad():

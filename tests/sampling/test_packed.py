@@ -82,7 +82,7 @@ def test_under_autocast_the_weights_are_packed_as_autocast_casts_them() -> None:
             plain = net(x)
             with packed_linears(net, 3) as count:
                 got = net(x)
-                assert count == 2
+                assert count == (2 if packed.supports(torch.bfloat16) else 0)
             with packed_linears(net, 3), torch.autocast("cpu", enabled=False):
                 unpacked_inside = net.big(x)  # autocast off inside the block: the plain fp32 layer
         assert got.dtype == plain.dtype == torch.bfloat16
@@ -90,6 +90,24 @@ def test_under_autocast_the_weights_are_packed_as_autocast_casts_them() -> None:
         assert torch.equal(unpacked_inside, F.linear(x, net.big.weight, net.big.bias))
         with torch.autocast("cpu", dtype=torch.float16), packed_linears(net, 3) as count:
             assert count == 0  # fp16 is not packed
+
+
+def test_a_dtype_this_cpu_cannot_reorder_is_not_packed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN's bf16 reorder raises on an AVX2-only CPU: there the bf16 layers stay plain and compute as before."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(3, BIG[1])
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = net(x)
+            with packed_linears(net, 3) as count:
+                assert count == 0 and not any("forward" in vars(m) for m in net.modules())
+                assert torch.equal(net(x), plain)
+        with packed_linears(net.bfloat16(), 3) as count:  # bf16 weights, no autocast
+            assert count == 0
+        with packed_linears(net.float(), 3) as count:  # fp32 is packed on any CPU
+            assert count == 2
 
 
 def test_a_mismatched_input_dtype_runs_the_plain_layer() -> None:
