@@ -64,8 +64,24 @@ class Deadline:
 
 
 # ------------------------------------------------------------------------------------------ peaks
+def matmul_size(dtype: torch.dtype, n: int, device: torch.device, max_seconds: float = 1.0, probe: int = 256) -> int:
+    """`n`, halved (not below `probe`) while one n x n x n product in `dtype` would take more than `max_seconds` at
+    the rate of a `probe`^3 product: on a CPU whose oneDNN has no bf16 path (AVX2 only) bf16 products run a
+    reference kernel at about 1.4 GFLOP/s, where one 2048^3 product takes 12 s. `n` itself off the CPU."""
+    if device.type != "cpu" or n <= probe:
+        return n
+    a = torch.randn(probe, probe).to(dtype)
+    a @ a
+    rate = 2 * probe**3 / min(timed_s(lambda: a @ a, device) for _ in range(3))
+    while n > probe and 2 * n**3 / rate > max_seconds:
+        n //= 2
+    return n
+
+
 def matmul_flops_per_s(dtype: torch.dtype, n: int, device: torch.device, reps: int = 10) -> float:
-    """Best FLOP/s of an n x n x n matmul in `dtype` over `reps` timed batches (after a warm-up)."""
+    """Best FLOP/s of an n x n x n matmul in `dtype` over `reps` timed batches (after a warm-up); on the CPU n
+    shrinks where `dtype` is too slow for it (`matmul_size`)."""
+    n = matmul_size(dtype, n, device)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     inner = 5 if device.type == "cuda" else 1

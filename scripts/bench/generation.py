@@ -62,7 +62,7 @@ from lmbench.models.hf import HFCausalLM  # noqa: E402
 from lmbench.models.transformer import Config as TConfig  # noqa: E402
 from lmbench.models.transformer import TransformerLM  # noqa: E402
 from lmbench.sampling import generate  # noqa: E402
-from lmbench.sampling.packed import available as packed_available  # noqa: E402
+from lmbench.sampling.packed import available as packed_available, supports as packed_supports  # noqa: E402
 from lmbench.sampling.search import decode_precision  # noqa: E402
 from lmbench.spec import SamplerSpec  # noqa: E402
 
@@ -221,8 +221,8 @@ def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, float]:
 
 def onednn_flops_per_s(dtype: torch.dtype, rows: int = 256, n: int = 4096, reps: int = 5) -> float:
     """Best FLOP/s of oneDNN's linear (rows x n) @ (n x n) on a weight reordered once, in `dtype`."""
-    if dtype not in (torch.float32, torch.bfloat16):
-        return 0.0
+    if dtype not in (torch.float32, torch.bfloat16) or not packed_supports(dtype):
+        return 0.0  # lmbench does not pack this dtype here (bf16 on an AVX2-only CPU)
     weight, x = torch.randn(n, n).to(dtype), torch.randn(rows, n).to(dtype)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
     run = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")  # noqa: E731

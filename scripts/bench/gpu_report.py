@@ -116,7 +116,8 @@ def lstm_lines(lstm: dict[str, Any] | None) -> list[str]:
               f"{1000 * r['s_per_step']:.2f} |" for r in lstm["rows"]]
     lines += ["", "| comparison | speed-up |", "|---|---:|"]
     lines += [f"| {s['comparison']} | {s['speedup']:.2f}x |" for s in lstm.get("speedups", [])]
-    return lines
+    notes = [f"- {n['item']}: {n['note']}" for n in lstm.get("notes", [])]
+    return lines + ([""] + notes if notes else [])
 
 
 def generation_table(report: dict[str, Any], shape: dict[str, Any]) -> list[str]:

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ACTIVATION, NanoGPT  # noqa: E402
+from common import ACTIVATION, NanoGPT, matmul_size  # noqa: E402
 from lmbench.training import precision as lmprecision  # noqa: E402
 from lmbench.training.runner import build_trainer  # noqa: E402
 from lmbench.training.trainer import Trainer  # noqa: E402
@@ -103,8 +103,10 @@ NOTES = [
 
 
 # ------------------------------------------------------------------------------------------ machine
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Best FLOP/s of an n x n x n torch.matmul in `dtype` (the machine's practical matmul peak)."""
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> tuple[float, int]:
+    """Best FLOP/s of an n x n x n torch.matmul in `dtype` (the machine's practical matmul peak), and the n used: it
+    shrinks where the dtype is too slow for it (common.matmul_size: bf16 on an AVX2-only CPU)."""
+    n = matmul_size(dtype, n, torch.device("cpu"))
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(2):
         a @ b
@@ -113,7 +115,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
         t0 = time.perf_counter()
         a @ b
         best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
+    return best, n
 
 
 def copy_bandwidth(mb: int = 256, reps: int = 5) -> float:
@@ -474,8 +476,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"bf16 CPU flags: {', '.join(m['bf16_flags']) or 'none'}; "
              f"load average at start {m['loadavg_start'][0]:.2f}, "
              f"at end {result['loadavg_end'][0]:.2f}.",
-             f"Measured in the same run: matmul peak (2048^3 torch.matmul) fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
-             f"bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s; memory copy bandwidth {peaks['copy_bytes'] / 1e9:.1f} GB/s "
+             f"Measured in the same run: matmul peak (torch.matmul) fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s "
+             f"({peaks.get('n_fp32', 2048)}^3), bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s ({peaks.get('n_bf16', 2048)}^3); "
+             f"memory copy bandwidth {peaks['copy_bytes'] / 1e9:.1f} GB/s "
              "(256 MB tensor copy, read + write).",
              f"Steps: {result['args']['warmup']} warm-up, then {result['args']['rounds']} alternating rounds of "
              f"{result['args']['steps']} steps per side (medium: {result['args']['medium_steps']}); best round "
@@ -544,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     if args.threads:
         torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16), "copy_bytes": copy_bandwidth()}
+    (fp32, n_fp32), (bf16, n_bf16) = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    peaks = {"fp32": fp32, "bf16": bf16, "n_fp32": n_fp32, "n_bf16": n_bf16, "copy_bytes": copy_bandwidth()}
     info = machine()
     rows: list[dict] = []
     quality: list[dict] = []
