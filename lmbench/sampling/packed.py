@@ -92,8 +92,8 @@ def packed_linears(model: nn.Module, rows: int) -> Iterator[int]:
     """Inside the block, every packable linear layer of `model` runs oneDNN on a weight reordered for `rows`
     input rows (a hint: any number of rows gives the same result). Under CPU autocast to bf16 (on when the block
     is entered) the reordered weights are bf16, as autocast would cast them. Yields how many layers were packed
-    (0 when oneDNN is not available, under autocast to another dtype, or for a dtype this CPU's oneDNN cannot pack). For inference: the reordered weights are
-    copies, gradients do not reach the parameters."""
+    (0 when oneDNN is not available, under autocast to another dtype, or for a dtype this CPU's oneDNN cannot
+    pack). For inference: the reordered weights are copies, gradients do not reach the parameters."""
     cast = autocast_dtype()
     layers = [m for m in model.modules() if packable(m) and supports(cast or m.weight.dtype)] \
         if available() and cast in (None, *PACKED_DTYPES) else []

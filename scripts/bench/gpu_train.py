@@ -33,6 +33,7 @@ from common import (Deadline, NanoGPT, Results, matmul_flops_per_s, nanogpt_runn
                     read_json, say, sync)
 import train_throughput as tt  # noqa: E402
 
+from lmbench.sampling.packed import supports as onednn_supports  # noqa: E402
 from lmbench.training.trainer import Trainer  # noqa: E402
 
 GROW, MEMORY_CAP = 1.05, 0.60  # keep doubling while tokens/s grows by > 5% and memory stays under 60%
@@ -234,7 +235,7 @@ def run_lstm(args: argparse.Namespace, results: Results) -> None:
     peaks_all = (read_json(args.peaks) or {}).get("peaks", {}) if args.peaks else {}
     peaks = {"bf16": peak, "fp32": float(peaks_all.get("fp32_flops") or peak / 2)}
     precisions = ["fp32", "bf16"]
-    if args.smoke and pick_device().type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if args.smoke and pick_device().type == "cpu" and not onednn_supports(torch.bfloat16):
         # bf16 runs a reference kernel at ~1.4 GFLOP/s on an AVX2-only CPU: the bf16 pair would take ~45 s there
         precisions = ["fp32"]
         results.append("notes", {"item": "lstm bf16", "note": "skipped in the smoke run: this CPU has no oneDNN bf16"})
