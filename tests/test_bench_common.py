@@ -35,13 +35,25 @@ def test_off_the_cpu_and_at_small_sizes_the_size_is_kept(common, monkeypatch: py
     assert common.matmul_size(torch.bfloat16, 256, CPU) == 256
 
 
-def test_the_peak_is_measured_at_the_shrunk_size(common, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(common, "matmul_size", lambda dtype, n, device: 64)
-    shapes = []
-    monkeypatch.setattr(common, "timed_s", lambda fn, device: shapes.extend(p.shape for p in fn()) or 0.5)
-    flops = common.matmul_flops_per_s(torch.float32, 4096, CPU, reps=2)
-    assert shapes == [(64, 64), (64, 64)]  # two timed 64^3 products, not 4096^3
-    assert flops == 2 * 64**3 / 0.5
+def test_train_throughput_measures_and_reports_the_shrunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    tt = bench_scripts.load("train_throughput")
+    monkeypatch.setattr(tt, "matmul_size", lambda dtype, n, device: 64 if n == 2048 else n)
+    sizes = []
+    monkeypatch.setattr(tt, "matmul_flops_per_s", lambda dtype, n, device, reps: sizes.append((n, reps)) or 7.0)
+    assert tt.matmul_peak(torch.bfloat16) == (7.0, 64)
+    assert sizes == [(64, 5)]  # timed at 64^3, not 2048^3
+
+
+def test_generation_times_the_peak_at_the_shrunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = bench_scripts.load("generation")
+    monkeypatch.setattr(gen.common, "matmul_size", lambda dtype, n, device: 64 if n == 2048 else n)
+    monkeypatch.setattr(gen.common, "read_bytes_per_s", lambda num_bytes, device: 1.0)
+    monkeypatch.setattr(gen.common, "copy_bytes_per_s", lambda num_bytes, device: 1.0)
+    sizes = []
+    monkeypatch.setattr(gen.common, "matmul_flops_per_s", lambda dtype, n, device, reps: sizes.append(n) or 7.0)
+    monkeypatch.setattr(gen, "onednn_flops_per_s", lambda dtype: 0.0)
+    peaks = gen.machine_peaks(CPU, torch.bfloat16)
+    assert sizes == [64] and peaks["matmul_flops_per_s"] == 7.0
 
 
 def test_the_onednn_probe_skips_a_dtype_lmbench_does_not_pack_here(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,9 +79,8 @@ def matmul_size(dtype: torch.dtype, n: int, device: torch.device, max_seconds: f
 
 
 def matmul_flops_per_s(dtype: torch.dtype, n: int, device: torch.device, reps: int = 10) -> float:
-    """Best FLOP/s of an n x n x n matmul in `dtype` over `reps` timed batches (after a warm-up); on the CPU n
-    shrinks where `dtype` is too slow for it (`matmul_size`)."""
-    n = matmul_size(dtype, n, device)
+    """Best FLOP/s of an n x n x n matmul in `dtype` over `reps` timed batches (after a warm-up). On the CPU, size n
+    with `matmul_size` first where the dtype may be slow."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     inner = 5 if device.type == "cuda" else 1

@@ -210,7 +210,7 @@ def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     On the CPU the peak is the larger of torch.matmul (MKL for fp32) and oneDNN's linear on a reordered weight
     (what lmbench decodes with): on AMD CPUs MKL's fp32 sgemm takes an AVX2 path at about half of what oneDNN
     reaches (2-core EPYC: 168 against 414 GFLOP/s)."""
-    n = 2048 if device.type == "cpu" else 8192
+    n = common.matmul_size(dtype, 2048 if device.type == "cpu" else 8192, device)  # bf16 on an AVX2 CPU: smaller
     peaks = {"read_bytes_per_s": common.read_bytes_per_s(256 * 2**20, device),
              "copy_bytes_per_s": common.copy_bytes_per_s(256 * 2**20, device),
              "torch_matmul_flops_per_s": common.matmul_flops_per_s(dtype, n, device, reps=5)}

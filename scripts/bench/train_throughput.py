@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ACTIVATION, NanoGPT, matmul_size  # noqa: E402
+from common import ACTIVATION, NanoGPT, matmul_flops_per_s, matmul_size  # noqa: E402
 from lmbench.training import precision as lmprecision  # noqa: E402
 from lmbench.training.runner import build_trainer  # noqa: E402
 from lmbench.training.trainer import Trainer  # noqa: E402
@@ -106,16 +106,9 @@ NOTES = [
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> tuple[float, int]:
     """Best FLOP/s of an n x n x n torch.matmul in `dtype` (the machine's practical matmul peak), and the n used: it
     shrinks where the dtype is too slow for it (common.matmul_size: bf16 on an AVX2-only CPU)."""
-    n = matmul_size(dtype, n, torch.device("cpu"))
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best, n
+    cpu = torch.device("cpu")
+    n = matmul_size(dtype, n, cpu)
+    return matmul_flops_per_s(dtype, n, cpu, reps=reps), n
 
 
 def copy_bandwidth(mb: int = 256, reps: int = 5) -> float:
